@@ -1,0 +1,180 @@
+"""The accelerator configuration: one frozen, JSON-serializable source of truth.
+
+Every layer of the project reads the same :class:`AccelConfig`: the RTL in ``hw/`` sizes its
+ports and registers from it, ``model/`` packs weight streams for it, ``sim/`` builds one Verilator
+directory per config, and the build reports print it. This module is plain Python (no Amaranth,
+no numpy) so that any consumer can import it.
+
+The weight-stream *beat* is the unit of work: ``rows x cols`` trits, the weights the MAC array
+consumes in one cycle. See ``docs/architecture.md`` for the byte layout of a beat.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+
+__all__ = ["AccelConfig", "PACKINGS", "TRITS_PER_BYTE", "acc_bound", "acc_width_for"]
+
+#: Supported weight packings and how many trits one byte carries.
+TRITS_PER_BYTE = {"i2": 4, "tq1": 5}
+PACKINGS = tuple(TRITS_PER_BYTE)
+
+
+def acc_bound(k: int, act_bits: int) -> int:
+    """Largest possible ``|acc|`` of a ternary dot product of length ``k``.
+
+    Activation codes lie in ``[-2**(b-1), 2**(b-1) - 1]`` and trits in ``{-1, 0, 1}``, so each term
+    is at most ``2**(b-1)`` in magnitude (reached by ``-128 * -1`` for 8-bit codes) and
+    ``|acc| <= k * 2**(b-1)``. The bound is tight: ``x = [-2**(b-1)] * k`` with all trits ``-1``
+    reaches ``+k * 2**(b-1)``.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if act_bits < 2:
+        raise ValueError(f"act_bits must be >= 2, got {act_bits}")
+    return k * (1 << (act_bits - 1))
+
+
+def acc_width_for(k: int, act_bits: int) -> int:
+    """Smallest two's complement width that holds every accumulator value for length ``k``.
+
+    The range to hold is ``[-bound, +bound]`` with ``bound = acc_bound(k, act_bits)``; a signed
+    ``w``-bit register holds ``[-2**(w-1), 2**(w-1) - 1]``, so ``w = bit_length(bound) + 1``.
+    """
+    return acc_bound(k, act_bits).bit_length() + 1
+
+
+@dataclass(frozen=True)
+class AccelConfig:
+    """Parameters of the BitLinear engine.
+
+    Parameters
+    ----------
+    rows : int
+        ``R``: output rows computed in parallel (accumulators in the MAC array).
+    cols : int
+        ``C``: lanes per row, i.e. activation codes consumed per cycle.
+    act_bits : int
+        Activation code width: 8 (BitNet b1.58) or 4 (BitNet a4.8).
+    packing : str
+        Weight-stream packing, ``"i2"`` (4 trits/byte) or ``"tq1"`` (5 trits/byte, base 3).
+    max_k : int
+        Largest input dimension ``K`` the engine accepts; sizes the activation buffer and, through
+        :func:`acc_width_for`, the accumulators.
+    max_m : int
+        Largest output dimension ``M`` the engine accepts; sizes the row counters.
+    adder_stages : int
+        Pipeline registers inserted in each row's adder tree (0 = purely combinational tree).
+    """
+
+    rows: int = 4
+    cols: int = 16
+    act_bits: int = 8
+    packing: str = "tq1"
+    max_k: int = 1024
+    max_m: int = 4096
+    adder_stages: int = 1
+
+    def __post_init__(self):
+        for name in ("rows", "cols", "max_k", "max_m"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"AccelConfig.{name} must be a positive int, got {value!r}")
+        if self.act_bits not in (4, 8):
+            raise ValueError(f"AccelConfig.act_bits must be 4 or 8, got {self.act_bits!r}")
+        if self.packing not in TRITS_PER_BYTE:
+            raise ValueError(
+                f"AccelConfig.packing must be one of {PACKINGS}, got {self.packing!r}")
+        if not isinstance(self.adder_stages, int) or self.adder_stages < 0:
+            raise ValueError(
+                f"AccelConfig.adder_stages must be an int >= 0, got {self.adder_stages!r}")
+        if self.adder_stages > self.tree_depth:
+            raise ValueError(
+                f"AccelConfig.adder_stages={self.adder_stages} exceeds the adder tree depth "
+                f"{self.tree_depth} for cols={self.cols}")
+        if self.max_k > 65535 or self.max_m > 65535:
+            raise ValueError("AccelConfig.max_k and max_m must be <= 65535 (16-bit counters)")
+
+    # -- derived quantities --------------------------------------------------------------------
+    @property
+    def macs_per_cycle(self) -> int:
+        """Ternary multiply-accumulates per cycle: ``rows * cols``."""
+        return self.rows * self.cols
+
+    @property
+    def trits_per_beat(self) -> int:
+        return self.rows * self.cols
+
+    @property
+    def trits_per_byte(self) -> int:
+        return TRITS_PER_BYTE[self.packing]
+
+    @property
+    def bytes_per_beat(self) -> int:
+        """Bytes of one weight beat; a beat starts on a byte boundary, unused trits are 0."""
+        return -(-self.trits_per_beat // self.trits_per_byte)
+
+    @property
+    def bits_per_trit(self) -> float:
+        """Stored bits per weight trit, including the padding at the end of each beat."""
+        return 8 * self.bytes_per_beat / self.trits_per_beat
+
+    @property
+    def tree_depth(self) -> int:
+        """Levels of the binary adder tree that sums ``cols`` lanes."""
+        return max(0, math.ceil(math.log2(self.cols))) if self.cols > 1 else 0
+
+    @property
+    def acc_width(self) -> int:
+        """Accumulator width proven sufficient for ``max_k`` (see :func:`acc_width_for`)."""
+        return acc_width_for(self.max_k, self.act_bits)
+
+    def k_tiles(self, k: int) -> int:
+        return -(-k // self.cols)
+
+    def m_tiles(self, m: int) -> int:
+        return -(-m // self.rows)
+
+    def beats(self, m: int, k: int) -> int:
+        """Weight beats of one token pass over an ``m x k`` layer."""
+        return self.m_tiles(m) * self.k_tiles(k)
+
+    def check_layer(self, m: int, k: int) -> None:
+        """Raise ``ValueError`` if an ``m x k`` layer does not fit this engine."""
+        if not (1 <= k <= self.max_k):
+            raise ValueError(f"K={k} outside [1, max_k={self.max_k}]")
+        if not (1 <= m <= self.max_m):
+            raise ValueError(f"M={m} outside [1, max_m={self.max_m}]")
+
+    # -- serialization -------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AccelConfig:
+        if not isinstance(data, dict):
+            raise TypeError(f"AccelConfig.from_dict expects a dict, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown AccelConfig field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> AccelConfig:
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **changes) -> AccelConfig:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def slug(self) -> str:
+        """A short name for build directories: ``r4c16a8tq1k1024s1``."""
+        return (f"r{self.rows}c{self.cols}a{self.act_bits}{self.packing}"
+                f"k{self.max_k}m{self.max_m}s{self.adder_stages}")
