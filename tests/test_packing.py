@@ -1,0 +1,203 @@
+"""Tests of model/packing.py (docs/architecture.md sections 3-4)."""
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from model.accel import AccelConfig
+from model.packing import (
+    TQ1_INVALID_BYTES,
+    TQ1_VALID_BYTES,
+    TritStreamDecoder,
+    decode_tq1_byte,
+    pack_i2,
+    pack_i2_hf,
+    pack_layer_stream,
+    pack_tq1,
+    tq1_byte_is_valid,
+    unpack_i2,
+    unpack_i2_hf,
+    unpack_layer_stream,
+    unpack_tq1,
+)
+
+
+def test_i2_known_bytes():
+    # trit 4j+i in bits [2i+1:2i] as trit+1
+    assert pack_i2([-1, 0, 1, 0]).tolist() == [0b01_10_01_00]
+    assert pack_i2([1]).tolist() == [0b01_01_01_10]  # padded with zero trits (code 1)
+    assert pack_i2([]).tolist() == []
+
+
+def test_i2_every_byte():
+    for b in range(256):
+        codes = [(b >> (2 * i)) & 3 for i in range(4)]
+        if 3 in codes:
+            with pytest.raises(ValueError, match="byte offset 2"):
+                unpack_i2(bytes([0x55, 0x55, b]), 12)
+        else:
+            t = unpack_i2(bytes([b]), 4)
+            assert t.tolist() == [c - 1 for c in codes]
+            assert pack_i2(t).tolist() == [b]
+
+
+def test_tq1_tables():
+    all_groups = list(itertools.product((-1, 0, 1), repeat=5))
+    produced = {int(pack_tq1(g)[0]) for g in all_groups}
+    assert len(produced) == 243
+    assert produced == set(TQ1_VALID_BYTES)
+    assert len(TQ1_INVALID_BYTES) == 13
+    assert set(TQ1_INVALID_BYTES) | produced == set(range(256))
+    for g in all_groups:
+        b = int(pack_tq1(g)[0])
+        assert decode_tq1_byte(b) == g
+        assert unpack_tq1(bytes([b]), 5).tolist() == list(g)
+        assert tq1_byte_is_valid(b)
+    for b in TQ1_INVALID_BYTES:
+        assert not tq1_byte_is_valid(b)
+        with pytest.raises(ValueError, match="byte offset 3"):
+            unpack_tq1(bytes([pack_tq1([0] * 5)[0]] * 3 + [b]), 20)
+
+
+def test_tq1_matches_formula():
+    # byte = ceil(q * 256 / 243), q = sum d_i 3^(4-i) (llama.cpp TQ1_0)
+    for g in itertools.product((0, 1, 2), repeat=5):
+        q = sum(d * 3 ** (4 - i) for i, d in enumerate(g))
+        assert int(pack_tq1([d - 1 for d in g])[0]) == -(-q * 256 // 243)
+
+
+@pytest.mark.parametrize("pack,unpack,per", [(pack_i2, unpack_i2, 4), (pack_tq1, unpack_tq1, 5)])
+@pytest.mark.parametrize("n", [0, 1, 3, 4, 5, 6, 7, 9, 10, 11, 99])
+def test_round_trip_lengths(pack, unpack, per, n):
+    rng = np.random.default_rng(n)
+    t = rng.integers(-1, 2, n).astype(np.int8)
+    data = pack(t)
+    assert data.dtype == np.uint8 and data.size == -(-n // per)
+    assert np.array_equal(unpack(data, n), t)
+    if n:
+        with pytest.raises(ValueError, match="short stream"):
+            unpack(data[:-1], n)
+
+
+@pytest.mark.parametrize("bad", [[2], [-2], [0.0], [True]])
+def test_pack_rejects(bad):
+    with pytest.raises((ValueError, TypeError)):
+        pack_i2(bad)
+    with pytest.raises((ValueError, TypeError)):
+        pack_tq1(bad)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-1, 1), max_size=80), st.sampled_from(["i2", "tq1"]),
+       st.lists(st.integers(1, 7), min_size=1, max_size=20))
+def test_stream_decoder(trits, packing, chunks):
+    data = (pack_i2 if packing == "i2" else pack_tq1)(trits)
+    dec = TritStreamDecoder(packing)
+    out, pos, i = [], 0, 0
+    while pos < data.size:
+        n = chunks[i % len(chunks)]
+        out.append(dec.feed(data[pos:pos + n]))
+        pos, i = pos + n, i + 1
+    dec.finish(len(trits))
+    got = np.concatenate(out) if out else np.zeros(0, np.int8)
+    assert got[:len(trits)].tolist() == trits
+    assert not np.any(got[len(trits):])
+
+
+def test_stream_decoder_errors():
+    dec = TritStreamDecoder("tq1")
+    dec.feed(pack_tq1([1] * 10))
+    with pytest.raises(ValueError, match="byte offset 3"):
+        dec.feed(bytes([0, TQ1_INVALID_BYTES[0]]))
+    dec = TritStreamDecoder("i2")
+    dec.feed(bytes([0x55] * 5))
+    with pytest.raises(ValueError, match="byte offset 6"):
+        dec.feed(bytes([0x55, 0xFF]))
+    dec = TritStreamDecoder("i2")
+    dec.feed(pack_i2([1] * 5))
+    with pytest.raises(ValueError, match="short"):
+        dec.finish(9)
+    with pytest.raises(ValueError, match="long"):
+        dec.finish(4)
+    dec = TritStreamDecoder("i2")
+    dec.feed(pack_i2([1] * 6))
+    with pytest.raises(ValueError, match="pad"):
+        dec.finish(5)
+    with pytest.raises(ValueError):
+        TritStreamDecoder("i3")
+
+
+def _reference_beats(W, cfg):
+    m, k = W.shape
+    beats = []
+    for mt in range(-(-m // cfg.rows)):
+        for kt in range(-(-k // cfg.cols)):
+            beat = []
+            for r in range(cfg.rows):
+                for c in range(cfg.cols):
+                    i, j = mt * cfg.rows + r, kt * cfg.cols + c
+                    beat.append(int(W[i, j]) if i < m and j < k else 0)
+            beats.append(beat)
+    return beats
+
+
+@pytest.mark.parametrize("packing", ["i2", "tq1"])
+@pytest.mark.parametrize("rows,cols", [(4, 16), (3, 5), (2, 7), (1, 1)])
+@pytest.mark.parametrize("m,k", [(1, 1), (5, 17), (8, 32), (7, 33), (13, 3)])
+def test_layer_stream(packing, rows, cols, m, k):
+    cfg = AccelConfig(rows=rows, cols=cols, packing=packing, adder_stages=0)
+    rng = np.random.default_rng(m * 100 + k)
+    W = rng.integers(-1, 2, (m, k)).astype(np.int8)
+    s = pack_layer_stream(W, cfg)
+    assert s.dtype == np.uint8 and s.shape == (cfg.beats(m, k), cfg.bytes_per_beat)
+    unpack = unpack_i2 if packing == "i2" else unpack_tq1
+    for beat, ref in zip(s, _reference_beats(W, cfg), strict=True):
+        assert unpack(beat, rows * cols).tolist() == ref
+    assert np.array_equal(unpack_layer_stream(s, cfg, m, k), W)
+
+
+def test_layer_stream_errors():
+    cfg = AccelConfig(rows=4, cols=16, max_k=64, max_m=64)
+    with pytest.raises(ValueError, match="2-D"):
+        pack_layer_stream(np.zeros(5, np.int8), cfg)
+    with pytest.raises(TypeError):
+        pack_layer_stream(np.zeros((2, 2)), cfg)
+    with pytest.raises(ValueError, match=r"W\[1, 0\] = 2"):
+        pack_layer_stream(np.array([[0], [2]]), cfg)
+    with pytest.raises(ValueError, match="max_k"):
+        pack_layer_stream(np.zeros((2, 65), np.int8), cfg)
+    with pytest.raises(ValueError, match="max_m"):
+        pack_layer_stream(np.zeros((65, 2), np.int8), cfg)
+    with pytest.raises(TypeError):
+        pack_layer_stream(np.zeros((2, 2), np.int8), None)
+    s = pack_layer_stream(np.ones((5, 17), np.int8), cfg)
+    with pytest.raises(ValueError, match="shape"):
+        unpack_layer_stream(s[:-1], cfg, 5, 17)
+    s = pack_layer_stream(np.ones((5, 16), np.int8), cfg)
+    with pytest.raises(ValueError, match="outside the layer"):
+        unpack_layer_stream(s, cfg, 5, 15)
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 8, 11])
+def test_hf_layout(m):
+    rng = np.random.default_rng(m)
+    W = rng.integers(-1, 2, (m, 6)).astype(np.int8)
+    p = pack_i2_hf(W)
+    R = -(-m // 4)
+    assert p.shape == (R, 6) and p.dtype == np.uint8
+    for r in range(m):
+        j, i = r % R, r // R
+        assert np.array_equal(((p[j] >> (2 * i)) & 3).astype(np.int8) - 1, W[r])
+    assert np.array_equal(unpack_i2_hf(p, m), W)
+
+
+def test_hf_errors():
+    p = pack_i2_hf(np.zeros((8, 3), np.int8))
+    p[1, 2] |= 0b1100
+    with pytest.raises(ValueError, match="trit row 3"):
+        unpack_i2_hf(p, 8)
+    with pytest.raises(ValueError, match="rows"):
+        unpack_i2_hf(p, 12)
