@@ -1,0 +1,91 @@
+"""Parse Yosys ``stat -json`` and nextpnr-ice40 ``--report`` output; write report.json / .md."""
+
+import json
+from pathlib import Path
+
+__all__ = ["ICE40_CELLS", "UP5K", "parse_yosys_stat", "parse_nextpnr_report", "cell_summary",
+           "write_report"]
+
+#: Report row -> iCE40 cell types counted in it.
+ICE40_CELLS = {
+    "LUT4": ("SB_LUT4",),
+    "SB_CARRY": ("SB_CARRY",),
+    "FF": ("SB_DFF", "SB_DFFE", "SB_DFFSR", "SB_DFFR", "SB_DFFS", "SB_DFFSS", "SB_DFFRSS",
+           "SB_DFFESR", "SB_DFFER", "SB_DFFES", "SB_DFFESS", "SB_DFFN", "SB_DFFNE", "SB_DFFNSR",
+           "SB_DFFNR", "SB_DFFNS", "SB_DFFNSS", "SB_DFFNRSS", "SB_DFFNESR", "SB_DFFNER",
+           "SB_DFFNES", "SB_DFFNESS", "SB_DFFER", "SB_DFFESS"),
+    "EBR": ("SB_RAM40_4K",),
+    "SPRAM": ("SB_SPRAM256KA",),
+    "SB_MAC16": ("SB_MAC16",),
+}
+#: iCE40 UP5K capacity per report row (Lattice iCE40 UltraPlus family data sheet).
+UP5K = {"LUT4": 5280, "SB_CARRY": 5280, "FF": 5280, "EBR": 30, "SPRAM": 4, "SB_MAC16": 8}
+
+
+def parse_yosys_stat(text, top=None):
+    """Return ``{cell_type: count}`` of the top module (or design total) from ``stat -json``.
+
+    Parameters
+    ----------
+    text : str
+        The JSON Yosys writes with ``tee -o FILE stat -json``.
+    top : str, optional
+        Module to read; default the design total (``"design"`` key, flattened hierarchy).
+    """
+    data = json.loads(text)
+    if top is None and "design" in data:
+        node = data["design"]
+    else:
+        modules = data["modules"]
+        key = top if top in modules else "\\" + str(top)
+        node = modules[key]
+    cells = node.get("num_cells_by_type", {})
+    return {str(k).lstrip("\\"): int(v) for k, v in cells.items()}
+
+
+def cell_summary(cells):
+    """Group raw iCE40 cell counts into the report rows of :data:`ICE40_CELLS`."""
+    return {row: sum(cells.get(t, 0) for t in set(types)) for row, types in ICE40_CELLS.items()}
+
+
+def parse_nextpnr_report(text):
+    """Return ``{"fmax_mhz": {clock: achieved}, "target_mhz": {...}, "utilization": {...}}``.
+
+    Parameters
+    ----------
+    text : str
+        The JSON nextpnr writes with ``--report FILE``.
+    """
+    data = json.loads(text)
+    fmax = {clk: float(v["achieved"]) for clk, v in data.get("fmax", {}).items()}
+    target = {clk: float(v["constraint"]) for clk, v in data.get("fmax", {}).items()}
+    util = {bel: {"used": int(v["used"]), "available": int(v["available"])}
+            for bel, v in data.get("utilization", {}).items()}
+    return {"fmax_mhz": fmax, "target_mhz": target, "utilization": util}
+
+
+def _fmt(value):
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def write_report(folder, report):
+    """Write ``report.json`` and ``report.md`` (a flat two-column table per section)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    lines = [f"# Build report: {report.get('title', '')}", ""]
+    for section, body in report.items():
+        if not isinstance(body, dict):
+            continue
+        lines += [f"## {section}", "", "| item | value |", "|---|---|"]
+        for key, value in body.items():
+            if isinstance(value, dict):
+                value = ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
+            lines.append(f"| {key} | {_fmt(value)} |")
+        lines.append("")
+    notes = report.get("assumptions", [])
+    if isinstance(notes, list) and notes:
+        lines += ["## assumptions", ""] + [f"- {n}" for n in notes] + [""]
+    (folder / "report.md").write_text("\n".join(lines))

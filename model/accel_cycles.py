@@ -1,0 +1,86 @@
+"""Analytic cycle model of ``hw.engine.BitLinearEngine`` (pure Python, no Amaranth, no numpy).
+
+Definition of the count
+-----------------------
+Number the clock cycles so that the ``cmd`` transfer (``cmd.valid & cmd.ready`` high at a rising
+edge) happens in cycle 0. :func:`cycles` returns the number of the cycle in which the command's
+final ``result`` transfer happens, i.e. the number of rising edges from the ``cmd`` transfer edge
+to the final ``result`` transfer edge. It holds when the streams never stall: ``act`` and
+``weights`` are valid from cycle 0 on (or earlier) with their next item presented every cycle
+the engine takes one, and ``result.ready`` is high throughout. The engine is idle before the
+command (it has finished any previous one); the next command can transfer in the cycle after.
+
+Model
+-----
+With ``KT = ceil(K/C)``, ``MT = ceil(M/R)`` and ``L = adder_stages + 1`` (array latency), the
+engine takes one weight beat per cycle from cycle 1 on. The ``N = tokens * MT`` row tiles finish
+in order; tile ``i`` delivers ``n_i`` results (``R``, except ``M - (MT-1) R`` for the last row
+tile of each token). Tile 0's accumulators are copied to the drain bank in cycle
+``E_0 = KT + L`` and its results transfer in cycles ``E_0 + 1 .. E_0 + n_0``. Tile ``i + 1``
+completes ``KT`` beats later, but its copy waits until the drain bank is free, so
+``E_{i+1} = E_i + max(KT, n_i)``. Hence::
+
+    cycles = L + KT + sum_{i < N-1} max(KT, n_i) + n_{N-1}
+
+The array stalls ``max(0, n_i - KT)`` cycles per row tile: only when a tile has more rows than
+the layer has column tiles (``ceil(K/C) < rows``); otherwise it takes one beat every cycle.
+"""
+
+from __future__ import annotations
+
+from .accel import AccelConfig
+
+__all__ = ["cycles", "ideal_cycles", "stall_cycles", "array_latency"]
+
+
+def array_latency(config: AccelConfig) -> int:
+    """Cycles from a beat entering the MAC array to its effect in the accumulators."""
+    return config.adder_stages + 1
+
+
+def _check(config: AccelConfig, m: int, k: int, tokens: int) -> None:
+    if not isinstance(config, AccelConfig):
+        raise TypeError(f"config must be an AccelConfig, got {type(config).__name__}")
+    config.check_layer(m, k)
+    if not isinstance(tokens, int) or tokens < 1 or tokens > 65535:
+        raise ValueError(f"tokens must be an int in [1, 65535], got {tokens!r}")
+
+
+def stall_cycles(config: AccelConfig, m: int, k: int, tokens: int = 1) -> int:
+    """Cycles the array waits for the drain bank during one command (0 if ``KT >= rows``)."""
+    _check(config, m, k, tokens)
+    kt, mt, r = config.k_tiles(k), config.m_tiles(m), config.rows
+    tail_rows = m - (mt - 1) * r
+    per_token = (mt - 1) * max(0, r - kt) + max(0, tail_rows - kt)
+    # the final tile's rows drain after the last beat and are not a stall
+    return tokens * per_token - max(0, tail_rows - kt)
+
+
+def cycles(config: AccelConfig, m: int, k: int, tokens: int = 1) -> int:
+    """Exact cycle count of one command with unstalled streams (see the module docstring).
+
+    Parameters
+    ----------
+    config : AccelConfig
+        The engine configuration.
+    m, k : int
+        Layer shape (``M`` outputs, ``K`` inputs); must fit ``config``.
+    tokens : int
+        Tokens processed by the command.
+
+    Returns
+    -------
+    int
+        Cycles from the ``cmd`` transfer to the final ``result`` transfer.
+    """
+    _check(config, m, k, tokens)
+    kt, mt, r = config.k_tiles(k), config.m_tiles(m), config.rows
+    tail_rows = m - (mt - 1) * r
+    per_token = (mt - 1) * max(kt, r) + max(kt, tail_rows)
+    return array_latency(config) + kt + tokens * per_token - max(kt, tail_rows) + tail_rows
+
+
+def ideal_cycles(config: AccelConfig, m: int, k: int, tokens: int = 1) -> int:
+    """Weight beats of the command: the cycle count of a stall-free, zero-latency engine."""
+    _check(config, m, k, tokens)
+    return tokens * config.beats(m, k)

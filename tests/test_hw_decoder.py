@@ -1,0 +1,165 @@
+"""WeightDecoder: packed bytes to trit codes at line rate, sticky error on invalid codes."""
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from hw.decoder import TQ1_INVALID_BYTES, TQ1_VALID_BYTES, WeightDecoder
+from tests.amaranth_streams import stream_sink, stream_source
+
+try:
+    from model.packing import pack_i2, pack_tq1
+except ImportError:  # pragma: no cover - written concurrently by the model engineer
+    pack_i2 = pack_tq1 = None
+
+PER_BYTE = {"i2": 4, "tq1": 5}
+
+
+def spec_pack(trits, packing):
+    """Pack a flat trit sequence per docs/architecture.md section 3 (independent reference)."""
+    per = PER_BYTE[packing]
+    digits = [int(t) + 1 for t in trits]
+    digits += [1] * (-len(digits) % per)
+    out = []
+    for j in range(0, len(digits), per):
+        d = digits[j:j + per]
+        if packing == "i2":
+            out.append(sum(v << (2 * i) for i, v in enumerate(d)))
+        else:
+            q = sum(v * 3 ** (4 - i) for i, v in enumerate(d))
+            out.append(-(-(q * 256) // 243))
+    return out
+
+
+def pack(trits, packing):
+    ours = spec_pack(trits, packing)
+    fn = pack_i2 if packing == "i2" else pack_tq1
+    if fn is not None:
+        theirs = [int(b) for b in np.asarray(fn(np.asarray(trits, dtype=np.int8)))]
+        assert theirs == ours
+    return ours
+
+
+def code_to_trit(code):
+    return {(0, 0): 0, (1, 0): 1, (1, 1): -1}[(code["nz"], code["neg"])]
+
+
+def run_decoder(packing, trits_per_beat, beats, *, idle=0.0, backpressure=0.0, seed=0):
+    """Send byte beats; return (decoded trit beats, error flag per cycle)."""
+    dec = WeightDecoder(packing=packing, trits_per_beat=trits_per_beat)
+    out, errors = [], []
+
+    async def monitor(ctx):
+        async for _, _, error in ctx.tick().sample(dec.error):
+            errors.append(error)
+    sim = Simulator(dec)
+    sim.add_clock(1e-6)
+    sim.add_testbench(stream_source(dec.packed, beats, rng=random.Random(seed), idle=idle))
+    sim.add_testbench(stream_sink(dec.trits, len(beats), out, rng=random.Random(seed + 1),
+                                  backpressure=backpressure))
+    sim.add_testbench(monitor, background=True)
+
+    async def quiet(ctx):
+        # after the last beat, no further output appears
+        while len(out) < len(beats):
+            await ctx.tick()
+        ctx.set(dec.trits.ready, 1)
+        for _ in range(5):
+            _, _, valid = await ctx.tick().sample(dec.trits.valid)
+            assert not valid
+    sim.add_testbench(quiet)
+    sim.run()
+    decoded = [[code_to_trit({"nz": t.nz, "neg": t.neg}) for t in beat] for beat in out]
+    return decoded, errors
+
+
+def test_tq1_invalid_set_is_the_complement_of_the_encoder_image():
+    assert len(TQ1_VALID_BYTES) == 243 and len(TQ1_INVALID_BYTES) == 13
+    assert set(spec_pack([a, b, c, d, e], "tq1")[0] for a in (-1, 0, 1) for b in (-1, 0, 1)
+               for c in (-1, 0, 1) for d in (-1, 0, 1) for e in (-1, 0, 1)) == TQ1_VALID_BYTES
+
+
+@pytest.mark.parametrize("packing", ["i2", "tq1"])
+def test_every_valid_byte_decodes(packing):
+    per = PER_BYTE[packing]
+    combos = np.array(np.meshgrid(*[[-1, 0, 1]] * per, indexing="ij")).reshape(per, -1).T
+    beats = [pack(list(c), packing) for c in combos]
+    decoded, errors = run_decoder(packing, per, beats, idle=0.2, backpressure=0.3)
+    assert decoded == [list(map(int, c)) for c in combos]
+    assert not any(errors)
+
+
+@pytest.mark.parametrize("packing", ["i2", "tq1"])
+@pytest.mark.parametrize("rows,cols", [(1, 8), (4, 16), (3, 5), (8, 32)])
+def test_random_beats_with_stalls(packing, rows, cols):
+    rng = np.random.default_rng(rows * cols)
+    n = rows * cols
+    trits = rng.integers(-1, 2, size=(40, n))
+    trits[0, :] = 1
+    trits[1, :] = -1
+    trits[2, :] = 0
+    beats = [pack(list(t), packing) for t in trits]
+    decoded, errors = run_decoder(packing, n, beats, idle=0.3, backpressure=0.3, seed=n)
+    assert decoded == trits.tolist()
+    assert not any(errors)
+
+
+def test_line_rate_one_beat_per_cycle():
+    """With an always-valid source and always-ready sink, N beats take N + latency cycles."""
+    dec = WeightDecoder(packing="tq1", trits_per_beat=64)
+    assert dec.latency == 1 and dec.bytes_per_beat == 13
+    beats = [[int(b) for b in np.random.default_rng(i).choice(sorted(TQ1_VALID_BYTES), 13)]
+             for i in range(50)]
+    times = []
+
+    async def sink(ctx):
+        ctx.set(dec.trits.ready, 1)
+        cycle = 0
+        while len(times) < len(beats):
+            _, _, valid = await ctx.tick().sample(dec.trits.valid)
+            if valid:
+                times.append(cycle)
+            cycle += 1
+    sim = Simulator(dec)
+    sim.add_clock(1e-6)
+    sim.add_testbench(stream_source(dec.packed, beats))
+    sim.add_testbench(sink)
+    sim.run()
+    assert times == list(range(1, len(beats) + 1))
+
+
+@pytest.mark.parametrize("bad", TQ1_INVALID_BYTES)
+def test_tq1_invalid_byte_sets_sticky_error(bad):
+    good = pack([1, 0, -1, 0, 1, -1, -1, 0, 1, 1], "tq1")
+    beats = [good, good, [good[0], bad], good, good]
+    decoded, errors = run_decoder("tq1", 10, beats)
+    assert len(decoded) == 5 and decoded[0] == decoded[1] == decoded[3]
+    first = errors.index(1)
+    assert all(errors[first:]) and first >= 2
+
+
+@pytest.mark.parametrize("position", range(8))
+def test_i2_code3_sets_sticky_error(position):
+    beat = pack([0, 1, -1, 0, 1, 1, -1, -1], "i2")
+    bad = list(beat)
+    bad[position // 4] |= 3 << (2 * (position % 4))
+    decoded, errors = run_decoder("i2", 8, [beat, bad, beat])
+    assert decoded[0] == decoded[2] == [0, 1, -1, 0, 1, 1, -1, -1]
+    assert decoded[1][position] == 0          # invalid code decodes to 0
+    first = errors.index(1)
+    assert all(errors[first:]) and first >= 1
+
+
+def test_i2_code3_in_padding_is_an_error():
+    decoded, errors = run_decoder("i2", 3, [[0b11_01_01_01]])
+    assert decoded == [[0, 0, 0]] and errors[-1] == 1
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"packing": "i3", "trits_per_beat": 8}, {"packing": "i2", "trits_per_beat": 0},
+    {"packing": "tq1", "trits_per_beat": 2.5}])
+def test_rejects_bad_parameters(kwargs):
+    with pytest.raises(ValueError):
+        WeightDecoder(**kwargs)
