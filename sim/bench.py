@@ -1,0 +1,103 @@
+"""Simulation speed of the two co-simulation paths on a realistic layer.
+
+``python -m sim.bench`` builds (or reuses) the bare engine and the fast-path wrapper for the
+default :class:`model.accel.AccelConfig`, runs the same layer through
+
+* the **stream path**: cocotb drivers on ``cmd``/``act``/``weights`` and a monitor on
+  ``result``, a Python handshake every clock (:class:`sim.engine_tb.EngineTB`);
+* the **fast path**: :class:`sim.fast.FastEngine` on :class:`sim.fast_top.FastTop` (memories
+  preloaded through simulator handles, the engine runs on its own until ``done``);
+
+and prints / writes ``build/sim_bench.json`` and ``build/sim_bench.md``: simulated cycles per
+wall second of each path, with the setup (config, layer, simulator, machine). Results are
+checked bit-exactly against ``model/`` in both paths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+from model.accel import AccelConfig
+from sim.runner import ROOT, SimBuild
+
+__all__ = ["main", "run_bench"]
+
+
+def run_bench(config: AccelConfig, m: int, k: int, tokens: int, repeats: int) -> dict:
+    """Run both paths; return the report dict."""
+    from hw.engine import BitLinearEngine
+    from sim.fast import build_fast_engine
+
+    out = {"config": config.to_dict(), "layer": {"m": m, "k": k, "tokens": tokens},
+           "repeats": repeats, "simulator": os.environ.get("SIM", "verilator"),
+           "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+                      f"Python {platform.python_version()}", "paths": {}}
+    params = {"config": config.to_dict(), "m": m, "k": k, "tokens": tokens,
+              "repeats": repeats, "out": None}
+    builds = {
+        "stream": SimBuild(BitLinearEngine(config=config), dut="bitlinear_engine",
+                           key=config.slug),
+        "fast": build_fast_engine(config),
+    }
+    for name, build in builds.items():
+        result = build.build_dir / f"bench_{name}.json"
+        params["out"] = str(result)
+        params["path"] = name
+        t0 = time.monotonic()
+        build.run("sim.cocotb_bench", params=params)
+        data = json.loads(result.read_text())
+        data["process_seconds"] = time.monotonic() - t0
+        out["paths"][name] = data
+    s, f = out["paths"]["stream"], out["paths"]["fast"]
+    out["speedup"] = f["cycles_per_second"] / s["cycles_per_second"]
+    out["steady_speedup"] = f["steady_cycles_per_second"] / s["steady_cycles_per_second"]
+    return out
+
+
+def _markdown(rep: dict) -> str:
+    lay = rep["layer"]
+    lines = [
+        "# Co-simulation speed", "",
+        f"Layer M={lay['m']} K={lay['k']} tokens={lay['tokens']}, {rep['repeats']} calls per "
+        f"path; config `{rep['config']}`; simulator {rep['simulator']}; {rep['machine']}.", "",
+        "| path | simulated cycles | wall s (calls only) | cycles / wall s | calls / s | "
+        "first call s | cycles / wall s after the first call |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, p in rep["paths"].items():
+        lines.append(f"| {name} | {p['cycles']} | {p['seconds']:.3f} | "
+                     f"{p['cycles_per_second']:.0f} | {p['calls_per_second']:.2f} | "
+                     f"{p['first_call_seconds']:.3f} | {p['steady_cycles_per_second']:.0f} |")
+    lines += ["", f"Fast path speed-up: {rep['speedup']:.1f}x over all calls, "
+              f"{rep['steady_speedup']:.1f}x once the layer's weights are resident. "
+              "Wall time excludes the Verilator build and simulator start-up; "
+              "the fast path includes loading weights through "
+              "simulator handles on the first call (later calls reuse the resident layer) and "
+              "reading the results back.", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m sim.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--m", type=int, default=256)
+    p.add_argument("--k", type=int, default=1024)
+    p.add_argument("--tokens", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=8)
+    args = p.parse_args(argv)
+    rep = run_bench(AccelConfig(), args.m, args.k, args.tokens, args.repeats)
+    outdir = ROOT / "build"
+    outdir.mkdir(exist_ok=True)
+    (outdir / "sim_bench.json").write_text(json.dumps(rep, indent=2))
+    md = _markdown(rep)
+    (outdir / "sim_bench.md").write_text(md)
+    print(md)
+    print(f"wrote {outdir / 'sim_bench.json'} and {outdir / 'sim_bench.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,189 @@
+"""Testbench for ``hw.engine.BitLinearEngine``: drivers on ``cmd``/``act``/``weights``, a monitor
+on ``result`` feeding an in-order scoreboard, golden values from ``model/``.
+
+Used by :mod:`sim.cocotb_engine` (the tests) and by :class:`sim.fast.FastEngine` (the
+stream path). Everything width-related is read from the DUT and checked against the config.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from model.accel import AccelConfig
+from sim.golden import beats_of_layer, pack_trits
+from sim.scoreboard import Scoreboard
+from sim.streams import ClockedTB, StreamSink, StreamSource, port_layout
+
+__all__ = ["EngineTB", "golden_acc", "layer_stream"]
+
+
+def golden_acc(xq, trits) -> np.ndarray:
+    """``acc = xq @ trits.T`` from ``model.bitlinear.ternary_matmul`` (int32, ``(T, M)``).
+
+    Falls back to a plain int64 numpy product while ``model/bitlinear.py`` is absent; when it
+    exists, both are computed and must agree.
+    """
+    xq = np.asarray(xq)
+    trits = np.asarray(trits)
+    ref = (xq.astype(np.int64) @ trits.astype(np.int64).T)
+    try:
+        from model.bitlinear import ternary_matmul
+    except ImportError:
+        return ref.astype(np.int32)
+    acc = np.asarray(ternary_matmul(xq, trits))
+    if acc.shape != ref.shape or not np.array_equal(acc.astype(np.int64), ref):
+        raise AssertionError("model.bitlinear.ternary_matmul disagrees with xq @ trits.T")
+    return acc.astype(np.int32)
+
+
+def layer_stream(trits, config: AccelConfig) -> np.ndarray:
+    """One token pass of weight beats ``(beats, bytes_per_beat)`` uint8 from
+    ``model.packing.pack_layer_stream``, cross-checked against :mod:`sim.golden` (or the latter
+    alone while ``model/packing.py`` is absent)."""
+    tiles = beats_of_layer(trits, config.rows, config.cols)
+    ref = np.stack([pack_trits(t, config.packing) for t in tiles]).astype(np.uint8)
+    try:
+        from model.packing import pack_layer_stream
+    except ImportError:
+        return ref
+    stream = np.asarray(pack_layer_stream(np.asarray(trits, dtype=np.int8), config))
+    if stream.shape != ref.shape or not np.array_equal(stream, ref):
+        raise AssertionError("model.packing.pack_layer_stream disagrees with the section 4 "
+                             "stream layout of docs/architecture.md")
+    return stream.astype(np.uint8)
+
+
+class EngineTB(ClockedTB):
+    """Drive one ``BitLinearEngine`` DUT.
+
+    Parameters
+    ----------
+    dut : cocotb handle
+    config : AccelConfig
+    seed : int
+    idle_prob : float
+        Random idle probability on every input stream (``cmd``, ``act``, ``weights``).
+    stall_prob : float
+        Random backpressure probability on ``result``.
+    """
+
+    def __init__(self, dut, config: AccelConfig, *, seed: int = 0, idle_prob: float = 0.0,
+                 stall_prob: float = 0.0):
+        from hw.engine import BitLinearEngine
+
+        super().__init__(dut, seed=seed)
+        self.config = config
+        self.model = BitLinearEngine(config=config)
+        # read the parameters back from the RTL: config and RTL must agree
+        checks = {
+            "act__payload": config.act_bits * config.cols,
+            "weights__payload": 8 * config.bytes_per_beat,
+            "cmd__payload": 48,
+            "result__payload": 33,
+        }
+        for name, width in checks.items():
+            got = len(getattr(dut, name))
+            assert got == width, f"{name} is {got} bits in the RTL, config says {width}"
+        self.sb = Scoreboard("result")
+        lay = {n: port_layout(self.model, n) for n in ("cmd", "act", "weights", "result")}
+        self.cmd = StreamSource(dut, "cmd", self.clk, layout=lay["cmd"], idle_prob=idle_prob,
+                                rng=random.Random(seed + 1))
+        self.act = StreamSource(dut, "act", self.clk, idle_prob=idle_prob,
+                                rng=random.Random(seed + 2))
+        self.weights = StreamSource(dut, "weights", self.clk, idle_prob=idle_prob,
+                                    rng=random.Random(seed + 3))
+        self.result = StreamSink(dut, "result", self.clk, layout=lay["result"],
+                                 stall_prob=stall_prob, rng=random.Random(seed + 4),
+                                 callback=lambda item: self.sb.actual(item))
+        self.pad_rng = np.random.default_rng(seed + 5)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def set_stalls(self, idle_prob: float, stall_prob: float) -> None:
+        for s in (self.cmd, self.act, self.weights):
+            s.idle_prob = idle_prob
+        self.result.stall_prob = stall_prob
+
+    def act_words(self, xq) -> list[int]:
+        """Activation chunks (raw payload ints), ``ceil(K/C)`` per token; lanes past ``K`` carry
+        random junk, which the engine must ignore."""
+        return self.act_words_of(xq, self.config, self.pad_rng)
+
+    @staticmethod
+    def act_words_of(xq, config: AccelConfig, pad_rng=None) -> list[int]:
+        """``(T, K)`` activation codes -> ``T * ceil(K/C)`` raw chunk payloads (lane ``i`` at bits
+        ``i*act_bits``); lanes past ``K`` are random if ``pad_rng`` is given, else 0."""
+        c, b = config.cols, config.act_bits
+        xq = np.asarray(xq, dtype=np.int64)
+        t, k = xq.shape
+        kt = config.k_tiles(k)
+        lo = -(1 << (b - 1))
+        if pad_rng is None:
+            full = np.zeros((t, kt * c), dtype=np.int64)
+        else:
+            full = pad_rng.integers(lo, -lo, size=(t, kt * c), dtype=np.int64)
+        full[:, :k] = xq
+        u = (full & ((1 << b) - 1)).reshape(t * kt, c)
+        shifts = np.arange(c, dtype=object) * b
+        return [int(sum(int(v) << int(sh) for v, sh in zip(row, shifts, strict=True)))
+                for row in u]
+
+    @staticmethod
+    def beat_words(stream: np.ndarray) -> list[int]:
+        """Weight beats ``(beats, bytes)`` -> raw little-endian payload ints (byte j at bits
+        ``8j..8j+7``, the ``ArrayLayout(unsigned(8), n)`` order)."""
+        return [int.from_bytes(bytes(row), "little") for row in np.asarray(stream, np.uint8)]
+
+    def queue_layer(self, xq, trits, *, weights=None, expect: bool = True) -> np.ndarray:
+        """Queue one command with its activations and weight stream; return the golden acc.
+
+        ``weights`` overrides the packed stream (one token pass, ``(beats, bytes)``), to inject
+        malformed beats; it is sent once per token.
+        """
+        xq = np.asarray(xq)
+        trits = np.asarray(trits)
+        t, k = xq.shape
+        m, k2 = trits.shape
+        assert k == k2, "xq and trits disagree on K"
+        acc = golden_acc(xq, trits)
+        stream = layer_stream(trits, self.config) if weights is None else weights
+        if expect:
+            self.sb.expect_many({"acc": int(acc[i, j]), "last": int(j == m - 1)}
+                                for i in range(t) for j in range(m))
+        self.cmd.send_nowait([{"m": m, "k": k, "tokens": t}])
+        self.act.send_nowait(self.act_words(xq))
+        self.weights.send_nowait(self.beat_words(stream) * t)
+        return acc
+
+    async def run_layer(self, xq, trits, *, timeout_factor: int = 20) -> int:
+        """Queue a layer, wait for its results, check them; return the measured cycles
+        (``cmd`` transfer edge to final ``result`` transfer edge, as ``model.accel_cycles``)."""
+        n_before = len(self.result.items)
+        cmd_before = len(self.cmd.transfer_cycles)
+        xq = np.asarray(xq)
+        t, m = xq.shape[0], np.asarray(trits).shape[0]
+        self.queue_layer(xq, trits)
+        n = n_before + t * m
+        budget = timeout_factor * (self.config.beats(m, xq.shape[1]) * t + t * m + 50)
+        ok = await self.result.wait_for(n, budget)
+        assert ok, (f"timeout: {len(self.result.items) - n_before} of {t * m} results for "
+                    f"M={m} K={xq.shape[1]} T={t} after {budget} cycles")
+        self.sb.check_done()
+        return self.result.transfer_cycles[n - 1] - self.cmd.transfer_cycles[cmd_before]
+
+    def discard(self) -> None:
+        """Forget received results and start a fresh scoreboard (after unchecked traffic)."""
+        self.sb = Scoreboard("result")
+        self.result.clear()
+
+    async def abort(self, cycles: int = 2) -> None:
+        """Drop everything queued, reset the DUT, start with a fresh scoreboard."""
+        for s in (self.cmd, self.act, self.weights):
+            s.clear()
+        await self.reset(cycles)
+        self.discard()
+
+    def stop(self) -> None:
+        for s in (self.cmd, self.act, self.weights, self.result):
+            s._task.cancel()
