@@ -1,0 +1,88 @@
+"""Tests of hw.report parsing (fixed logs), the CLI errors, and a small end-to-end iCE40 build."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hw import build
+from hw.report import cell_summary, parse_nextpnr_report, parse_yosys_stat, write_report
+from hw.toolchain import ToolchainError, find_tool
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_parse_yosys_stat_fixture():
+    cells = parse_yosys_stat((FIXTURES / "yosys_stat_tiny.json").read_text())
+    summary = cell_summary(cells)
+    assert summary["LUT4"] == cells["SB_LUT4"] == 595
+    assert summary["SB_CARRY"] == 242
+    assert summary["FF"] == sum(v for k, v in cells.items() if k.startswith("SB_DFF")) == 383
+    assert summary["EBR"] == 2
+    assert summary["SPRAM"] == 0 and summary["SB_MAC16"] == 0
+
+
+def test_parse_nextpnr_report_fixture():
+    pnr = parse_nextpnr_report((FIXTURES / "nextpnr_report_tiny.json").read_text())
+    assert pnr["fmax_mhz"]["cd_sync.clk"] == pytest.approx(30.6476, abs=1e-3)
+    assert pnr["target_mhz"]["cd_sync.clk"] == pytest.approx(12.0, abs=1e-3)
+    assert pnr["utilization"]["ICESTORM_RAM"] == {"used": 2, "available": 30}
+
+
+def test_write_report(tmp_path):
+    write_report(tmp_path, {"title": "t", "device": {"LUT4": 3}, "assumptions": ["a1"]})
+    assert json.loads((tmp_path / "report.json").read_text())["device"] == {"LUT4": 3}
+    md = (tmp_path / "report.md").read_text()
+    assert "| LUT4 | 3 |" in md and "- a1" in md
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--target", "xilinx"], "unknown target 'xilinx'"),
+    (["--board", "no_such_board"], "unknown board 'no_such_board'"),
+    (["--rows", "0"], "rows"),
+])
+def test_cli_errors(argv, message, capsys, tmp_path):
+    assert build.main([*argv, "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err and "Traceback" not in err
+
+
+def test_toolchain_env_override(monkeypatch):
+    monkeypatch.setenv("YOSYS", "/nonexistent/yosys")
+    with pytest.raises(ToolchainError, match="YOSYS"):
+        find_tool("yosys")
+
+
+@pytest.mark.toolchain
+def test_small_build_end_to_end(tmp_path):
+    assert build.main(["--preset", "tiny", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert (tmp_path / "top.bin").stat().st_size > 0
+    assert report["device"]["SB_MAC16"]["used"] == 0
+    assert report["device"]["LUT4"]["used"] > 0
+    assert report["timing"]["fmax_mhz"] > 0
+    assert report["throughput"]["macs_per_cycle"] == 8
+    assert report["checks"]["sb_mac16"] == 0 and report["checks"]["rtl_mul_cells"] == 0
+    comp = report["comparison"]
+    assert comp["int8"]["SB_MAC16"] == 8 and comp["ternary"]["SB_MAC16"] == 0
+    assert (tmp_path / "comparison.png").stat().st_size > 0
+
+
+def test_energy_arithmetic():
+    from hw.energy import energy_per_mac, layer_energy, mac_ops
+    assert mac_ops("ternary", 16) == {"add8": 15 / 16, "add32": 1 / 16, "mul8": 0.0}
+    assert mac_ops("int8", 1)["mul8"] == 1.0
+    # Horowitz 45 nm: ternary 15/16 * 0.03 + 1/16 * 0.1; int8 adds one 0.2 pJ multiply.
+    assert energy_per_mac("ternary", 16) == pytest.approx(15 / 16 * 0.03 + 0.1 / 16)
+    assert energy_per_mac("int8", 16) - energy_per_mac("ternary", 16) == pytest.approx(0.2)
+    assert layer_energy("ternary", 16, 3, 5) == pytest.approx(15 * energy_per_mac("ternary", 16))
+    with pytest.raises(ValueError, match="kind"):
+        mac_ops("fp16", 4)
+    with pytest.raises(ValueError, match="sizes"):
+        layer_energy("int8", 4, 0, 5)
+
+
+@pytest.mark.toolchain
+def test_multiplier_check_rejects_int8_baseline(tmp_path):
+    with pytest.raises(build.BuildError, match=r"multiplier check failed: \d+ \$mul"):
+        build.build_ice40(build.PRESETS["tiny"], top="baseline", out=tmp_path)
