@@ -1,0 +1,80 @@
+"""cocotb side of ``sim.run_model --backend verilator`` and ``sim/test_model.py``.
+
+The generation loop runs inside the cocotb test process: the golden model's ``matmul`` hook is a
+blocking function (it is called from inside ``Transformer.step``), so the loop runs in a
+:func:`cocotb.task.bridge` thread and each BitLinear call blocks on :func:`cocotb.task.resume`
+of the sim engineers' fast whole-layer driver
+``sim.fast.FastEngine(dut, config).run_layer(xq, trits) -> (acc, cycles)`` on the
+``sim.fast_top.FastTop`` build (the engine with its weight, activation and result memories).
+
+Parameters come from ``sim.runner.sim_params()`` (``$SIM_PARAMS``, set by
+``sim.run_model.run_cosim``)::
+
+    {"checkpoint": path, "prompt": [byte, ...], "tokens": n, "out": path, "mode": "generate"}
+
+``mode`` is ``generate`` (greedy generation, one KV-cache step per token) or ``forward`` (one full
+forward pass over the prompt). Results go to ``out`` (``.npz``): every call's step, layer name,
+size, accumulators and measured cycles, plus the tokens. The file is not named ``test_*`` so that
+pytest never collects the cocotb coroutine.
+"""
+
+from __future__ import annotations
+
+import json
+
+import cocotb
+import numpy as np
+from cocotb.task import bridge, resume
+
+from model.accel import AccelConfig
+
+
+@cocotb.test()
+async def run_model(dut):
+    """Generate (or run one forward pass) with every BitLinear on the DUT."""
+    from model import checkpoint as ckpt
+    from sim.fast import FastEngine
+    from sim.run_model import generate, run_forward
+    from sim.runner import sim_params
+
+    job = sim_params()
+    config = AccelConfig.from_dict(job["accel_config"])
+    engine = FastEngine(dut, config)
+    await engine.start()  # clock and reset
+    run_layer = resume(engine.run_layer)
+    log = dut._log
+
+    def backend(name, xq, trits):
+        acc, cycles = run_layer(np.asarray(xq), np.asarray(trits))
+        return np.asarray(acc, dtype=np.int32), int(cycles)
+
+    def progress(i, n):
+        log.info("run_model: token %d/%d", i, n)
+
+    def blocking():
+        ck = ckpt.load(job["checkpoint"])
+        if job.get("mode", "generate") == "forward":
+            return run_forward(ck, job["prompt"], backend, config)
+        return generate(ck, job["prompt"], int(job["tokens"]), backend, config, progress)
+
+    res = await bridge(blocking)()
+    save_result(job["out"], res)
+
+
+def save_result(path, res) -> None:
+    """Write a :class:`sim.run_model.GenerationResult` to ``path`` (``.npz``)."""
+    meta = {"prompt": res.prompt, "tokens": res.tokens, "seconds": res.seconds,
+            "calls": [{"step": c.step, "name": c.name, "m": c.m, "k": c.k, "tokens": c.tokens,
+                       "cycles": c.cycles, "weight_bytes": c.weight_bytes} for c in res.calls]}
+    arrays = {f"acc{i}": c.acc for i, c in enumerate(res.calls)}
+    np.savez(path, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+
+
+def load_result(path):
+    """Read what :func:`save_result` wrote."""
+    from sim.run_model import CallRecord, GenerationResult
+
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(z["__meta__"].tobytes().decode())
+        calls = [CallRecord(acc=z[f"acc{i}"], **c) for i, c in enumerate(meta["calls"])]
+    return GenerationResult(meta["prompt"], meta["tokens"], calls, meta["seconds"])

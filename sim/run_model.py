@@ -1,0 +1,461 @@
+"""Generate text with every BitLinear computed by the simulated accelerator.
+
+``python -m sim.run_model --checkpoint model/data/bitnet_kjv.npz --prompt "And God said" \
+--tokens 32 --backend fast``
+
+The golden model (:mod:`model.transformer`) runs the network; its ``matmul`` hook hands every
+BitLinear integer product ``acc = xq @ trits.T`` of every layer to a *backend*:
+
+* ``golden``: the golden model's own integer product (no hardware; timing from the cycle model);
+* ``fast``: a cycle-exact Python model of the engine: the layer's weight stream is packed exactly
+  as the engine reads it (``model.packing.pack_layer_stream``), decoded beat by beat with invalid
+  codes rejected, the accumulators computed tile by tile in the engine's accumulator width, and
+  the cycles taken from the analytic cycle model ``model.accel_cycles.cycles``;
+* ``verilator``: cocotb co-simulation of the generated Verilog of the engine: the generation loop
+  runs inside the cocotb test process (:mod:`sim.cocotb_run_model`), every BitLinear call drives
+  the DUT through the sim engineers' fast whole-layer path, and the measured cycles are reported.
+
+Every run first generates with the pure golden model, then with the backend, and asserts that the
+generated tokens and every BitLinear accumulator are equal bit for bit. It prints cycles per
+token, weight bytes streamed per token and tokens/s at the Fmax of ``build/ice40/report.json``
+(or ``--fmax``; the output says which).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from model.accel import AccelConfig
+
+__all__ = [
+    "BACKENDS",
+    "CallRecord",
+    "FastBackend",
+    "GoldenBackend",
+    "GenerationResult",
+    "decode_beat",
+    "generate",
+    "generate_pure",
+    "golden_acc",
+    "layer_stream",
+    "run_forward",
+    "build_engine_sim",
+    "run_cosim",
+    "read_fmax",
+    "run",
+    "main",
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CHECKPOINT = ROOT / "model" / "data" / "bitnet_kjv.npz"
+REPORT = ROOT / "build" / "ice40" / "report.json"
+BACKENDS = ("golden", "fast", "verilator")
+
+
+@dataclasses.dataclass
+class CallRecord:
+    """One BitLinear call: which layer, its size, the accumulators and what it cost."""
+
+    step: int
+    name: str
+    m: int
+    k: int
+    tokens: int
+    acc: np.ndarray
+    cycles: int
+    weight_bytes: int
+
+
+class GoldenBackend:
+    """The golden model's integer product; timing from the analytic cycle model."""
+
+    name = "golden"
+
+    def __init__(self, config: AccelConfig):
+        self.config = config
+
+    def matmul(self, name: str, xq: np.ndarray, trits: np.ndarray) -> tuple[np.ndarray, int]:
+        from model.accel_cycles import cycles
+
+        m, k = trits.shape
+        return golden_acc(xq, trits), cycles(self.config, m, k, xq.shape[0])
+
+
+def golden_acc(xq: np.ndarray, trits: np.ndarray) -> np.ndarray:
+    """The BitLinear integer product ``acc = xq @ trits.T`` (exact, int64, returned as int32)."""
+    acc = np.asarray(xq, dtype=np.int64) @ np.asarray(trits, dtype=np.int64).T
+    if np.abs(acc).max(initial=0) >= 1 << 31:
+        raise OverflowError("accumulator exceeds int32")
+    return acc.astype(np.int32)
+
+
+def layer_stream(trits: np.ndarray, config: AccelConfig) -> np.ndarray:
+    """The weight stream of an ``M x K`` layer, ``(beats, bytes_per_beat)`` uint8, written from
+    ``docs/architecture.md`` section 4 independently of ``model.packing.pack_layer_stream``
+    (the two are compared in ``sim/test_model.py``)."""
+    from model.checkpoint import pack_tq1
+
+    m, k = trits.shape
+    r, c = config.rows, config.cols
+    mt, kt = config.m_tiles(m), config.k_tiles(k)
+    w = np.zeros((mt * r, kt * c), dtype=np.int8)
+    w[:m, :k] = trits
+    tiles = w.reshape(mt, r, kt, c).transpose(0, 2, 1, 3).reshape(mt * kt, r * c)
+    if config.packing == "tq1":
+        out = np.stack([pack_tq1(t) for t in tiles])
+    else:  # i2: trit 4j+i in bits [2i+1:2i] of byte j, code = trit + 1
+        codes = np.zeros((tiles.shape[0], config.bytes_per_beat * 4), dtype=np.uint8)
+        codes[:, :r * c] = tiles + 1
+        codes[:, r * c:] = 1
+        codes = codes.reshape(tiles.shape[0], -1, 4)
+        out = (codes[..., 0] | codes[..., 1] << 2 | codes[..., 2] << 4 | codes[..., 3] << 6)
+    return out.astype(np.uint8).reshape(mt * kt, config.bytes_per_beat)
+
+
+def decode_beat(data: np.ndarray, config: AccelConfig) -> np.ndarray:
+    """One beat's bytes -> ``rows * cols`` trits, rejecting invalid codes as the decoder does."""
+    from model.checkpoint import unpack_tq1
+
+    n = config.rows * config.cols
+    if config.packing == "tq1":
+        return unpack_tq1(np.asarray(data, dtype=np.uint8), n)
+    b = np.asarray(data, dtype=np.uint8)
+    codes = np.stack([(b >> (2 * i)) & 3 for i in range(4)], axis=1).reshape(-1)
+    if np.any(codes == 3):
+        raise ValueError("invalid i2 code 3 in weight beat")
+    trits = codes.astype(np.int8) - 1
+    if np.any(trits[n:]):
+        raise ValueError("non-zero padding trits in weight beat")
+    return trits[:n]
+
+
+class FastBackend:
+    """Cycle-exact Python model of the engine (see the module docstring)."""
+
+    name = "fast"
+
+    def __init__(self, config: AccelConfig):
+        self.config = config
+        self._streams: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _weights(self, name: str, trits: np.ndarray) -> np.ndarray:
+        """The trit matrix as the engine sees it: decoded from the packed weight stream."""
+        cached = self._streams.get(name)
+        if cached is not None and np.array_equal(cached[0], trits):
+            return cached[1]
+        cfg = self.config
+        m, k = trits.shape
+        stream = layer_stream(trits, cfg)
+        if stream.shape != (cfg.beats(m, k), cfg.bytes_per_beat):
+            raise AssertionError(f"{name}: stream shape {stream.shape}")
+        mt, kt = cfg.m_tiles(m), cfg.k_tiles(k)
+        w = np.zeros((mt * cfg.rows, kt * cfg.cols), dtype=np.int8)
+        for beat, data in enumerate(stream):
+            tile = decode_beat(data, cfg).reshape(cfg.rows, cfg.cols)
+            i, j = divmod(beat, kt)
+            w[i * cfg.rows:(i + 1) * cfg.rows, j * cfg.cols:(j + 1) * cfg.cols] = tile
+        if np.any(w[m:]) or np.any(w[:, k:]):
+            raise AssertionError(f"{name}: weight stream has non-zero padding")
+        self._streams[name] = (trits.copy(), w)
+        return w
+
+    def matmul(self, name: str, xq: np.ndarray, trits: np.ndarray) -> tuple[np.ndarray, int]:
+        from model.accel_cycles import cycles
+
+        cfg = self.config
+        m, k = trits.shape
+        cfg.check_layer(m, k)
+        lo, hi = -(1 << (cfg.act_bits - 1)), (1 << (cfg.act_bits - 1)) - 1
+        if xq.min(initial=0) < lo or xq.max(initial=0) > hi:
+            raise ValueError(f"{name}: activation codes outside the {cfg.act_bits}-bit range")
+        w = self._weights(name, trits)
+        x = np.zeros((xq.shape[0], w.shape[1]), dtype=np.int64)
+        x[:, :k] = xq
+        # accumulate one k-tile (one beat per row group) at a time, as the array does
+        acc = np.zeros((xq.shape[0], w.shape[0]), dtype=np.int64)
+        for j in range(cfg.k_tiles(k)):
+            sl = slice(j * cfg.cols, (j + 1) * cfg.cols)
+            acc += x[:, sl] @ w[:, sl].T.astype(np.int64)
+        lim = 1 << (cfg.acc_width - 1)
+        if acc.min(initial=0) < -lim or acc.max(initial=0) >= lim:
+            raise AssertionError(f"{name}: accumulator overflows {cfg.acc_width} bits")
+        return acc[:, :m].astype(np.int32), cycles(cfg, m, k, xq.shape[0])
+
+
+@dataclasses.dataclass
+class GenerationResult:
+    """Tokens and per-call records of one generation."""
+
+    prompt: list[int]
+    tokens: list[int]
+    calls: list[CallRecord]
+    seconds: float
+
+    def text(self) -> str:
+        return bytes(self.tokens).decode("utf-8", errors="replace")
+
+    def per_step(self, key: str) -> list[int]:
+        steps = sorted({c.step for c in self.calls})
+        return [sum(getattr(c, key) for c in self.calls if c.step == s) for s in steps]
+
+
+def _recording_hook(backend, config: AccelConfig, calls: list[CallRecord], state: dict):
+    def hook(name, xq, trits):
+        acc, cyc = backend(name, xq, trits)
+        m, k = trits.shape
+        calls.append(CallRecord(state["step"], name, m, k, xq.shape[0], np.array(acc, copy=True),
+                                int(cyc), config.beats(m, k) * config.bytes_per_beat))
+        return acc
+    return hook
+
+
+def generate(ck, prompt: list[int], n_tokens: int, backend: Callable | None,
+             config: AccelConfig, progress: Callable[[int, int], None] | None = None
+             ) -> GenerationResult:
+    """Greedy generation with every BitLinear through ``backend(name, xq, trits)``.
+
+    ``backend=None`` runs the pure golden model (no hook) and records the golden accumulators
+    from the golden integer product for the comparison.
+    """
+    calls: list[CallRecord] = []
+    state = {"step": 0}
+    if backend is None:
+        backend = GoldenBackend(config).matmul
+    model = ck.transformer(matmul=_recording_hook(backend, config, calls, state))
+    t0 = time.time()
+    tokens = list(prompt)
+    cache = model.new_cache()
+    logits = model.step(np.asarray(prompt, dtype=np.int64), cache)
+    for i in range(n_tokens):
+        nxt = int(np.argmax(logits[-1]))
+        tokens.append(nxt)
+        if progress is not None:
+            progress(i + 1, n_tokens)
+        if i + 1 == n_tokens:
+            break
+        state["step"] = i + 1
+        logits = model.step(np.asarray([nxt], dtype=np.int64), cache)
+    return GenerationResult(list(prompt), tokens[len(prompt):], calls, time.time() - t0)
+
+
+def generate_pure(ck, prompt: list[int], n_tokens: int) -> list[int]:
+    """Greedy tokens of the pure golden model (no ``matmul`` hook)."""
+    model = ck.transformer()
+    cache = model.new_cache()
+    logits = model.step(np.asarray(prompt, dtype=np.int64), cache)
+    out = []
+    for i in range(n_tokens):
+        out.append(int(np.argmax(logits[-1])))
+        if i + 1 < n_tokens:
+            logits = model.step(np.asarray(out[-1:], dtype=np.int64), cache)
+    return out
+
+
+def run_forward(ck, prompt: list[int], backend: Callable | None, config: AccelConfig
+                ) -> GenerationResult:
+    """One full forward pass over ``prompt`` (no KV cache) with every BitLinear through
+    ``backend``; ``tokens`` are the greedy next-token predictions at every position."""
+    calls: list[CallRecord] = []
+    if backend is None:
+        backend = GoldenBackend(config).matmul
+    model = ck.transformer(matmul=_recording_hook(backend, config, calls, {"step": 0}))
+    t0 = time.time()
+    logits = model.forward(np.asarray(prompt, dtype=np.int64))
+    return GenerationResult(list(prompt), [int(t) for t in np.argmax(logits, axis=-1)], calls,
+                            time.time() - t0)
+
+
+def build_engine_sim(config: AccelConfig):
+    """The cached Verilator build of the sim engineers' fast whole-layer top
+    (``sim.fast.build_fast_engine``: the engine plus weight/activation/result memories)."""
+    from sim.fast import build_fast_engine
+
+    if config not in _BUILDS:
+        _BUILDS[config] = build_fast_engine(config)
+    return _BUILDS[config]
+
+
+_BUILDS: dict = {}
+
+
+def run_cosim(checkpoint: Path, prompt: list[int], n_tokens: int, config: AccelConfig,
+              mode: str = "generate", work_dir: Path | None = None) -> GenerationResult:
+    """Run :mod:`sim.cocotb_run_model` on the simulated engine and return its results.
+
+    ``mode`` is ``generate`` (``n_tokens`` greedy tokens) or ``forward`` (one forward pass).
+    Raises ``sim.runner.CocotbFailure`` if the cocotb test failed.
+    """
+    import tempfile
+
+    from sim.cocotb_run_model import load_result
+
+    if mode not in ("generate", "forward"):
+        raise ValueError(f"mode must be 'generate' or 'forward', got {mode!r}")
+    build = build_engine_sim(config)
+    work = Path(work_dir or tempfile.mkdtemp(prefix="run_model_")).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    out = work / "result.npz"
+    if out.exists():
+        out.unlink()
+    params = {"checkpoint": str(Path(checkpoint).resolve()), "prompt": list(prompt),
+              "tokens": int(n_tokens), "mode": mode, "out": str(out),
+              "accel_config": config.to_dict()}
+    build.run("sim.cocotb_run_model", params=params, test_dir=work)
+    if not out.exists():
+        raise AssertionError(f"co-simulation wrote no result; see {work}")
+    return load_result(out)
+
+
+def compare(ref: GenerationResult, hw: GenerationResult) -> None:
+    """Assert equal tokens and equal accumulators of every BitLinear call, in order."""
+    if len(ref.calls) != len(hw.calls):
+        raise AssertionError(f"{len(hw.calls)} BitLinear calls, golden made {len(ref.calls)}")
+    for i, (a, b) in enumerate(zip(ref.calls, hw.calls, strict=True)):
+        if a.name != b.name or a.acc.shape != b.acc.shape or not np.array_equal(a.acc, b.acc):
+            bad = np.argwhere(a.acc != b.acc) if a.acc.shape == b.acc.shape else []
+            raise AssertionError(
+                f"call {i} (step {a.step}, {a.name}): hardware accumulators differ from the "
+                f"golden model ({len(bad)} differences, first at {bad[:1].tolist()})")
+    if ref.tokens != hw.tokens:
+        raise AssertionError(f"tokens differ: golden {ref.tokens} hardware {hw.tokens}")
+
+
+def read_fmax(report: Path = REPORT) -> float | None:
+    """Achieved Fmax in MHz from the build report, or ``None`` if there is none."""
+    try:
+        data = json.loads(Path(report).read_text())
+    except (OSError, ValueError):
+        return None
+    for key in ("fmax_mhz", "achieved_fmax_mhz", "fmax"):
+        if isinstance(data.get(key), (int, float)):
+            return float(data[key])
+    for sub in data.values():
+        if isinstance(sub, dict):
+            for key in ("fmax_mhz", "achieved_fmax_mhz"):
+                if isinstance(sub.get(key), (int, float)):
+                    return float(sub[key])
+    return None
+
+
+def summarize(res: GenerationResult, config: AccelConfig, fmax_mhz: float | None,
+              fmax_source: str, backend: str) -> dict:
+    """Figures of a generation: cycles and weight bytes per token, tokens/s."""
+    cyc = res.per_step("cycles")
+    wb = res.per_step("weight_bytes")
+    decode_cyc = cyc[1:] if len(cyc) > 1 else cyc
+    out = {
+        "backend": backend,
+        "accel_config": config.to_dict(),
+        "prompt_tokens": len(res.prompt),
+        "generated_tokens": len(res.tokens),
+        "bitlinear_calls": len(res.calls),
+        "prefill_cycles": cyc[0],
+        "cycles_per_token": float(np.mean(decode_cyc)),
+        "weight_bytes_per_token": float(np.mean(wb[1:] if len(wb) > 1 else wb)),
+        "fmax_mhz": fmax_mhz,
+        "fmax_source": fmax_source,
+        "wall_seconds": round(res.seconds, 2),
+    }
+    if fmax_mhz:
+        out["tokens_per_s"] = fmax_mhz * 1e6 / out["cycles_per_token"]
+    return out
+
+
+def _progress(prefix: str):
+    def show(i, n):
+        print(f"\r{prefix}: token {i}/{n}", end="" if i < n else "\n", file=sys.stderr,
+              flush=True)
+    return show
+
+
+def run(checkpoint: Path, prompt: str, n_tokens: int, backend: str,
+        config: AccelConfig | None = None, fmax: float | None = None,
+        report: Path = REPORT, quiet: bool = False) -> dict:
+    """Run the golden reference and the backend, compare, and return the summary dict."""
+    from model import checkpoint as ckpt
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    config = config or AccelConfig()
+    ck = ckpt.load(checkpoint)
+    tokens = list(prompt.encode("utf-8"))
+    if not tokens:
+        raise ValueError("the prompt must not be empty")
+    if len(tokens) + n_tokens > int(ck.config["max_seq_len"]):
+        raise ValueError(f"prompt + tokens = {len(tokens) + n_tokens} exceeds max_seq_len "
+                         f"{ck.config['max_seq_len']}")
+    pure = generate_pure(ck, tokens, n_tokens)
+    ref = generate(ck, tokens, n_tokens, None, config,
+                   None if quiet else _progress("golden"))
+    if ref.tokens != pure:
+        raise AssertionError(f"golden with the exact hook {ref.tokens} != pure golden {pure}")
+    if backend == "verilator":
+        hw = run_cosim(checkpoint, tokens, n_tokens, config)
+    else:
+        impl = GoldenBackend(config) if backend == "golden" else FastBackend(config)
+        hw = generate(ck, tokens, n_tokens, impl.matmul, config,
+                      None if quiet else _progress(backend))
+    compare(ref, hw)
+    if fmax is not None:
+        fmax_mhz, source = fmax, "--fmax"
+    else:
+        fmax_mhz = read_fmax(report)
+        source = str(report) if fmax_mhz is not None else "none (no build report; pass --fmax)"
+    out = summarize(hw, config, fmax_mhz, source, backend)
+    out["text"] = hw.text()
+    out["golden_equal"] = True
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point."""
+    p = argparse.ArgumentParser(prog="python -m sim.run_model", description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    p.add_argument("--prompt", default="And God said")
+    p.add_argument("--tokens", type=int, default=32)
+    p.add_argument("--backend", choices=BACKENDS, default="fast")
+    p.add_argument("--fmax", type=float, default=None, help="Fmax in MHz (default: build report)")
+    p.add_argument("--config", default=None,
+                   help="AccelConfig as JSON or a path to a JSON file (default: AccelConfig())")
+    p.add_argument("--json", type=Path, default=None, help="also write the summary here")
+    args = p.parse_args(argv)
+    if args.tokens < 1:
+        p.error("--tokens must be >= 1")
+    config = None
+    if args.config:
+        text = Path(args.config).read_text() if os.path.exists(args.config) else args.config
+        config = AccelConfig.from_json(text)
+    try:
+        out = run(args.checkpoint, args.prompt, args.tokens, args.backend, config, args.fmax)
+    except ModuleNotFoundError as e:
+        print(f"error: {e.name} is needed for this backend and is not importable", file=sys.stderr)
+        return 2
+    print(f"prompt:    {args.prompt!r}")
+    print(f"generated: {out['text']!r}")
+    print(f"backend {out['backend']}: tokens and all {out['bitlinear_calls']} BitLinear "
+          "accumulators equal the golden model bit for bit")
+    print(f"engine {AccelConfig.from_dict(out['accel_config']).slug}: prefill "
+          f"{out['prefill_cycles']} cycles for {out['prompt_tokens']} prompt tokens; "
+          f"{out['cycles_per_token']:.0f} cycles/token, "
+          f"{out['weight_bytes_per_token']:.0f} weight bytes streamed/token")
+    if out["fmax_mhz"]:
+        print(f"at Fmax {out['fmax_mhz']:.2f} MHz (from {out['fmax_source']}): "
+              f"{out['tokens_per_s']:.1f} tokens/s (BitLinear layers only)")
+    else:
+        print(f"Fmax: {out['fmax_source']}")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,178 @@
+"""Whole-model inference through the simulated accelerator (``sim/run_model.py``).
+
+Default run: the weight-stream model of the fast backend against the contract, the fast and
+golden backends on the shipped model, and one full forward pass of the shipped model through the
+Verilator co-simulation with every layer's accumulators compared. ``-m slow``: a multi-token
+co-simulated generation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.accel import AccelConfig
+from sim import run_model as rm
+
+CONFIGS = [AccelConfig(), AccelConfig(rows=2, cols=3, packing="i2", adder_stages=0),
+           AccelConfig(rows=3, cols=5, packing="tq1", adder_stages=1),
+           AccelConfig(rows=1, cols=8, packing="i2", max_k=64, max_m=64)]
+
+
+def _needs(*modules):
+    for m in modules:
+        pytest.importorskip(m, reason=f"{m} is not in the tree yet")
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from model import checkpoint as ckpt
+
+    return ckpt.load(rm.DEFAULT_CHECKPOINT)
+
+
+# ---------------------------------------------------------------------------------------------
+# the weight stream the fast backend decodes (docs/architecture.md section 4)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.slug)
+@pytest.mark.parametrize("shape", [(1, 1), (7, 11), (16, 16), (9, 33)])
+def test_layer_stream_follows_the_contract(config, shape):
+    rng = np.random.default_rng(shape[0] * 100 + shape[1])
+    w = rng.integers(-1, 2, shape).astype(np.int8)
+    stream = rm.layer_stream(w, config)
+    m, k = shape
+    r, c = config.rows, config.cols
+    assert stream.shape == (config.beats(m, k), config.bytes_per_beat)
+    assert stream.dtype == np.uint8
+    beat = 0
+    for mt in range(config.m_tiles(m)):
+        for kt in range(config.k_tiles(k)):
+            trits = rm.decode_beat(stream[beat], config)
+            for t in range(r * c):
+                row, col = mt * r + t // c, kt * c + t % c
+                want = w[row, col] if row < m and col < k else 0
+                assert trits[t] == want, (beat, t)
+            beat += 1
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.slug)
+def test_layer_stream_equals_model_packing(config):
+    _needs("model.packing")
+    from model.packing import pack_layer_stream
+
+    rng = np.random.default_rng(5)
+    for shape in [(1, 1), (5, 17), (32, 48), (13, 64)]:
+        w = rng.integers(-1, 2, shape).astype(np.int8)
+        assert np.array_equal(np.asarray(pack_layer_stream(w, config)), rm.layer_stream(w, config))
+
+
+def test_decode_beat_rejects_invalid_codes():
+    tq1 = AccelConfig(rows=1, cols=5, packing="tq1")
+    with pytest.raises(ValueError, match="invalid tq1 byte 20"):
+        rm.decode_beat(np.array([20], np.uint8), tq1)
+    i2 = AccelConfig(rows=1, cols=4, packing="i2")
+    with pytest.raises(ValueError, match="code 3"):
+        rm.decode_beat(np.array([0b01110101], np.uint8), i2)
+    pad = AccelConfig(rows=1, cols=3, packing="i2")
+    with pytest.raises(ValueError, match="padding"):
+        rm.decode_beat(np.array([0b10010101], np.uint8), pad)
+
+
+# ---------------------------------------------------------------------------------------------
+# fast backend: cycle-exact Python engine model
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.slug)
+def test_fast_backend_edge_cases(config):
+    _needs("model.accel_cycles")
+    from model.accel_cycles import cycles
+
+    fast = rm.FastBackend(config)
+    rng = np.random.default_rng(7)
+    k_max = min(config.max_k, 70)
+    cases = []
+    for k, m in [(1, 1), (k_max, 9), (config.cols + 1, config.rows + 1)]:
+        for value in (1, -1, 0):
+            cases.append((np.full((3, k), -128, np.int8), np.full((m, k), value, np.int8)))
+            cases.append((np.full((2, k), 127, np.int8), np.full((m, k), value, np.int8)))
+        cases.append((rng.integers(-128, 128, (4, k)).astype(np.int8),
+                      rng.integers(-1, 2, (m, k)).astype(np.int8)))
+    for i, (xq, w) in enumerate(cases):
+        acc, cyc = fast.matmul(f"case{i}", xq, w)
+        assert acc.dtype == np.int32 and acc.shape == (xq.shape[0], w.shape[0])
+        assert np.array_equal(acc, rm.golden_acc(xq, w)), i
+        assert cyc == cycles(config, w.shape[0], w.shape[1], xq.shape[0])
+    # all -128 against all -1: the accumulator bound K * 128 is reached exactly
+    acc, _ = fast.matmul("bound", np.full((1, k_max), -128, np.int8),
+                         np.full((2, k_max), -1, np.int8))
+    assert acc.tolist() == [[128 * k_max] * 2]
+    with pytest.raises(ValueError, match="max_k"):
+        fast.matmul("big", np.zeros((1, config.max_k + 1), np.int8),
+                    np.zeros((1, config.max_k + 1), np.int8))
+
+
+def test_fast_and_golden_backends_generate_like_the_golden_model(shipped):
+    _needs("model.transformer", "model.accel_cycles")
+    prompt = list(b"And God said")
+    pure = rm.generate_pure(shipped, prompt, 6)
+    ref = rm.generate(shipped, prompt, 6, None, AccelConfig())
+    assert ref.tokens == pure
+    for cls in (rm.FastBackend, rm.GoldenBackend):
+        out = rm.generate(shipped, prompt, 6, cls(AccelConfig()).matmul, AccelConfig())
+        rm.compare(ref, out)
+    # 7 BitLinear calls per layer for the prompt and for each new token but the last
+    assert len(ref.calls) == 7 * shipped.config["n_layers"] * 6
+    # a wrong accumulator anywhere is caught and named
+    bad = rm.generate(shipped, prompt, 6, rm.FastBackend(AccelConfig()).matmul, AccelConfig())
+    bad.calls[10].acc[0, 0] += 1
+    with pytest.raises(AssertionError, match=f"call 10 .*{bad.calls[10].name}"):
+        rm.compare(ref, bad)
+
+
+def test_cli_fast(capsys):
+    _needs("model.transformer", "model.accel_cycles")
+    assert rm.main(["--prompt", "In the beginning", "--tokens", "4", "--backend", "fast",
+                    "--fmax", "48"]) == 0
+    out = capsys.readouterr().out
+    assert "equal the golden model bit for bit" in out
+    assert "at Fmax 48.00 MHz (from --fmax)" in out
+    assert "cycles/token" in out and "weight bytes streamed/token" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# Verilator co-simulation
+# ---------------------------------------------------------------------------------------------
+def _cosim_ready():
+    _needs("model.transformer", "model.accel_cycles", "hw.engine", "sim.fast")
+    from sim.runner import SimulatorUnavailable, selected_simulator
+
+    try:
+        rm.build_engine_sim(AccelConfig())
+    except SimulatorUnavailable as e:
+        pytest.skip(f"{selected_simulator()}: {e}")
+
+
+def test_cosim_forward_pass_matches_golden(shipped, tmp_path):
+    """One full forward pass of the shipped model: every BitLinear of every layer on the DUT."""
+    _cosim_ready()
+    config = AccelConfig()
+    prompt = list(b"And Moses said")
+    ref = rm.run_forward(shipped, prompt, None, config)
+    hw = rm.run_cosim(rm.DEFAULT_CHECKPOINT, prompt, 0, config, mode="forward",
+                      work_dir=tmp_path)
+    rm.compare(ref, hw)
+    assert len(hw.calls) == 7 * shipped.config["n_layers"]
+    from model.accel_cycles import cycles
+
+    for c in hw.calls:  # measured cycles against the cycle model
+        assert c.cycles == cycles(config, c.m, c.k, c.tokens), c.name
+
+
+@pytest.mark.slow
+def test_cosim_generation_matches_golden(shipped, tmp_path):
+    _cosim_ready()
+    config = AccelConfig()
+    prompt = list(b"And God said")
+    ref = rm.generate(shipped, prompt, 8, None, config)
+    hw = rm.run_cosim(rm.DEFAULT_CHECKPOINT, prompt, 8, config, work_dir=tmp_path)
+    rm.compare(ref, hw)
+    assert hw.tokens == rm.generate_pure(shipped, prompt, 8)

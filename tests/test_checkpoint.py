@@ -1,0 +1,430 @@
+"""Checkpoint formats: exact round trips, imports into the golden model, clear errors."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import gguf
+import numpy as np
+import pytest
+
+from model import checkpoint as ckpt
+from model.checkpoint import Checkpoint, CheckpointError, TernaryTensor
+
+SMALL = {"vocab_size": 256, "d_model": 32, "n_layers": 2, "n_heads": 4, "ffn_dim": 48,
+         "max_seq_len": 64, "rope_theta": 10000.0, "norm_eps": 1e-5}
+# rows a multiple of 256: every BitLinear can be a TQ1_0 / TQ2_0 tensor
+TQ = dict(SMALL, d_model=256, n_layers=1, ffn_dim=256, n_heads=4)
+
+
+def random_float_params(config, seed=0):
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, (shape, _) in ckpt.param_shapes(config).items():
+        if name.endswith("norm.weight"):
+            out[name] = (1 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
+        else:
+            out[name] = (0.05 * rng.standard_normal(shape)).astype(np.float32)
+    return out
+
+
+def random_checkpoint(config=SMALL, seed=0) -> Checkpoint:
+    ck = ckpt.from_float(random_float_params(config, seed), config)
+    # named edge cases: one all-zero, one all +1, one all -1 projection
+    names = sorted(ck.ternary)
+    for name, value in zip(names[:3], (0, 1, -1), strict=True):
+        t = ck.ternary[name]
+        ck.ternary[name] = TernaryTensor(np.full_like(t.trits, value), t.gamma)
+    ck.validate()
+    return ck
+
+
+@pytest.fixture(scope="module")
+def small():
+    return random_checkpoint()
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return ckpt.load(ckpt_path())
+
+
+def ckpt_path():
+    from model.train import CHECKPOINT
+
+    return CHECKPOINT
+
+
+# ---------------------------------------------------------------------------------------------
+# absmean
+# ---------------------------------------------------------------------------------------------
+def test_absmean_definition():
+    w = np.array([[0.3, -0.05, 1.0, -2.0], [0.0, 0.15, -0.45, 0.5]], dtype=np.float32)
+    t = ckpt.absmean_ternary(w)
+    gamma = np.float32(np.abs(w).mean())
+    assert t.gamma == gamma
+    assert np.array_equal(t.trits, np.clip(np.round(w / gamma), -1, 1).astype(np.int8))
+    z = ckpt.absmean_ternary(np.zeros((3, 4), np.float32))
+    assert z.gamma == np.float32(1e-5) and not z.trits.any()
+
+
+# ---------------------------------------------------------------------------------------------
+# packings: the spec of docs/architecture.md section 3, and agreement with model.packing
+# ---------------------------------------------------------------------------------------------
+def test_tq1_spec():
+    # digits d = trit + 1: (-1, 0, 1, 1, -1) -> q = 0*81 + 1*27 + 2*9 + 2*3 + 0 = 51
+    assert ckpt.pack_tq1(np.array([-1, 0, 1, 1, -1])).tolist() == [-(-51 * 256 // 243)]
+    assert ckpt.pack_tq1(np.array([1] * 5)).tolist() == [255]
+    assert ckpt.pack_tq1(np.array([-1] * 5)).tolist() == [0]
+    rng = np.random.default_rng(1)
+    for n in (1, 4, 5, 6, 64, 1001):
+        t = rng.integers(-1, 2, n).astype(np.int8)
+        assert np.array_equal(ckpt.unpack_tq1(ckpt.pack_tq1(t), n), t)
+    valid = {int(b) for b in ckpt.pack_tq1(
+        np.array(np.meshgrid(*[[-1, 0, 1]] * 5, indexing="ij")).reshape(5, -1).T.reshape(-1))}
+    assert len(valid) == 243
+    for b in sorted(set(range(256)) - valid):
+        with pytest.raises(ValueError, match=f"invalid tq1 byte {b}"):
+            ckpt.unpack_tq1(np.array([b], np.uint8), 5)
+    with pytest.raises(ValueError, match="padding"):
+        ckpt.unpack_tq1(ckpt.pack_tq1(np.array([0, 0, 1])), 2)
+    with pytest.raises(ValueError, match="bytes for"):
+        ckpt.unpack_tq1(np.zeros(2, np.uint8), 11)
+
+
+def test_i2_hf_spec():
+    # the worked example of transformers' unpack_weights docstring
+    packed = np.array([[0b10100001, 0b00011000], [0b10010000, 0b00001010]], np.uint8)
+    want = [[0, -1], [-1, 1], [-1, 1], [-1, 1], [1, 0], [0, -1], [1, -1], [1, -1]]
+    assert ckpt.unpack_i2_hf(packed, 8).tolist() == want
+    assert np.array_equal(ckpt.pack_i2_hf(np.array(want, np.int8)), packed)
+    with pytest.raises(ValueError, match="code 3 for trit row 3, column 1"):
+        ckpt.unpack_i2_hf(np.array([[0, 0], [0, 0b1100]], np.uint8), 8)
+
+
+def test_packings_agree_with_model_packing():
+    packing = pytest.importorskip("model.packing", reason="model/packing.py absent")
+    rng = np.random.default_rng(2)
+    t = rng.integers(-1, 2, (12, 37)).astype(np.int8)
+    assert np.array_equal(packing.pack_tq1(t.reshape(-1)), ckpt.pack_tq1(t))
+    assert np.array_equal(packing.pack_i2_hf(t), ckpt.pack_i2_hf(t))
+
+
+def test_absmean_agrees_with_model_quant():
+    quant = pytest.importorskip("model.quant", reason="model/quant.py absent")
+    w = np.random.default_rng(3).standard_normal((40, 72)).astype(np.float32)
+    trits, gamma = quant.absmean_quant(w)
+    t = ckpt.absmean_ternary(w)
+    assert np.array_equal(np.asarray(trits), t.trits) and np.float32(gamma) == t.gamma
+
+
+# ---------------------------------------------------------------------------------------------
+# round trips
+# ---------------------------------------------------------------------------------------------
+def test_npz_round_trip(small, tmp_path):
+    path = tmp_path / "m.npz"
+    ckpt.save(path, small)
+    back = ckpt.load(path)
+    assert back == small
+    # and the trits went through the project's tq1 packing: 5 per byte
+    with np.load(path) as z:
+        name = "layers.0.mlp.down_proj.weight"
+        assert z[name + ".tq1"].size == -(-small.ternary[name].trits.size // 5)
+
+
+@pytest.mark.parametrize("qtype", ["TQ1_0", "TQ2_0"])
+def test_gguf_round_trip_all_tq(qtype, tmp_path):
+    ck = random_checkpoint(TQ, seed=3)
+    path = tmp_path / "m.gguf"
+    types = ckpt.save_gguf(path, ck, qtype=qtype, fallback=None)
+    assert {types[n] for n in ck.ternary} == {qtype}
+    reader = gguf.GGUFReader(str(path))
+    byname = {t.name: t for t in reader.tensors}
+    assert byname["blk.0.attn_q.weight"].tensor_type == gguf.GGMLQuantizationType[qtype]
+    # llama.cpp's own dequantizer (gguf-py) gives back exactly the trits
+    q = byname["blk.0.ffn_down.weight"]
+    deq = gguf.quants.dequantize(q.data, q.tensor_type).reshape(256, 256)
+    assert np.array_equal(deq, ck.ternary["layers.0.mlp.down_proj.weight"].trits)
+    assert ckpt.load(path) == ck
+
+
+def test_gguf_fallback_for_short_rows(small, tmp_path):
+    path = tmp_path / "m.gguf"
+    types = ckpt.save_gguf(path, small, qtype="TQ1_0")
+    assert set(types[n] for n in small.ternary) == {"F16"}
+    assert ckpt.load(path) == small
+    with pytest.raises(CheckpointError, match="q_proj.*multiple of the TQ1_0 block size 256"):
+        ckpt.save_gguf(tmp_path / "x.gguf", small, qtype="TQ1_0", fallback=None)
+
+
+def test_gguf_llama_cpp_style_block_scale(tmp_path):
+    """A llama.cpp converter style GGUF: TQ blocks carry gamma, no .scale tensor."""
+    ck = random_checkpoint(TQ, seed=5)
+    path = tmp_path / "llama.gguf"
+    w = gguf.GGUFWriter(str(path), "bitnet")
+    w.add_string("bitnet_accel.model_config", json.dumps(ck.config))
+    for name, (_, is_bit) in ckpt.param_shapes(ck.config).items():
+        g = ckpt.gguf_name(name)
+        if is_bit:
+            t = ck.ternary[name]
+            # what convert_hf_to_gguf.py does: dequantized ternary weights, then TQ quantize
+            vals = t.trits.astype(np.float32) * np.float32(np.float16(t.gamma))
+            w.add_tensor(g, gguf.quants.quantize(vals, gguf.GGMLQuantizationType.TQ2_0),
+                         raw_dtype=gguf.GGMLQuantizationType.TQ2_0)
+        else:
+            w.add_tensor(g, ck.floats[name])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    back = ckpt.load(path)
+    for name, t in ck.ternary.items():
+        assert np.array_equal(back.ternary[name].trits, t.trits)
+        if t.trits.any():
+            assert back.ternary[name].gamma == np.float32(np.float16(t.gamma))
+
+
+def test_hf_round_trip(small, tmp_path):
+    d = tmp_path / "hf"
+    ckpt.save(d, small)
+    assert ckpt.load(d) == small
+    cfg = json.loads((d / "config.json").read_text())
+    assert cfg["model_type"] == "bitnet" and cfg["hidden_act"] == "relu2"
+    # the file is a valid safetensors file for the reference reader, and the layout is
+    # transformers' row-interleaved i2 with weight_scale = 1 / gamma
+    from safetensors.numpy import load_file
+
+    st = load_file(str(d / "model.safetensors"))
+    name = "layers.1.mlp.gate_proj.weight"
+    packed = st["model." + name]
+    trits = small.ternary[name].trits
+    rows = packed.shape[0]
+    for i in range(4):
+        assert np.array_equal(((packed >> (2 * i)) & 3).astype(np.int8) - 1,
+                              trits[i * rows:(i + 1) * rows])
+    ws = st["model.layers.1.mlp.gate_proj.weight_scale"]
+    assert np.float32(1.0 / ws[0]) == small.ternary[name].gamma
+
+
+def test_hf_bf16_scales_and_prefix(small, tmp_path):
+    """A bf16 weight_scale (as Microsoft's checkpoints store it) imports too."""
+    from safetensors.numpy import save_file
+
+    d = tmp_path / "hf"
+    ckpt.save_hf(d, small)
+    st = ckpt.read_safetensors(d / "model.safetensors")
+    name = "model.layers.0.self_attn.v_proj.weight_scale"
+    # write the file again with that scale as raw bf16 bytes
+    header_tensors = {k: v for k, v in st.items() if k != name}
+    save_file(header_tensors, str(tmp_path / "tmp.safetensors"))
+    bf16 = (np.float32(2.0).view(np.uint32) >> 16).astype(np.uint16)
+    _rewrite_with_extra(tmp_path / "tmp.safetensors", d / "model.safetensors", name, "BF16",
+                        [1], bf16.tobytes())
+    back = ckpt.load_hf(d)
+    assert back.ternary["layers.0.self_attn.v_proj.weight"].gamma == np.float32(0.5)
+
+
+def _rewrite_with_extra(src, dst, name, dtype, shape, payload):
+    blob = src.read_bytes()
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + n])
+    data = blob[8 + n:]
+    header[name] = {"dtype": dtype, "shape": shape,
+                    "data_offsets": [len(data), len(data) + len(payload)]}
+    h = json.dumps(header).encode()
+    dst.write_bytes(struct.pack("<Q", len(h)) + h + data + payload)
+
+
+def test_float_import(tmp_path):
+    from safetensors.numpy import save_file
+
+    params = random_float_params(SMALL, seed=7)
+    (tmp_path / "config.json").write_text(json.dumps({
+        "vocab_size": 256, "hidden_size": 32, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "intermediate_size": 48, "max_position_embeddings": 64,
+        "rope_theta": 10000.0, "rms_norm_eps": 1e-5}))
+    save_file({("" if k == "lm_head.weight" else "model.") + k: v for k, v in params.items()},
+              str(tmp_path / "model.safetensors"))
+    ck = ckpt.load(tmp_path / "model.safetensors")
+    assert ck == ckpt.from_float(params, SMALL)
+    w = params["layers.0.mlp.up_proj.weight"]
+    t = ck.ternary["layers.0.mlp.up_proj.weight"]
+    assert t.gamma == np.float32(np.abs(w).mean())
+    np.savez(tmp_path / "f.npz", **params,
+             __config__=np.frombuffer(json.dumps(SMALL).encode(), np.uint8))
+    assert ckpt.load_float(tmp_path / "f.npz") == ck
+
+
+# ---------------------------------------------------------------------------------------------
+# into the golden model
+# ---------------------------------------------------------------------------------------------
+def test_all_formats_give_the_same_golden_logits(small, tmp_path):
+    pytest.importorskip("model.transformer", reason="golden model (model/transformer.py) absent")
+    ckpt.save(tmp_path / "m.npz", small)
+    ckpt.save(tmp_path / "m.gguf", small)
+    ckpt.save(tmp_path / "hf", small)
+    tokens = np.frombuffer(b"In the beginning", np.uint8).astype(np.int64)
+    ref = small.transformer().forward(tokens)
+    for p in ("m.npz", "m.gguf", "hf"):
+        out = ckpt.load(tmp_path / p).transformer().forward(tokens)
+        assert np.array_equal(out, ref), p
+
+
+def test_shipped_checkpoint_round_trips(shipped, tmp_path):
+    assert shipped.ternary_weights <= 600_000
+    for p in ("m.npz", "m.gguf", "hf"):
+        ckpt.save(tmp_path / p, shipped)
+        assert ckpt.load(tmp_path / p) == shipped, p
+    types = ckpt.save_gguf(tmp_path / "t2.gguf", shipped, qtype="TQ2_0")
+    assert types["layers.0.mlp.down_proj.weight"] == "TQ2_0"  # K = ffn_dim = 256
+    assert ckpt.load(tmp_path / "t2.gguf") == shipped
+
+
+# ---------------------------------------------------------------------------------------------
+# errors
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cut", [0, 7, 100, 0.5, -10])
+def test_truncated_files(small, tmp_path, cut):
+    for p in ("m.npz", "m.gguf", "hf"):
+        ckpt.save(tmp_path / p, small)
+        f = tmp_path / p
+        if p == "hf":
+            f = f / "model.safetensors"
+        blob = f.read_bytes()
+        n = int(len(blob) * cut) if isinstance(cut, float) else (cut if cut >= 0 else
+                                                                  len(blob) + cut)
+        f.write_bytes(blob[:n])
+        with pytest.raises(CheckpointError):
+            ckpt.load(tmp_path / p)
+
+
+def test_npz_errors_name_the_tensor(small, tmp_path):
+    path = tmp_path / "m.npz"
+    ckpt.save(path, small)
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    name = "layers.1.self_attn.o_proj.weight"
+
+    def write(mod):
+        a = dict(arrays)
+        mod(a)
+        np.savez(tmp_path / "bad.npz", **a)
+        return tmp_path / "bad.npz"
+
+    with pytest.raises(CheckpointError, match=f"missing tensor {name}.tq1"):
+        ckpt.load(write(lambda a: a.pop(name + ".tq1")))
+    with pytest.raises(CheckpointError, match=f"{name}.tq1 has 10 bytes"):
+        ckpt.load(write(lambda a: a.__setitem__(name + ".tq1", a[name + ".tq1"][:10])))
+    with pytest.raises(CheckpointError, match=f"{name}.gamma has dtype float64"):
+        ckpt.load(write(lambda a: a.__setitem__(name + ".gamma", np.float64(1.0))))
+    bad = arrays[name + ".tq1"].copy()
+    bad[3] = 20  # one of the 13 bytes the tq1 encoder never produces
+    with pytest.raises(CheckpointError, match=f"{name}.tq1"):
+        ckpt.load(write(lambda a: a.__setitem__(name + ".tq1", bad)))
+    with pytest.raises(CheckpointError, match="norm.weight has shape"):
+        ckpt.load(write(lambda a: a.__setitem__("norm.weight", np.ones(5, np.float32))))
+    with pytest.raises(CheckpointError, match="embed_tokens.weight has dtype float64"):
+        ckpt.load(write(lambda a: a.__setitem__(
+            "embed_tokens.weight", a["embed_tokens.weight"].astype(np.float64))))
+    with pytest.raises(CheckpointError, match="unexpected tensor.*stray"):
+        ckpt.load(write(lambda a: a.__setitem__("stray", np.zeros(1))))
+    with pytest.raises(CheckpointError, match="__header__"):
+        ckpt.load(write(lambda a: a.pop("__header__")))
+
+
+def test_gguf_errors_name_the_tensor(tmp_path):
+    ck = random_checkpoint(TQ, seed=9)
+    path = tmp_path / "m.gguf"
+    ckpt.save_gguf(path, ck, qtype="TQ2_0", fallback=None)
+    reader = gguf.GGUFReader(str(path))
+    t = {x.name: x for x in reader.tensors}["blk.0.ffn_up.weight"]
+    blob = bytearray(path.read_bytes())
+    off = int(t.data_offset)
+    blob[off] |= 0b11  # code 3 is not a trit
+    (tmp_path / "bad.gguf").write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="blk.0.ffn_up.weight.*invalid trit code"):
+        ckpt.load(tmp_path / "bad.gguf")
+
+    ckpt.save_gguf(path, ck, qtype="TQ1_0", fallback=None)
+    reader = gguf.GGUFReader(str(path))
+    t = {x.name: x for x in reader.tensors}["blk.0.attn_k.weight"]
+    blob = bytearray(path.read_bytes())
+    blob[int(t.data_offset) + 5] = 40  # one of the 13 bytes the base-3 encoder never writes
+    (tmp_path / "bad1.gguf").write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="blk.0.attn_k.weight.*invalid trit code"):
+        ckpt.load(tmp_path / "bad1.gguf")
+
+
+def test_gguf_wrong_type_and_shape(tmp_path):
+    ck = random_checkpoint(SMALL, seed=2)
+
+    def write(path, override):
+        w = gguf.GGUFWriter(str(path), "bitnet")
+        w.add_string("bitnet_accel.model_config", json.dumps(ck.config))
+        for name, (_, is_bit) in ckpt.param_shapes(ck.config).items():
+            g = ckpt.gguf_name(name)
+            a = ck.ternary[name].trits.astype(np.float32) if is_bit else ck.floats[name]
+            if g in override:
+                a, kw = override[g]
+                w.add_tensor(g, a, **kw)
+            else:
+                w.add_tensor(g, a)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+
+    q8 = gguf.quants.quantize(np.zeros((32, 32), np.float32), gguf.GGMLQuantizationType.Q8_0)
+    write(tmp_path / "a.gguf", {"blk.1.attn_v.weight": (
+        q8, {"raw_dtype": gguf.GGMLQuantizationType.Q8_0})})
+    with pytest.raises(CheckpointError, match="blk.1.attn_v.weight has type Q8_0"):
+        ckpt.load(tmp_path / "a.gguf")
+    write(tmp_path / "b.gguf", {"blk.0.ffn_gate.weight": (np.zeros((48, 31), np.float32), {})})
+    with pytest.raises(CheckpointError, match=r"blk.0.ffn_gate.weight .* has shape \(48, 31\)"):
+        ckpt.load(tmp_path / "b.gguf")
+
+
+def test_hf_errors_name_the_tensor(small, tmp_path):
+    d = tmp_path / "hf"
+    ckpt.save_hf(d, small)
+    st = ckpt.read_safetensors(d / "model.safetensors")
+    from safetensors.numpy import save_file
+
+    key = "model.layers.0.mlp.down_proj.weight"
+    bad = dict(st)
+    bad[key] = st[key].astype(np.int32)
+    save_file(bad, str(d / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=f"{key} has dtype int32"):
+        ckpt.load(d)
+    bad = dict(st)
+    bad[key] = st[key].copy()
+    bad[key][0, 0] = 0xFF  # code 3
+    save_file(bad, str(d / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=key):
+        ckpt.load(d)
+    bad = dict(st)
+    bad.pop("model.layers.1.self_attn.q_proj.weight_scale")
+    save_file(bad, str(d / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="missing tensor .*q_proj.weight_scale"):
+        ckpt.load(d)
+    bad = dict(st)
+    bad[key] = st[key][:, :-1].copy()
+    save_file(bad, str(d / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=f"{key} has shape"):
+        ckpt.load(d)
+
+
+def test_checkpoint_validation():
+    ck = random_checkpoint()
+    name = "layers.0.self_attn.q_proj.weight"
+    t = ck.ternary[name]
+    with pytest.raises(CheckpointError, match=f"{name} has values outside"):
+        Checkpoint(ck.config, ck.floats,
+                   {**ck.ternary, name: TernaryTensor((t.trits * 2).astype(np.int8), t.gamma)})
+    with pytest.raises(CheckpointError, match=f"{name} has invalid gamma"):
+        Checkpoint(ck.config, ck.floats, {**ck.ternary, name: TernaryTensor(t.trits, 0.0)})
+    with pytest.raises(CheckpointError, match="missing tensor"):
+        Checkpoint(ck.config, {}, ck.ternary)
+    with pytest.raises(CheckpointError, match="lacks field"):
+        Checkpoint({"d_model": 3}, {}, {})
