@@ -1,0 +1,422 @@
+"""Host side of the board link: a library and a CLI (``python -m fpga.host ...``).
+
+The library talks to anything with ``write(bytes)`` and ``read(n) -> bytes`` (a
+``serial.Serial`` opened by :func:`open_serial`, or the simulated serial port of
+``sim/cocotb_board.py``): :class:`Board` sends one request at a time and checks every reply
+(sync, length, CRC, opcode, status). :class:`BoardMatmul` is a ``matmul`` hook for
+``model.transformer.Transformer``: it stores each BitLinear's weight stream in the board's weight
+memory once (keyed by layer name and content), then for every call writes the activation codes,
+runs the layer and reads the accumulators back.
+
+CLI::
+
+    python -m fpga.host --port /dev/ttyUSB1 info
+    python -m fpga.host --port /dev/ttyUSB1 layer --m 64 --k 128 --tokens 2 --seed 1
+    python -m fpga.host --port /dev/ttyUSB1 model --prompt "And God said" --tokens 16
+
+``layer`` and ``model`` compare every accumulator with the golden model and exit non-zero on a
+mismatch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import struct
+import sys
+import time
+
+import numpy as np
+
+from fpga.protocol import (
+    MAX_PAYLOAD,
+    REP_SYNC,
+    BoardError,
+    Info,
+    Op,
+    ProtocolError,
+    RunReply,
+    Status,
+    StatusInfo,
+    decode_reply,
+    encode_request,
+)
+from model.accel import AccelConfig
+
+__all__ = ["Board", "BoardMatmul", "layer_stream", "open_serial", "golden_acc", "main",
+           "DEFAULT_BAUD"]
+
+DEFAULT_BAUD = 1_000_000
+WORD_BYTES = 8
+
+
+def open_serial(port: str, baud: int = DEFAULT_BAUD, timeout: float = 2.0):
+    """Open a serial port with pyserial (8N1, no flow control)."""
+    import serial
+
+    return serial.Serial(port, baudrate=baud, bytesize=8, parity="N", stopbits=1,
+                         timeout=timeout)
+
+
+def golden_acc(xq: np.ndarray, trits: np.ndarray) -> np.ndarray:
+    """``acc = xq @ trits.T`` exactly (int64 arithmetic, returned as int32)."""
+    return (np.asarray(xq, np.int64) @ np.asarray(trits, np.int64).T).astype(np.int32)
+
+
+def layer_stream(trits: np.ndarray, config: AccelConfig) -> np.ndarray:
+    """The weight stream of an ``M x K`` trit matrix (``docs/architecture.md`` section 4):
+    ``(beats, bytes_per_beat)`` uint8; beat ``mt * ceil(K/C) + kt`` is the ``R x C`` tile at
+    ``(mt, kt)``, zero-padded, packed with the config's packing (``tq1`` bytes from
+    ``model.checkpoint.pack_tq1``). ``tests/test_fpga_host.py`` checks it against
+    ``model.packing.pack_layer_stream``."""
+    from model.checkpoint import pack_tq1
+
+    t = np.asarray(trits)
+    if t.ndim != 2 or not np.isin(t, (-1, 0, 1)).all():
+        raise ValueError("trits must be a 2-D array of -1, 0, +1")
+    m, k = t.shape
+    r, c = config.rows, config.cols
+    mt, kt = config.m_tiles(m), config.k_tiles(k)
+    w = np.zeros((mt * r, kt * c), dtype=np.int8)
+    w[:m, :k] = t
+    tiles = w.reshape(mt, r, kt, c).transpose(0, 2, 1, 3).reshape(mt * kt, r * c)
+    nbytes = config.bytes_per_beat
+    if config.packing == "tq1":
+        return np.stack([pack_tq1(tile) for tile in tiles]).astype(np.uint8)
+    codes = np.ones((mt * kt, nbytes * 4), dtype=np.uint8)   # i2 code 1 is trit 0
+    codes[:, :r * c] = tiles + 1
+    codes = codes.reshape(mt * kt, nbytes, 4)
+    return (codes[..., 0] | codes[..., 1] << 2 | codes[..., 2] << 4
+            | codes[..., 3] << 6).astype(np.uint8)
+
+
+class Board:
+    """One board behind a byte transport.
+
+    Parameters
+    ----------
+    port
+        Object with ``write(bytes)`` and ``read(n) -> bytes`` (fewer bytes on timeout).
+    """
+
+    def __init__(self, port):
+        self.port = port
+        self._info: Info | None = None
+
+    # -- frames --------------------------------------------------------------------------------
+    def _read_exact(self, n: int) -> bytes:
+        data = bytearray()
+        while len(data) < n:
+            chunk = self.port.read(n - len(data))
+            if not chunk:
+                raise TimeoutError(f"board sent {len(data)} of {n} expected bytes")
+            data.extend(chunk)
+        return bytes(data)
+
+    def request(self, op: int, payload: bytes = b"", *, check: bool = True):
+        """Send one request and return its :class:`~fpga.protocol.Reply`.
+
+        With ``check`` a non-OK status raises :class:`~fpga.protocol.BoardError`."""
+        return self.transact(encode_request(op, payload), op, check=check)
+
+    def transact(self, frame: bytes, op: int | None = None, *, check: bool = True):
+        """Send raw bytes (tests use this for malformed frames) and read one reply."""
+        self.port.write(frame)
+        head = self._read_exact(5)
+        if head[0] != REP_SYNC:
+            raise ProtocolError(f"reply starts with 0x{head[0]:02x}, not 0x{REP_SYNC:02x}")
+        length = struct.unpack_from("<H", head, 3)[0]
+        rep = decode_reply(head + self._read_exact(length + 2))
+        if op is not None and rep.op != op:
+            raise ProtocolError(f"reply to opcode 0x{rep.op:02x}, expected 0x{op:02x}")
+        if check and rep.status != Status.OK:
+            raise BoardError(rep.op, rep.status)
+        return rep
+
+    # -- requests ------------------------------------------------------------------------------
+    def info(self) -> Info:
+        if self._info is None:
+            self._info = Info.unpack(self.request(Op.INFO).payload)
+        return self._info
+
+    def config_matches(self, config: AccelConfig) -> None:
+        """Raise ``ValueError`` unless the board's engine has ``config``'s shape."""
+        i = self.info()
+        got = (i.rows, i.cols, i.act_bits, i.packing, i.bytes_per_beat, i.max_k, i.max_m)
+        want = (config.rows, config.cols, config.act_bits, config.packing,
+                config.bytes_per_beat, config.max_k, config.max_m)
+        if got != want:
+            raise ValueError(f"board engine {got} differs from the requested config {want}")
+
+    def status(self) -> StatusInfo:
+        return StatusInfo.unpack(self.request(Op.STATUS).payload)
+
+    def reset(self) -> None:
+        """Reset the engine and clear the sticky status flags."""
+        self.request(Op.RESET)
+
+    def write_weights(self, addr: int, data: bytes) -> None:
+        data = bytes(data)
+        step = MAX_PAYLOAD - 4
+        for off in range(0, len(data), step):
+            self.request(Op.WRITE_WEIGHTS, struct.pack("<I", addr + off) + data[off:off + step])
+
+    def read_weights(self, addr: int, count: int) -> bytes:
+        out = bytearray()
+        for off in range(0, count, MAX_PAYLOAD):
+            n = min(MAX_PAYLOAD, count - off)
+            out += self.request(Op.READ_WEIGHTS, struct.pack("<IH", addr + off, n)).payload
+        return bytes(out)
+
+    def write_act(self, row: int, data: bytes) -> None:
+        """Write activation bytes from the start of activation row ``row`` on."""
+        cols = self.info().cols
+        data = bytes(data)
+        step = (MAX_PAYLOAD - 2) // cols * cols
+        for off in range(0, len(data), step):
+            self.request(Op.WRITE_ACT, struct.pack("<H", row + off // cols) + data[off:off + step])
+
+    def run(self, m: int, k: int, tokens: int, wbase: int) -> int:
+        """Run an ``m x k`` layer stored at byte ``wbase`` for ``tokens`` tokens; returns the
+        engine cycles (``cmd`` transfer to final result)."""
+        rep = self.request(Op.RUN, struct.pack("<HHHI", m, k, tokens, wbase))
+        return RunReply.unpack(rep.payload).cycles
+
+    def read_results(self, index: int, count: int) -> np.ndarray:
+        out = []
+        step = MAX_PAYLOAD // 4
+        for off in range(0, count, step):
+            n = min(step, count - off)
+            out.append(self.request(Op.READ_RESULTS, struct.pack("<HH", index + off, n)).payload)
+        return np.frombuffer(b"".join(out), dtype="<i4").astype(np.int32)
+
+
+class BoardMatmul:
+    """``matmul`` hook running every BitLinear on the board.
+
+    ``hook(name, xq, trits) -> acc`` with ``xq`` ``(T, K)`` activation codes and ``trits``
+    ``(M, K)``; returns ``(T, M)`` int32. Weight streams stay in the board's weight memory
+    (8-byte aligned, allocated in call order; when full, the memory is reused from address 0).
+
+    Parameters
+    ----------
+    board : Board
+    config : AccelConfig
+        Must match the board (checked against INFO).
+    verify_weights : bool
+        Read every stored stream back once and compare.
+    """
+
+    def __init__(self, board: Board, config: AccelConfig, *, verify_weights: bool = False):
+        board.config_matches(config)
+        self.board = board
+        self.config = config
+        self.verify_weights = verify_weights
+        self._layers: dict[str, tuple[str, int]] = {}   # name -> (digest, wbase)
+        self._next = 0
+        self.cycles: list[int] = []
+        self.calls = 0
+
+    def _store(self, name: str, trits: np.ndarray) -> int:
+        digest = hashlib.sha256(np.ascontiguousarray(trits, np.int8).tobytes()
+                                + str(trits.shape).encode()).hexdigest()
+        hit = self._layers.get(name)
+        if hit is not None and hit[0] == digest:
+            return hit[1]
+        stream = layer_stream(trits, self.config).tobytes()
+        cap = self.board.info().weight_bytes
+        if len(stream) > cap:
+            raise ValueError(f"{name}: weight stream of {len(stream)} bytes exceeds the board's "
+                             f"{cap} bytes of weight memory")
+        if self._next + len(stream) > cap:   # full: start over (forget every stored layer)
+            self._layers.clear()
+            self._next = 0
+        base = self._next
+        self.board.write_weights(base, stream)
+        if self.verify_weights and self.board.read_weights(base, len(stream)) != stream:
+            raise AssertionError(f"{name}: weight read-back differs")
+        self._layers = {n: v for n, v in self._layers.items() if v[1] != base}
+        self._layers[name] = (digest, base)
+        self._next = base + -(-len(stream) // WORD_BYTES) * WORD_BYTES
+        return base
+
+    def __call__(self, name: str, xq: np.ndarray, trits: np.ndarray) -> np.ndarray:
+        cfg, info = self.config, self.board.info()
+        xq = np.asarray(xq)
+        trits = np.asarray(trits)
+        if xq.ndim != 2 or trits.ndim != 2 or xq.shape[1] != trits.shape[1]:
+            raise ValueError(f"{name}: shapes {xq.shape} x {trits.shape}.T do not match")
+        m, k = trits.shape
+        cfg.check_layer(m, k)
+        lo, hi = -(1 << (cfg.act_bits - 1)), (1 << (cfg.act_bits - 1)) - 1
+        if xq.size and (xq.min() < lo or xq.max() > hi):
+            raise ValueError(f"{name}: activation codes outside [{lo}, {hi}]")
+        if not np.isin(trits, (-1, 0, 1)).all():
+            raise ValueError(f"{name}: weights are not trits")
+        base = self._store(name, trits)
+        kt = cfg.k_tiles(k)
+        act_rows = info.act_bytes // cfg.cols
+        per_run = min(act_rows // kt, info.result_depth // m, 0xFFFF)
+        if per_run < 1:
+            raise ValueError(f"{name}: one token of {m} x {k} does not fit the board memories")
+        out = np.empty((xq.shape[0], m), dtype=np.int32)
+        for t0 in range(0, xq.shape[0], per_run):
+            chunk = xq[t0:t0 + per_run]
+            t = chunk.shape[0]
+            codes = np.zeros((t, kt * cfg.cols), dtype=np.int8)
+            codes[:, :k] = chunk
+            self.board.write_act(0, codes.tobytes())
+            self.cycles.append(self.board.run(m, k, t, base))
+            out[t0:t0 + t] = self.board.read_results(0, t * m).reshape(t, m)
+        self.calls += 1
+        return out
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+def _edge_layers(m: int, k: int, rng) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    return [
+        ("random", rng.integers(-1, 2, (m, k)), rng.integers(-128, 128, (2, k))),
+        ("all +1, x = -128", np.ones((m, k)), np.full((1, k), -128)),
+        ("all -1, x = -128", -np.ones((m, k)), np.full((1, k), -128)),
+        ("all 0", np.zeros((m, k)), rng.integers(-128, 128, (1, k))),
+        ("all +1, x = 127", np.ones((m, k)), np.full((1, k), 127)),
+    ]
+
+
+def check_layer(board: Board, config: AccelConfig, m: int, k: int, tokens: int, seed: int,
+                edge_cases: bool = True, out=None) -> None:
+    """Run seeded random (and edge-case) ``m x k`` layers on the board; raise on a mismatch."""
+    out = sys.stdout if out is None else out
+    rng = np.random.default_rng(seed)
+    hook = BoardMatmul(board, config, verify_weights=True)
+    cases = [("random", rng.integers(-1, 2, (m, k)), rng.integers(
+        -(1 << (config.act_bits - 1)), 1 << (config.act_bits - 1), (tokens, k)))]
+    if edge_cases:
+        lo, hi = -(1 << (config.act_bits - 1)), (1 << (config.act_bits - 1)) - 1
+        cases += [(n, w, np.clip(x, lo, hi)) for n, w, x in _edge_layers(m, k, rng)[1:]]
+    for i, (label, w, x) in enumerate(cases):
+        w = np.asarray(w, np.int8)
+        x = np.asarray(x, np.int64)
+        got = hook(f"layer{i}", x, w)
+        want = golden_acc(x, w)
+        if not np.array_equal(got, want):
+            bad = np.argwhere(got != want)
+            raise AssertionError(f"{label}: {len(bad)} accumulators differ, first at "
+                                 f"{bad[0].tolist()}: board {got[tuple(bad[0])]} "
+                                 f"golden {want[tuple(bad[0])]}")
+        print(f"{label}: {m} x {k}, {x.shape[0]} token(s): OK, {hook.cycles[-1]} cycles",
+              file=out)
+
+
+def run_model(board: Board, config: AccelConfig, checkpoint: str, prompt: str, n_tokens: int,
+              out=None) -> dict:
+    """Greedy generation with every BitLinear on the board; checked against the pure golden
+    model token for token and accumulator for accumulator."""
+    from model import checkpoint as ckpt
+
+    out = sys.stdout if out is None else out
+
+    ck = ckpt.load(checkpoint)
+    hook = BoardMatmul(board, config)
+    mismatches = []
+
+    def checked(name, xq, trits):
+        acc = hook(name, xq, trits)
+        want = golden_acc(xq, trits)
+        if not np.array_equal(acc, want):
+            mismatches.append(name)
+        return acc
+
+    def generate(model):
+        toks = list(prompt.encode("utf-8"))
+        cache = model.new_cache()
+        logits = model.step(np.asarray(toks, dtype=np.int64), cache)
+        res = []
+        for i in range(n_tokens):
+            res.append(int(np.argmax(logits[-1])))
+            if i + 1 < n_tokens:
+                logits = model.step(np.asarray(res[-1:], dtype=np.int64), cache)
+        return res
+
+    t0 = time.time()
+    golden = generate(ck.transformer())
+    board_tokens = generate(ck.transformer(matmul=checked))
+    seconds = time.time() - t0
+    if mismatches:
+        raise AssertionError(f"board accumulators differ from the golden model in "
+                             f"{len(mismatches)} calls, first {mismatches[0]}")
+    if board_tokens != golden:
+        raise AssertionError(f"tokens differ: golden {golden}, board {board_tokens}")
+    text = bytes(board_tokens).decode("utf-8", errors="replace")
+    print(f"{prompt!r} -> {text!r}", file=out)
+    print(f"{hook.calls} BitLinear calls on the board, all equal to the golden model; "
+          f"{sum(hook.cycles)} engine cycles; {seconds:.1f} s wall", file=out)
+    return {"tokens": board_tokens, "calls": hook.calls, "cycles": sum(hook.cycles)}
+
+
+def _config_from_board(board: Board, args) -> AccelConfig:
+    if args.config:
+        with open(args.config) as f:
+            cfg = AccelConfig.from_json(f.read())
+    else:
+        i = board.info()
+        cfg = AccelConfig(rows=i.rows, cols=i.cols, act_bits=i.act_bits, packing=i.packing,
+                          max_k=i.max_k, max_m=i.max_m)
+    board.config_matches(cfg)
+    return cfg
+
+
+def main(argv=None, port=None) -> int:
+    """CLI entry point; ``port`` injects an already open transport (tests)."""
+    p = argparse.ArgumentParser(prog="python -m fpga.host", description=__doc__.split("\n")[0])
+    p.add_argument("--port", help="serial device, e.g. /dev/ttyUSB1 (iCEBreaker: interface B)")
+    p.add_argument("--baud", type=int, default=DEFAULT_BAUD)
+    p.add_argument("--timeout", type=float, default=5.0, help="serial read timeout (s)")
+    p.add_argument("--config", help="AccelConfig JSON file (default: from the board's INFO)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("info", help="print the board's engine configuration and memory sizes")
+    sub.add_parser("status", help="print status flags and counters")
+    sub.add_parser("reset", help="reset the engine and clear sticky flags")
+    lp = sub.add_parser("layer", help="run random and edge-case layers, compare with golden")
+    lp.add_argument("--m", type=int, default=64)
+    lp.add_argument("--k", type=int, default=128)
+    lp.add_argument("--tokens", type=int, default=2)
+    lp.add_argument("--seed", type=int, default=0)
+    mp = sub.add_parser("model", help="generate with every BitLinear on the board")
+    mp.add_argument("--checkpoint", default="model/data/bitnet_kjv.npz")
+    mp.add_argument("--prompt", default="And God said")
+    mp.add_argument("--tokens", type=int, default=8)
+    args = p.parse_args(argv)
+
+    if port is None:
+        if not args.port:
+            p.error("--port is required")
+        port = open_serial(args.port, args.baud, args.timeout)
+    board = Board(port)
+    try:
+        if args.cmd == "info":
+            for key, value in vars(board.info()).items():
+                print(f"{key}: {value}")
+        elif args.cmd == "status":
+            s = board.status()
+            print(f"engine error: {s.engine_error}  busy: {s.busy}  uart overrun: {s.overrun}  "
+                  f"uart framing error: {s.framing_error}")
+            print(f"last run: {Status(s.last_status).name}, {s.last_cycles} cycles; frames "
+                  f"good {s.good_frames} bad {s.bad_frames}")
+        elif args.cmd == "reset":
+            board.reset()
+            print("engine reset")
+        elif args.cmd == "layer":
+            check_layer(board, _config_from_board(board, args), args.m, args.k, args.tokens,
+                        args.seed)
+        elif args.cmd == "model":
+            run_model(board, _config_from_board(board, args), args.checkpoint, args.prompt,
+                      args.tokens)
+    except (BoardError, ProtocolError, TimeoutError, AssertionError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,454 @@
+"""The gateware side of the host protocol (:mod:`fpga.protocol`): frame parser and dispatcher.
+
+Bytes from the UART receiver are parsed into request frames. The whole payload goes into a
+staging buffer (one EBR) while the CRC is computed; nothing is written to the weight or
+activation memory before the frame's CRC, opcode, length and arguments have been checked, so
+a bad frame never corrupts stored data. Exactly one reply frame is sent per request; framing
+errors (length above :data:`~fpga.protocol.MAX_PAYLOAD`, a frame cut short) are answered once the
+line has been idle for ``timeout`` cycles. While a request executes and its reply is sent the
+link does not accept bytes (the host waits for the reply; a byte sent anyway is dropped and
+counted as a UART overrun).
+
+Only additions, comparisons and shifts by constants are used (no multiplier).
+"""
+
+from amaranth import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from fpga.memory import WORD_BYTES
+from fpga.protocol import (
+    ARG_LEN,
+    DATA_OPS,
+    MAX_PAYLOAD,
+    PROTOCOL_VERSION,
+    REP_SYNC,
+    REQ_SYNC,
+    Info,
+    Op,
+    Status,
+)
+
+__all__ = ["Link", "crc16_step"]
+
+
+def _crc16_taps():
+    """For each bit of the next CRC register: the (crc bit, data bit) indices it XORs."""
+    # symbolic bit-serial CRC: every register bit is a set of input variables (XOR = symmetric
+    # difference); variables 0..15 are the CRC bits, 16..23 the data bits
+    reg = [{i} for i in range(16)]
+    for k in range(8):
+        fb = reg[15] ^ {16 + 7 - k}   # data enters MSB first
+        reg = [set()] + reg[:15]
+        for tap in (0, 5, 12):        # x^16 + x^12 + x^5 + 1
+            reg[tap] = reg[tap] ^ fb
+    return [sorted(b) for b in reg]
+
+
+_CRC16_TAPS = _crc16_taps()
+
+
+def crc16_step(crc, byte):
+    """Amaranth expression: CRC-16/CCITT-FALSE register after shifting in ``byte``
+    (an XOR network derived from the bit-serial definition)."""
+    inputs = Cat(crc[:16], byte[:8])
+    bits = []
+    for taps in _CRC16_TAPS:
+        v = inputs[taps[0]]
+        for t in taps[1:]:
+            v = v ^ inputs[t]
+        bits.append(v)
+    return Cat(*bits)
+
+
+class Link(wiring.Component):
+    """Frame parser and dispatcher.
+
+    Parameters
+    ----------
+    config : AccelConfig
+    weight_depth : int
+        Words (8 bytes) of the weight memory.
+    act_rows : int
+        Rows (``cols`` bytes) of the activation memory.
+    result_depth : int
+        int32 entries of the result memory.
+    timeout : int
+        Idle cycles after which a partial frame is answered with ``TRUNCATED`` (or a frame
+        with a bad length with ``BAD_LENGTH``).
+    clk_hz : int
+        Reported in the INFO reply.
+
+    Attributes
+    ----------
+    rx : stream in; tx : stream out
+        Bytes from / to the UART.
+    uart_overrun, uart_frame_error : in
+        Pulses from the UART receiver (sticky STATUS flags).
+    w_addr, w_en, w_we, w_wmask, w_wdata, w_rdata
+        Weight memory port (when no run is in progress).
+    act_waddr, act_wen, act_wdata
+        Activation memory write port (``act_wen``: one enable per lane byte).
+    res_raddr, res_ren, res_rdata
+        Result memory read port.
+    run_start, run_m, run_k, run_tokens, run_wbase; run_done, run_status, run_cycles
+        The :class:`fpga.runner.LayerRunner` control.
+    engine_reset : out
+        Pulsed by a RESET request.
+    engine_busy, engine_error : in
+        Engine state for STATUS.
+    """
+
+    def __init__(self, *, config, weight_depth: int, act_rows: int, result_depth: int,
+                 timeout: int, clk_hz: int):
+        if not isinstance(timeout, int) or timeout < 1:
+            self._MustUse__silence = True
+            raise ValueError(f"timeout must be a positive int (cycles), got {timeout!r}")
+        self._config = config
+        self._weight_depth = weight_depth
+        self._act_rows = act_rows
+        self._result_depth = result_depth
+        self._timeout = timeout
+        self._clk_hz = clk_hz
+        C = config.cols
+        super().__init__({
+            "rx": In(stream.Signature(unsigned(8))),
+            "tx": Out(stream.Signature(unsigned(8))),
+            "uart_overrun": In(1), "uart_frame_error": In(1),
+            "w_addr": Out(range(weight_depth)), "w_en": Out(1), "w_we": Out(1),
+            "w_wmask": Out(WORD_BYTES), "w_wdata": Out(8 * WORD_BYTES),
+            "w_rdata": In(8 * WORD_BYTES),
+            "act_waddr": Out(range(act_rows)), "act_wen": Out(C), "act_wdata": Out(8 * C),
+            "res_raddr": Out(range(result_depth)), "res_ren": Out(1), "res_rdata": In(32),
+            "run_start": Out(1), "run_m": Out(16), "run_k": Out(16), "run_tokens": Out(16),
+            "run_wbase": Out(range(weight_depth)),
+            "run_done": In(1), "run_status": In(3), "run_cycles": In(32),
+            "engine_reset": Out(1), "engine_busy": In(1), "engine_error": In(1),
+        })
+
+    @property
+    def info(self) -> Info:
+        """The INFO reply this link sends."""
+        cfg = self._config
+        return Info(PROTOCOL_VERSION, cfg.rows, cfg.cols, cfg.act_bits, cfg.packing,
+                    cfg.bytes_per_beat, cfg.max_k, cfg.max_m, self._weight_depth * WORD_BYTES,
+                    self._act_rows * cfg.cols, self._result_depth, MAX_PAYLOAD, self._clk_hz)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        C = cfg.cols
+        weight_bytes = self._weight_depth * WORD_BYTES
+        info_bytes = self.info.pack()
+
+        m.submodules.staging = staging = Memory(shape=unsigned(8), depth=MAX_PAYLOAD, init=[])
+        st_w = staging.write_port()
+        st_r = staging.read_port()
+
+        op = Signal(8)
+        length = Signal(16)
+        cnt = Signal(16)
+        args = Signal(80)
+        crc = Signal(16)
+        rx_crc = Signal(16)
+        idle = Signal(range(self._timeout + 1))
+
+        # sticky flags and counters
+        eng_err_seen = Signal()
+        overrun_seen = Signal()
+        frame_err_seen = Signal()
+        good_frames = Signal(16)
+        bad_frames = Signal(16)
+        last_status = Signal(8)
+        last_cycles = Signal(32)
+        with m.If(self.uart_overrun):
+            m.d.sync += overrun_seen.eq(1)
+        with m.If(self.uart_frame_error):
+            m.d.sync += frame_err_seen.eq(1)
+        with m.If(self.engine_error):
+            m.d.sync += eng_err_seen.eq(1)
+
+        # reply registers
+        r_status = Signal(8)
+        r_len = Signal(16)
+        hdr = Signal(40)
+        regpay = Signal(8 * max(len(info_bytes), 12))
+        src = Signal(2)          # 0: regpay, 1: weight memory, 2: result memory
+        phase = Signal(2)        # 0 header, 1 payload, 2 crc
+        tcnt = Signal(16)
+        tx_byte = Signal(8)
+        tx_crc = Signal(16)
+        crc_out = Signal(16)
+        rd_addr = Signal(32)     # weight byte address / result entry of the next payload byte
+        rd_lane = Signal(2)      # byte of the current result entry
+
+        # copy loop (writes after the checks)
+        ci = Signal(16)          # staging index
+        wa = Signal(32)          # weight byte address
+        arow = Signal(range(self._act_rows + 1))
+        alane = Signal(range(C))
+        dry = Signal()
+
+        a_addr32 = args[0:32]
+        a_count = args[32:48]
+        a_act_row = args[0:16]
+        a_m, a_k, a_tokens, a_wbase = args[0:16], args[16:32], args[32:48], args[48:80]
+        a_index, a_rcount = args[0:16], args[16:32]
+        m.d.comb += [self.run_m.eq(a_m), self.run_k.eq(a_k), self.run_tokens.eq(a_tokens),
+                     self.run_wbase.eq(a_wbase[3:])]
+
+        def reply(status, n=0, source=0, payload=None):
+            st = Const(int(status), 8) if isinstance(status, int) else status
+            ln = Const(n, 16) if isinstance(n, int) else n[:16]
+            stmts = [r_status.eq(st), r_len.eq(ln), src.eq(source), phase.eq(0),
+                     tcnt.eq(0), tx_crc.eq(0xFFFF),
+                     hdr.eq(Cat(Const(REP_SYNC, 8), op, (Const(0, 8) | st)[:8], ln))]
+            if payload is not None:
+                stmts.append(regpay.eq(payload))
+            if isinstance(status, Status):
+                is_bad = status in (Status.BAD_CRC, Status.BAD_LENGTH, Status.UNKNOWN_OP,
+                                    Status.TRUNCATED)
+                if is_bad:
+                    stmts.append(bad_frames.eq(bad_frames + 1))
+                else:
+                    stmts.append(good_frames.eq(good_frames + 1))
+            else:
+                stmts.append(good_frames.eq(good_frames + 1))
+            m.d.sync += stmts
+            m.next = "TX_ADDR"
+
+        rx_fire = self.rx.valid & self.rx.ready
+        crc_in = crc16_step(crc, self.rx.payload)
+
+        receiving = Signal()
+        with m.If(receiving & ~rx_fire):
+            m.d.sync += idle.eq(idle + 1)
+        with m.Else():
+            m.d.sync += idle.eq(0)
+        timed_out = idle == self._timeout
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.rx.ready.eq(1)
+                with m.If(rx_fire & (self.rx.payload == REQ_SYNC)):
+                    m.d.sync += [crc.eq(0xFFFF), op.eq(0), cnt.eq(0), args.eq(0)]
+                    m.next = "OP"
+            for state, nxt in (("OP", "LEN0"), ("LEN0", "LEN1"), ("LEN1", None),
+                               ("PAYLOAD", None), ("CRC0", "CRC1"), ("CRC1", "CHECK")):
+                with m.State(state):
+                    m.d.comb += [self.rx.ready.eq(1), receiving.eq(1)]
+                    with m.If(rx_fire):
+                        byte = self.rx.payload
+                        if state in ("OP", "LEN0", "LEN1", "PAYLOAD"):
+                            m.d.sync += crc.eq(crc_in)
+                        if state == "OP":
+                            m.d.sync += op.eq(byte)
+                        elif state == "LEN0":
+                            m.d.sync += length[:8].eq(byte)
+                        elif state == "LEN1":
+                            m.d.sync += length[8:].eq(byte)
+                            full = Cat(length[:8], byte)
+                            with m.If(full > MAX_PAYLOAD):
+                                m.next = "DRAIN"
+                            with m.Elif(full == 0):
+                                m.next = "CRC0"
+                            with m.Else():
+                                m.next = "PAYLOAD"
+                        elif state == "PAYLOAD":
+                            m.d.comb += [st_w.addr.eq(cnt), st_w.data.eq(byte), st_w.en.eq(1)]
+                            with m.If(cnt < 10):
+                                m.d.sync += args.word_select(cnt[:4], 8).eq(byte)
+                            m.d.sync += cnt.eq(cnt + 1)
+                            with m.If(cnt + 1 == length):
+                                m.next = "CRC0"
+                        elif state == "CRC0":
+                            m.d.sync += rx_crc[:8].eq(byte)
+                        elif state == "CRC1":
+                            m.d.sync += rx_crc[8:].eq(byte)
+                        if nxt is not None:
+                            m.next = nxt
+                    with m.Elif(timed_out):
+                        reply(Status.TRUNCATED)
+            with m.State("DRAIN"):
+                m.d.comb += [self.rx.ready.eq(1), receiving.eq(1)]
+                with m.If(timed_out):
+                    reply(Status.BAD_LENGTH)
+
+            with m.State("CHECK"):
+                known = Signal()
+                len_ok = Signal()
+                for o in Op:
+                    with m.If(op == o):
+                        m.d.comb += known.eq(1)
+                        if o in DATA_OPS:
+                            m.d.comb += len_ok.eq(length > ARG_LEN[o])
+                        else:
+                            m.d.comb += len_ok.eq(length == ARG_LEN[o])
+                with m.If(rx_crc != crc):
+                    reply(Status.BAD_CRC)
+                with m.Elif(~known):
+                    reply(Status.UNKNOWN_OP)
+                with m.Elif(~len_ok):
+                    reply(Status.BAD_LENGTH)
+                with m.Else():
+                    m.next = "EXEC"
+
+            with m.State("EXEC"):
+                with m.Switch(op):
+                    with m.Case(Op.INFO):
+                        reply(Status.OK, len(info_bytes), 0,
+                              Const(int.from_bytes(info_bytes, "little"), 8 * len(info_bytes)))
+                    with m.Case(Op.STATUS):
+                        flags = Cat(eng_err_seen | self.engine_error, self.engine_busy,
+                                    overrun_seen, frame_err_seen, Const(0, 4))
+                        reply(Status.OK, 12, 0,
+                              Cat(flags, last_status, Const(0, 16), good_frames, bad_frames,
+                                  last_cycles))
+                    with m.Case(Op.RESET):
+                        m.d.comb += self.engine_reset.eq(1)
+                        m.d.sync += [eng_err_seen.eq(0), overrun_seen.eq(0),
+                                     frame_err_seen.eq(0)]
+                        reply(Status.OK)
+                    with m.Case(Op.WRITE_WEIGHTS):
+                        with m.If(a_addr32 + (length - 4) > weight_bytes):
+                            reply(Status.BAD_ARG)
+                        with m.Else():
+                            m.d.sync += [ci.eq(4), wa.eq(a_addr32)]
+                            m.next = "WW_READ"
+                    with m.Case(Op.READ_WEIGHTS):
+                        with m.If((a_count > MAX_PAYLOAD)
+                                  | (a_addr32 + a_count > weight_bytes)):
+                            reply(Status.BAD_ARG)
+                        with m.Else():
+                            m.d.sync += rd_addr.eq(a_addr32)
+                            reply(Status.OK, a_count, 1)
+                    with m.Case(Op.READ_RESULTS):
+                        with m.If((a_rcount > MAX_PAYLOAD // 4)
+                                  | (a_index + a_rcount > self._result_depth)):
+                            reply(Status.BAD_ARG)
+                        with m.Else():
+                            m.d.sync += [rd_addr.eq(a_index), rd_lane.eq(0)]
+                            reply(Status.OK, a_rcount << 2, 2)
+                    with m.Case(Op.WRITE_ACT):
+                        with m.If(a_act_row >= self._act_rows):
+                            reply(Status.BAD_ARG)
+                        with m.Else():
+                            m.d.sync += [ci.eq(2), arow.eq(a_act_row), alane.eq(0), dry.eq(1)]
+                            m.next = "WA_READ"
+                    with m.Case(Op.RUN):
+                        with m.If((a_m == 0) | (a_m > cfg.max_m) | (a_k == 0)
+                                  | (a_k > cfg.max_k) | (a_tokens == 0)
+                                  | (a_wbase[:3] != 0)
+                                  | (a_wbase >= weight_bytes)):
+                            reply(Status.BAD_ARG)
+                        with m.Else():
+                            m.d.comb += self.run_start.eq(1)
+                            m.next = "RUN_WAIT"
+
+            # -- weight write: staging[ci] -> weight byte wa
+            with m.State("WW_READ"):
+                m.d.comb += [st_r.addr.eq(ci), st_r.en.eq(1)]
+                m.next = "WW_WRITE"
+            with m.State("WW_WRITE"):
+                m.d.comb += [
+                    self.w_addr.eq(wa[3:]), self.w_en.eq(1), self.w_we.eq(1),
+                    self.w_wmask.eq(Const(1, WORD_BYTES) << wa[:3]),
+                    self.w_wdata.eq(st_r.data.replicate(WORD_BYTES)),
+                ]
+                m.d.sync += [ci.eq(ci + 1), wa.eq(wa + 1)]
+                with m.If(ci + 1 == length):
+                    reply(Status.OK)
+                with m.Else():
+                    m.next = "WW_READ"
+
+            # -- activation write: a dry pass checks the range, then staging[ci] -> (arow, alane)
+            with m.State("WA_READ"):
+                m.d.comb += [st_r.addr.eq(ci), st_r.en.eq(1)]
+                with m.If(dry & (arow == self._act_rows)):
+                    reply(Status.BAD_ARG)
+                with m.Else():
+                    m.next = "WA_WRITE"
+            with m.State("WA_WRITE"):
+                with m.If(~dry):
+                    m.d.comb += [
+                        self.act_waddr.eq(arow),
+                        self.act_wen.eq(Const(1, C) << alane),
+                        self.act_wdata.eq(st_r.data.replicate(C)),
+                    ]
+                m.d.sync += ci.eq(ci + 1)
+                with m.If(alane == C - 1):
+                    m.d.sync += [alane.eq(0), arow.eq(arow + 1)]
+                with m.Else():
+                    m.d.sync += alane.eq(alane + 1)
+                with m.If(ci + 1 == length):
+                    with m.If(dry):
+                        # every byte has a row: now write for real
+                        m.d.sync += [ci.eq(2), arow.eq(a_act_row), alane.eq(0), dry.eq(0)]
+                        m.next = "WA_READ"
+                    with m.Else():
+                        reply(Status.OK)
+                with m.Else():
+                    m.next = "WA_READ"
+
+            with m.State("RUN_WAIT"):
+                with m.If(self.run_done):
+                    m.d.sync += [last_status.eq(self.run_status), last_cycles.eq(self.run_cycles)]
+                    with m.If(self.run_status == Status.ENGINE_ERROR):
+                        m.d.sync += eng_err_seen.eq(1)
+                    with m.If(self.run_status == Status.OK):
+                        reply(Status.OK, 4, 0, self.run_cycles)
+                    with m.Else():
+                        reply(self.run_status)
+
+            # -- reply: every byte goes ADDR (issue memory read) -> LOAD (latch) -> SEND
+            with m.State("TX_ADDR"):
+                m.d.comb += [self.w_addr.eq(rd_addr[3:]), self.w_en.eq(src == 1),
+                             self.res_raddr.eq(rd_addr), self.res_ren.eq(src == 2)]
+                m.next = "TX_LOAD"
+            with m.State("TX_LOAD"):
+                with m.Switch(phase):
+                    with m.Case(0):
+                        m.d.sync += tx_byte.eq(hdr[:8])
+                    with m.Case(1):
+                        with m.Switch(src):
+                            with m.Case(0):
+                                m.d.sync += tx_byte.eq(regpay[:8])
+                            with m.Case(1):
+                                m.d.sync += tx_byte.eq(self.w_rdata.word_select(rd_addr[:3], 8))
+                            with m.Case(2):
+                                m.d.sync += tx_byte.eq(self.res_rdata.word_select(rd_lane, 8))
+                    with m.Case(2):
+                        m.d.sync += tx_byte.eq(crc_out[:8])
+                m.next = "TX_SEND"
+            with m.State("TX_SEND"):
+                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(tx_byte)]
+                with m.If(self.tx.ready):
+                    m.d.sync += tcnt.eq(tcnt + 1)
+                    with m.If(phase != 2):
+                        with m.If((phase != 0) | (tcnt != 0)):  # the sync byte is not covered
+                            m.d.sync += tx_crc.eq(crc16_step(tx_crc, tx_byte))
+                    m.next = "TX_ADDR"
+                    with m.Switch(phase):
+                        with m.Case(0):
+                            m.d.sync += hdr.eq(hdr >> 8)
+                            with m.If(tcnt == 4):
+                                m.d.sync += [tcnt.eq(0), phase.eq(Mux(r_len == 0, 2, 1))]
+                                with m.If(r_len == 0):
+                                    m.d.sync += crc_out.eq(crc16_step(tx_crc, tx_byte))
+                        with m.Case(1):
+                            m.d.sync += regpay.eq(regpay >> 8)
+                            with m.If(src == 1):
+                                m.d.sync += rd_addr.eq(rd_addr + 1)
+                            with m.If(src == 2):
+                                m.d.sync += rd_lane.eq(rd_lane + 1)
+                                with m.If(rd_lane == 3):
+                                    m.d.sync += rd_addr.eq(rd_addr + 1)
+                            with m.If(tcnt + 1 == r_len):
+                                m.d.sync += [tcnt.eq(0), phase.eq(2),
+                                             crc_out.eq(crc16_step(tx_crc, tx_byte))]
+                        with m.Case(2):
+                            m.d.sync += crc_out.eq(crc_out >> 8)
+                            with m.If(tcnt == 1):
+                                m.next = "IDLE"
+        return m

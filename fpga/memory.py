@@ -1,0 +1,255 @@
+"""Board memories: the weight store (UP5K SPRAM or a generic fallback) and its beat reader.
+
+The weight store is 64 bits wide: on an iCE40 UP5K it is the four ``SB_SPRAM256KA`` 16K x 16
+single-port RAMs side by side (16384 words x 8 bytes = 128 KiB), elsewhere (simulation, other
+devices) a ``lib.memory.Memory`` of the same shape. Byte ``a`` of the weight address space is
+byte ``a % 8`` (bits ``8*(a%8)+7 .. 8*(a%8)``) of word ``a // 8``.
+
+A layer's weight stream (``docs/architecture.md`` section 4: ``beats x bytes_per_beat`` bytes,
+``model.packing.pack_layer_stream``) is stored contiguously from an 8-byte aligned base address.
+:class:`WeightReader` reads it back one 8-byte word per cycle and re-cuts it into beats with a
+byte gearbox, so the engine gets ``8 / bytes_per_beat`` beats per cycle at most (e.g. 0.615 for
+the default 13-byte ``tq1`` beat): the weight bandwidth bound of this board.
+"""
+
+from amaranth import Cat, ClockSignal, Module, Signal, unsigned
+from amaranth.hdl import Instance
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["WeightMemory", "WeightReader", "select_backend", "WORD_BYTES", "SPRAM_WORDS"]
+
+#: Bytes per weight-memory word (4 SPRAMs x 16 bits).
+WORD_BYTES = 8
+#: Words of the four UP5K SPRAMs used side by side.
+SPRAM_WORDS = 16384
+
+
+def select_backend(backend: str, depth: int, platform) -> str:
+    """The weight memory backend ``"auto"`` resolves to: ``"spram"`` on an iCE40 UP device
+    when ``depth`` fits the four SPRAMs, else ``"generic"`` (also in simulation)."""
+    if backend != "auto":
+        return backend
+    device = getattr(platform, "device", "") or ""
+    if device.startswith("iCE40UP") and depth <= SPRAM_WORDS:
+        return "spram"
+    return "generic"
+
+
+class WeightMemory(wiring.Component):
+    """Single-port 64-bit weight store with byte write enables and one cycle read latency.
+
+    Parameters
+    ----------
+    depth : int
+        Words (of 8 bytes). The SPRAM backend requires ``depth <= 16384``.
+    backend : str
+        ``"spram"``: four ``SB_SPRAM256KA`` instances (iCE40 UP5K only); ``"generic"``: a
+        ``lib.memory.Memory`` (simulation, other devices); ``"auto"``: SPRAM when the platform
+        is an iCE40 UP device, generic otherwise (always generic in simulation).
+
+    Attributes
+    ----------
+    addr, en, we, wmask, wdata : in
+        Word address; access enable; write (else read); per-byte write enables; write data.
+    rdata : out
+        Read data of the word addressed on the previous enabled read cycle.
+    """
+
+    def __init__(self, *, depth: int = SPRAM_WORDS, backend: str = "auto"):
+        self._MustUse__silence = True   # until the checks pass
+        if not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"depth must be a positive int, got {depth!r}")
+        if backend not in ("auto", "spram", "generic"):
+            raise ValueError(f"backend must be 'auto', 'spram' or 'generic', got {backend!r}")
+        if backend == "spram" and depth > SPRAM_WORDS:
+            raise ValueError(f"the SPRAM backend holds at most {SPRAM_WORDS} words")
+        self._MustUse__silence = False
+        self._depth = depth
+        self._backend = backend
+        super().__init__({
+            "addr": In(range(depth)),
+            "en": In(1),
+            "we": In(1),
+            "wmask": In(WORD_BYTES),
+            "wdata": In(8 * WORD_BYTES),
+            "rdata": Out(8 * WORD_BYTES),
+        })
+
+    @property
+    def depth(self):
+        return self._depth
+
+    @property
+    def size(self):
+        """Capacity in bytes."""
+        return self._depth * WORD_BYTES
+
+    def resolved_backend(self, platform) -> str:
+        return select_backend(self._backend, self._depth, platform)
+
+    def elaborate(self, platform):
+        m = Module()
+        if self.resolved_backend(platform) == "spram":
+            for i in range(4):
+                lo = 16 * i
+                m.submodules[f"spram{i}"] = Instance(
+                    "SB_SPRAM256KA",
+                    i_ADDRESS=self.addr,
+                    i_DATAIN=self.wdata[lo:lo + 16],
+                    # one MASKWREN bit per nibble: two per byte enable
+                    i_MASKWREN=Cat(self.wmask[2 * i], self.wmask[2 * i],
+                                   self.wmask[2 * i + 1], self.wmask[2 * i + 1]),
+                    i_WREN=self.we,
+                    i_CHIPSELECT=self.en,
+                    i_CLOCK=ClockSignal("sync"),
+                    i_STANDBY=0,
+                    i_SLEEP=0,
+                    i_POWEROFF=1,
+                    o_DATAOUT=self.rdata[lo:lo + 16],
+                )
+        else:
+            m.submodules.mem = mem = Memory(shape=unsigned(8 * WORD_BYTES), depth=self._depth,
+                                            init=[])
+            wr = mem.write_port(granularity=8)
+            rd = mem.read_port()
+            m.d.comb += [
+                wr.addr.eq(self.addr), wr.data.eq(self.wdata),
+                wr.en.eq(self.wmask & (self.en & self.we).replicate(WORD_BYTES)),
+                rd.addr.eq(self.addr), rd.en.eq(self.en & ~self.we),
+                self.rdata.eq(rd.data),
+            ]
+        return m
+
+
+class WeightReader(wiring.Component):
+    """Streams a stored layer as weight beats, ``tokens`` passes over the same bytes.
+
+    After ``start`` (with ``base`` word address, layer ``m x k`` and ``tokens``), each pass
+    reads words from ``base`` on and cuts them into ``bytes_per_beat``-byte beats; a pass ends
+    after ``ceil(m/R) * ceil(k/C)`` beats (counted with nested row/column counters, no
+    multiplier), the gearbox is flushed and the next pass restarts at ``base``. A pass that
+    would need a word beyond the memory raises ``range_error`` and stops.
+
+    Parameters
+    ----------
+    config : AccelConfig
+        Gives ``rows``, ``cols`` and ``bytes_per_beat``.
+    depth : int
+        Words of the weight memory.
+
+    Attributes
+    ----------
+    start : in
+        One-cycle pulse; ``base``, ``m``, ``k``, ``tokens`` are sampled then.
+    stop : in
+        Abandons the current read (``busy`` falls on the next cycle).
+    busy : out
+        A read is in progress.
+    range_error : out
+        Sticky until the next ``start``: the layer runs past the end of the memory.
+    mem_addr, mem_en : out
+        Read requests to the :class:`WeightMemory` (read data is valid the next cycle).
+    mem_rdata : in
+        The memory's read data.
+    beats : stream out
+        ``ArrayLayout(unsigned(8), bytes_per_beat)`` weight beats.
+    """
+
+    def __init__(self, *, config, depth: int):
+        self._config = config
+        self._depth = depth
+        self._beat = config.bytes_per_beat
+        self._cap = self._beat + 2 * WORD_BYTES - 1
+        super().__init__({
+            "start": In(1),
+            "stop": In(1),
+            "base": In(range(depth)),
+            "m": In(16),
+            "k": In(16),
+            "tokens": In(16),
+            "busy": Out(1),
+            "range_error": Out(1),
+            "mem_addr": Out(range(depth)),
+            "mem_en": Out(1),
+            "mem_rdata": In(8 * WORD_BYTES),
+            "beats": Out(stream.Signature(data.ArrayLayout(unsigned(8), self._beat))),
+        })
+
+    @property
+    def buffer_bytes(self):
+        """Gearbox capacity in bytes (``bytes_per_beat + 15``)."""
+        return self._cap
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        B, W, CAP = self._beat, WORD_BYTES, self._cap
+
+        buf = Signal(8 * CAP)
+        level = Signal(range(CAP + 1))
+        pending = Signal()
+        addr = Signal(range(self._depth + 1))
+        base = Signal(range(self._depth))
+        m_lim = Signal(16)
+        k_lim = Signal(16)
+        passes_left = Signal(16)
+        row = Signal(17)   # first row of the current beat's tile
+        col = Signal(17)   # first column of the current beat's tile
+
+        m.d.comb += [self.beats.payload.eq(buf[:8 * B]),
+                     self.beats.valid.eq(self.busy & (level >= B))]
+        fire = self.beats.valid & self.beats.ready
+
+        level1 = Signal.like(level)
+        buf1 = Signal.like(buf)
+        with m.If(fire):
+            m.d.comb += [level1.eq(level - B), buf1.eq(buf >> (8 * B))]
+        with m.Else():
+            m.d.comb += [level1.eq(level), buf1.eq(buf)]
+        level2 = Signal.like(level)
+        buf2 = Signal.like(buf)
+        with m.If(pending):
+            m.d.comb += [level2.eq(level1 + W),
+                         buf2.eq(buf1 | (self.mem_rdata << (level1 << 3))[:8 * CAP])]
+        with m.Else():
+            m.d.comb += [level2.eq(level1), buf2.eq(buf1)]
+
+        issue = Signal()
+        m.d.comb += [
+            issue.eq(self.busy & (level2 + W <= CAP) & (addr < self._depth)),
+            self.mem_en.eq(issue),
+            self.mem_addr.eq(addr),
+        ]
+        m.d.sync += [pending.eq(issue), buf.eq(buf2), level.eq(level2)]
+        with m.If(issue):
+            m.d.sync += addr.eq(addr + 1)
+
+        with m.If(self.busy & (addr == self._depth) & ~pending & (level < B)):
+            m.d.sync += [self.range_error.eq(1), self.busy.eq(0)]
+
+        with m.If(fire):
+            with m.If(col + cfg.cols >= k_lim):
+                m.d.sync += col.eq(0)
+                with m.If(row + cfg.rows >= m_lim):
+                    # last beat of this pass: flush the gearbox, restart at base
+                    m.d.sync += [row.eq(0), buf.eq(0), level.eq(0), pending.eq(0),
+                                 addr.eq(base), passes_left.eq(passes_left - 1)]
+                    with m.If(passes_left == 1):
+                        m.d.sync += self.busy.eq(0)
+                with m.Else():
+                    m.d.sync += row.eq(row + cfg.rows)
+            with m.Else():
+                m.d.sync += col.eq(col + cfg.cols)
+
+        with m.If(self.stop):
+            m.d.sync += [self.busy.eq(0), pending.eq(0), level.eq(0), buf.eq(0)]
+        with m.If(self.start):
+            m.d.sync += [
+                base.eq(self.base), addr.eq(self.base), m_lim.eq(self.m), k_lim.eq(self.k),
+                passes_left.eq(self.tokens), row.eq(0), col.eq(0), buf.eq(0), level.eq(0),
+                pending.eq(0), self.range_error.eq(0),
+                self.busy.eq((self.tokens != 0) & (self.m != 0) & (self.k != 0)),
+            ]
+        return m

@@ -1,0 +1,209 @@
+"""The layer runner: feeds the engine from the board memories and stores its results.
+
+One RUN of ``m x k`` for ``tokens`` tokens:
+
+* ``cmd``: one transfer ``{m, k, tokens}``;
+* ``act``: ``ceil(k/C)`` chunks per token from the activation memory, chunk ``j`` of token ``t``
+  at row ``t * ceil(k/C) + j`` (the host writes code ``i`` of a token at byte
+  ``row * C + i``; lanes beyond ``k`` are ignored by the engine);
+* ``weights``: the layer's beats from the weight memory (:class:`fpga.memory.WeightReader`), the
+  same pass once per token;
+* ``result``: every accumulator is written to the result memory in arrival order (token-major),
+  the run ends at the ``last`` flag of the ``tokens``-th token.
+
+Every counter is incremented by additions and comparisons only (no multiplier in the netlist).
+A run that would read beyond the weight or activation memory or write beyond the result memory
+stops with ``RANGE``; an engine ``error`` stops it with ``ENGINE_ERROR``. Either way the runner
+pulses ``engine_reset`` so the engine is idle again afterwards.
+"""
+
+from amaranth import Module, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from fpga.memory import WORD_BYTES, WeightReader
+from fpga.protocol import Status
+
+__all__ = ["LayerRunner", "cmd_layout", "result_layout", "act_layout", "weights_layout"]
+
+cmd_layout = data.StructLayout({"m": unsigned(16), "k": unsigned(16), "tokens": unsigned(16)})
+result_layout = data.StructLayout({"acc": signed(32), "last": unsigned(1)})
+
+
+def act_layout(config):
+    return data.ArrayLayout(signed(config.act_bits), config.cols)
+
+
+def weights_layout(config):
+    return data.ArrayLayout(unsigned(8), config.bytes_per_beat)
+
+
+class LayerRunner(wiring.Component):
+    """Runs one layer on the engine from the board memories (see the module docstring).
+
+    Parameters
+    ----------
+    config : AccelConfig
+    weight_depth : int
+        Words of the weight memory.
+    act_rows : int
+        Rows (of ``cols`` codes) of the activation memory.
+    result_depth : int
+        Entries (int32) of the result memory.
+
+    Attributes
+    ----------
+    start : in
+        One-cycle pulse; ``m``, ``k``, ``tokens``, ``wbase`` (word address) sampled then.
+    busy, done : out
+        A run is in progress; one-cycle pulse at its end with ``status`` (a
+        :class:`fpga.protocol.Status`) and ``cycles`` (``cmd`` transfer to final result).
+    engine_reset : out
+        Asserted for one cycle after an aborted run.
+    cmd, act, weights : stream out; result : stream in; engine_error : in
+        The engine's ports (``docs/architecture.md`` section 5).
+    w_addr, w_en, w_rdata; act_addr, act_en, act_rdata; res_addr, res_en, res_data
+        Memory ports (reads have one cycle latency).
+    """
+
+    def __init__(self, *, config, weight_depth: int, act_rows: int, result_depth: int):
+        self._config = config
+        self._weight_depth = weight_depth
+        self._act_rows = act_rows
+        self._result_depth = result_depth
+        super().__init__({
+            "start": In(1),
+            "m": In(16), "k": In(16), "tokens": In(16),
+            "wbase": In(range(weight_depth)),
+            "busy": Out(1), "done": Out(1), "status": Out(3), "cycles": Out(32),
+            "engine_reset": Out(1),
+            "cmd": Out(stream.Signature(cmd_layout)),
+            "act": Out(stream.Signature(act_layout(config))),
+            "weights": Out(stream.Signature(weights_layout(config))),
+            "result": In(stream.Signature(result_layout)),
+            "engine_error": In(1),
+            "w_addr": Out(range(weight_depth)), "w_en": Out(1),
+            "w_rdata": In(8 * WORD_BYTES),
+            "act_addr": Out(range(act_rows)), "act_en": Out(1),
+            "act_rdata": In(8 * config.cols),
+            "res_addr": Out(range(result_depth)), "res_en": Out(1), "res_data": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        C = cfg.cols
+
+        m.submodules.reader = reader = WeightReader(config=cfg, depth=self._weight_depth)
+        m.d.comb += [
+            self.w_addr.eq(reader.mem_addr), self.w_en.eq(reader.mem_en),
+            reader.mem_rdata.eq(self.w_rdata),
+            reader.base.eq(self.wbase), reader.m.eq(self.m), reader.k.eq(self.k),
+            reader.tokens.eq(self.tokens),
+        ]
+        wiring.connect(m, wiring.flipped(self.weights), reader.beats)
+
+        m_r = Signal(16)
+        k_r = Signal(16)
+        tokens_r = Signal(16)
+        cmd_sent = Signal()
+        counting = Signal()
+        cycles = Signal(32)
+
+        # activation feeder
+        act_active = Signal()
+        act_row = Signal(range(self._act_rows + 1))
+        act_col = Signal(17)
+        act_tokens_left = Signal(16)
+        act_have = Signal()     # act_rdata holds a row not yet accepted by the engine
+        act_range = Signal()
+
+        # result writer
+        res_idx = Signal(range(self._result_depth + 1))
+        lasts = Signal(16)
+        res_range = Signal()
+
+        m.d.comb += self.cmd.payload.m.eq(m_r)
+        m.d.comb += self.cmd.payload.k.eq(k_r)
+        m.d.comb += self.cmd.payload.tokens.eq(tokens_r)
+        for i in range(C):
+            m.d.comb += self.act.payload[i].eq(self.act_rdata[8 * i:8 * i + cfg.act_bits])
+
+        with m.If(counting):
+            m.d.sync += cycles.eq(cycles + 1)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [
+                        m_r.eq(self.m), k_r.eq(self.k), tokens_r.eq(self.tokens),
+                        cmd_sent.eq(0), counting.eq(0), cycles.eq(0),
+                        act_active.eq(1), act_row.eq(0), act_col.eq(0),
+                        act_tokens_left.eq(self.tokens), act_have.eq(0), act_range.eq(0),
+                        res_idx.eq(0), lasts.eq(0), res_range.eq(0),
+                    ]
+                    m.d.comb += reader.start.eq(1)
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += self.busy.eq(1)
+                # -- command
+                m.d.comb += self.cmd.valid.eq(~cmd_sent)
+                with m.If(self.cmd.valid & self.cmd.ready):
+                    m.d.sync += [cmd_sent.eq(1), counting.eq(1)]
+                # -- activations: one row per cycle; the next row is read in the cycle the
+                #    current one is accepted (the read port holds its data while en is low).
+                #    The token/column counters advance when a row is *issued*.
+                act_fire = self.act.valid & self.act.ready
+                m.d.comb += self.act.valid.eq(act_have)
+                with m.If((~act_have | act_fire) & act_active):
+                    with m.If(act_row == self._act_rows):
+                        m.d.sync += [act_range.eq(1), act_active.eq(0), act_have.eq(0)]
+                    with m.Else():
+                        m.d.comb += [self.act_addr.eq(act_row), self.act_en.eq(1)]
+                        m.d.sync += [act_have.eq(1), act_row.eq(act_row + 1)]
+                        with m.If(act_col + C >= k_r):
+                            m.d.sync += [act_col.eq(0),
+                                         act_tokens_left.eq(act_tokens_left - 1)]
+                            with m.If(act_tokens_left == 1):
+                                m.d.sync += act_active.eq(0)
+                        with m.Else():
+                            m.d.sync += act_col.eq(act_col + C)
+                with m.Elif(act_fire):
+                    m.d.sync += act_have.eq(0)
+                # -- results
+                m.d.comb += [self.result.ready.eq(1), self.res_addr.eq(res_idx),
+                             self.res_data.eq(self.result.payload.acc)]
+                with m.If(self.result.valid):
+                    with m.If(res_idx == self._result_depth):
+                        m.d.sync += res_range.eq(1)
+                    with m.Else():
+                        m.d.comb += self.res_en.eq(1)
+                        m.d.sync += res_idx.eq(res_idx + 1)
+                    with m.If(self.result.payload.last):
+                        m.d.sync += lasts.eq(lasts + 1)
+                        with m.If(lasts + 1 == tokens_r):
+                            m.d.sync += [counting.eq(0), self.cycles.eq(cycles)]
+                            m.next = "FINISH"
+                # -- aborts
+                with m.If(self.engine_error):
+                    m.d.sync += [self.status.eq(Status.ENGINE_ERROR), counting.eq(0)]
+                    m.next = "ABORT"
+                with m.Elif(reader.range_error | act_range | res_range):
+                    m.d.sync += [self.status.eq(Status.RANGE), counting.eq(0)]
+                    m.next = "ABORT"
+            with m.State("FINISH"):
+                with m.If(res_range):
+                    m.d.sync += self.status.eq(Status.RANGE)
+                    m.next = "ABORT"
+                with m.Else():
+                    m.d.sync += self.status.eq(Status.OK)
+                    m.next = "DONE"
+            with m.State("ABORT"):
+                # the engine may be mid-command: reset it; stop the reader
+                m.d.comb += [self.engine_reset.eq(1), reader.stop.eq(1)]
+                m.d.sync += self.cycles.eq(cycles)
+                m.next = "DONE"
+            with m.State("DONE"):
+                m.d.comb += self.done.eq(1)
+                m.next = "IDLE"
+        return m

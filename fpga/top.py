@@ -1,0 +1,311 @@
+"""The board design: UART + link + memories + layer runner + BitLinear engine.
+
+:class:`BoardCore` is a ``wiring.Component`` with the serial pins as ports (``rx`` in, ``tx``
+out), simulated as is. :class:`BoardTop` puts it on an ``amaranth-boards`` iCE40 platform
+(``uart`` resource 0, the board clock, optionally a PLL); ``python -m hw.build --target ice40
+--top fpga`` builds it. See ``docs/fpga.md``.
+"""
+
+from amaranth import ClockDomain, ClockSignal, Elaboratable, Module, ResetSignal, Signal
+from amaranth.hdl import Instance, ResetInserter
+from amaranth.lib import io, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from fpga.link import Link
+from fpga.memory import SPRAM_WORDS, WORD_BYTES, WeightMemory
+from fpga.runner import LayerRunner
+from fpga.uart import UARTRx, UARTTx, baud_divisor
+
+__all__ = ["BoardCore", "BoardTop", "ice40_pll_params", "DEFAULT_BAUD"]
+
+#: Default line rate: 1 Mbaud, exactly 12 clocks per bit at 12 MHz (0 % error) and a rate the
+#: iCEBreaker's FT2232H generates exactly (3 MHz / 3).
+DEFAULT_BAUD = 1_000_000
+
+
+def _default_engine(config):
+    from hw.engine import BitLinearEngine
+
+    return BitLinearEngine(config=config)
+
+
+class BoardCore(wiring.Component):
+    """Everything on the board except pins and clocking.
+
+    Parameters
+    ----------
+    config : AccelConfig
+        The engine configuration.
+    divisor : int
+        UART clock cycles per bit (>= 4). Simulation uses 4-8; a board ``clk_hz / baud``.
+    weight_depth : int
+        Weight memory words of 8 bytes (16384 = the UP5K's 4 SPRAMs, 128 KiB).
+    act_rows : int
+        Activation memory rows of ``cols`` codes (one byte each), in EBR.
+    result_depth : int
+        Result memory entries (int32), in EBR.
+    timeout : int
+        Idle cycles after which a partial frame is rejected (``TRUNCATED``).
+    clk_hz : int
+        Clock frequency, reported to the host.
+    memory_backend : str
+        Weight memory backend: ``"auto"``, ``"spram"`` or ``"generic"`` (:class:`WeightMemory`).
+    engine_factory : callable, optional
+        ``engine_factory(config) -> engine`` with the ports of ``docs/architecture.md`` section 5;
+        default ``hw.engine.BitLinearEngine``. Tests may pass a stand-in.
+
+    Attributes
+    ----------
+    rx : in
+        Serial input (idle high).
+    tx : out
+        Serial output.
+    busy, error : out
+        A layer is running; the engine's error flag (for LEDs).
+    """
+
+    rx: In(1, init=1)
+    tx: Out(1, init=1)
+    busy: Out(1)
+    error: Out(1)
+
+    def __init__(self, *, config, divisor: int, weight_depth: int = SPRAM_WORDS,
+                 act_rows: int | None = None, result_depth: int = 1024,
+                 timeout: int | None = None, clk_hz: int = 12_000_000,
+                 memory_backend: str = "auto", engine_factory=None):
+        if act_rows is None:
+            # at least one token of max_k codes, and at least 2 KiB
+            act_rows = max(config.k_tiles(config.max_k), 2048 // config.cols, 1)
+        try:
+            for name, v, lo in (("weight_depth", weight_depth, 1), ("act_rows", act_rows, 1),
+                                ("result_depth", result_depth, 1), ("divisor", divisor, 4)):
+                if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                    raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
+        except ValueError:
+            self._MustUse__silence = True  # no "unused elaboratable" warning for a failed init
+            raise
+        self._config = config
+        self._divisor = divisor
+        self._weight_depth = weight_depth
+        self._act_rows = act_rows
+        self._result_depth = result_depth
+        # default: 64 bit times of silence end a frame
+        self._timeout = timeout if timeout is not None else 64 * divisor
+        self._clk_hz = clk_hz
+        self._memory_backend = memory_backend
+        self._engine_factory = engine_factory or _default_engine
+        super().__init__()
+
+    @property
+    def config(self):
+        return self._config
+
+    @property
+    def divisor(self):
+        return self._divisor
+
+    @property
+    def weight_bytes(self):
+        return self._weight_depth * WORD_BYTES
+
+    @property
+    def act_rows(self):
+        return self._act_rows
+
+    @property
+    def result_depth(self):
+        return self._result_depth
+
+    @property
+    def timeout(self):
+        return self._timeout
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        C = cfg.cols
+
+        m.submodules.uart_rx = rx = UARTRx(divisor=self._divisor)
+        m.submodules.uart_tx = tx = UARTTx(divisor=self._divisor)
+        m.submodules.link = link = Link(
+            config=cfg, weight_depth=self._weight_depth, act_rows=self._act_rows,
+            result_depth=self._result_depth, timeout=self._timeout, clk_hz=self._clk_hz)
+        m.submodules.runner = runner = LayerRunner(
+            config=cfg, weight_depth=self._weight_depth, act_rows=self._act_rows,
+            result_depth=self._result_depth)
+        m.submodules.wmem = wmem = WeightMemory(depth=self._weight_depth,
+                                                backend=self._memory_backend)
+
+        engine_reset = Signal()
+        engine = self._engine_factory(cfg)
+        m.submodules.engine = ResetInserter({"sync": engine_reset})(engine)
+        m.d.comb += engine_reset.eq(link.engine_reset | runner.engine_reset)
+
+        m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx),
+                     link.uart_overrun.eq(rx.overrun), link.uart_frame_error.eq(rx.frame_error)]
+        wiring.connect(m, rx.data, link.rx)
+        wiring.connect(m, link.tx, tx.data)
+
+        # activation memory: C bytes per row, byte write enables, read by the runner
+        m.submodules.act_mem = act_mem = Memory(shape=8 * C, depth=self._act_rows, init=[])
+        act_w = act_mem.write_port(granularity=8)
+        act_r = act_mem.read_port()
+        m.d.comb += [act_w.addr.eq(link.act_waddr), act_w.en.eq(link.act_wen),
+                     act_w.data.eq(link.act_wdata),
+                     act_r.addr.eq(runner.act_addr), act_r.en.eq(runner.act_en),
+                     runner.act_rdata.eq(act_r.data)]
+
+        # result memory: written by the runner, read by the link
+        m.submodules.res_mem = res_mem = Memory(shape=32, depth=self._result_depth, init=[])
+        res_w = res_mem.write_port()
+        res_r = res_mem.read_port()
+        m.d.comb += [res_w.addr.eq(runner.res_addr), res_w.en.eq(runner.res_en),
+                     res_w.data.eq(runner.res_data),
+                     res_r.addr.eq(link.res_raddr), res_r.en.eq(link.res_ren),
+                     link.res_rdata.eq(res_r.data)]
+
+        # weight memory: the runner reads while it runs, the link otherwise
+        with m.If(runner.busy):
+            m.d.comb += [wmem.addr.eq(runner.w_addr), wmem.en.eq(runner.w_en), wmem.we.eq(0)]
+        with m.Else():
+            m.d.comb += [wmem.addr.eq(link.w_addr), wmem.en.eq(link.w_en),
+                         wmem.we.eq(link.w_we), wmem.wmask.eq(link.w_wmask),
+                         wmem.wdata.eq(link.w_wdata)]
+        m.d.comb += [runner.w_rdata.eq(wmem.rdata), link.w_rdata.eq(wmem.rdata)]
+
+        # runner control
+        m.d.comb += [
+            runner.start.eq(link.run_start), runner.m.eq(link.run_m), runner.k.eq(link.run_k),
+            runner.tokens.eq(link.run_tokens), runner.wbase.eq(link.run_wbase),
+            link.run_done.eq(runner.done), link.run_status.eq(runner.status),
+            link.run_cycles.eq(runner.cycles),
+            runner.engine_error.eq(engine.error),
+            link.engine_error.eq(engine.error), link.engine_busy.eq(engine.busy),
+            self.busy.eq(runner.busy), self.error.eq(engine.error),
+        ]
+
+        # engine streams, field by field (the engine may use its own equal layouts)
+        m.d.comb += [
+            engine.cmd.valid.eq(runner.cmd.valid), runner.cmd.ready.eq(engine.cmd.ready),
+            engine.cmd.payload.m.eq(runner.cmd.payload.m),
+            engine.cmd.payload.k.eq(runner.cmd.payload.k),
+            engine.cmd.payload.tokens.eq(runner.cmd.payload.tokens),
+            engine.act.valid.eq(runner.act.valid), runner.act.ready.eq(engine.act.ready),
+            engine.weights.valid.eq(runner.weights.valid),
+            runner.weights.ready.eq(engine.weights.ready),
+            runner.result.valid.eq(engine.result.valid),
+            engine.result.ready.eq(runner.result.ready),
+            runner.result.payload.acc.eq(engine.result.payload.acc),
+            runner.result.payload.last.eq(engine.result.payload.last),
+        ]
+        for i in range(C):
+            m.d.comb += engine.act.payload[i].eq(runner.act.payload[i])
+        for i in range(cfg.bytes_per_beat):
+            m.d.comb += engine.weights.payload[i].eq(runner.weights.payload[i])
+        return m
+
+
+def ice40_pll_params(f_in_mhz: float, f_out_mhz: float) -> dict:
+    """``SB_PLL40`` divider settings closest to ``f_out_mhz`` (the search ``icepll`` does).
+
+    ``f_out = f_in * (DIVF + 1) / ((DIVR + 1) * 2**DIVQ)`` with the phase detector at
+    10..133 MHz and the VCO at 533..1066 MHz (iCE40 sysCLOCK PLL design guide, TN1251).
+    Returns the parameters and the achieved frequency ``f_out_mhz``.
+    """
+    best = None
+    for divr in range(16):
+        f_pfd = f_in_mhz / (divr + 1)
+        if not 10 <= f_pfd <= 133:
+            continue
+        for divf in range(128):
+            f_vco = f_pfd * (divf + 1)
+            if not 533 <= f_vco <= 1066:
+                continue
+            for divq in range(1, 7):
+                f_out = f_vco / (1 << divq)
+                err = abs(f_out - f_out_mhz)
+                if best is None or err < best[0]:
+                    best = (err, divr, divf, divq, f_pfd, f_out)
+    if best is None:
+        raise ValueError(f"no PLL setting for {f_in_mhz} MHz -> {f_out_mhz} MHz")
+    _, divr, divf, divq, f_pfd, f_out = best
+    # loop filter range by phase detector frequency (as icepll chooses it)
+    filt = next(i for i, lim in enumerate((17, 26, 44, 66, 101, 133), start=1) if f_pfd < lim)
+    return {"DIVR": divr, "DIVF": divf, "DIVQ": divq, "FILTER_RANGE": filt,
+            "f_out_mhz": f_out}
+
+
+class BoardTop(Elaboratable):
+    """:class:`BoardCore` on an iCE40 board of ``amaranth-boards`` (iCEBreaker and others).
+
+    Parameters
+    ----------
+    config : AccelConfig
+        The engine configuration.
+    baud : int
+        UART line rate (default 1 Mbaud).
+    pll_mhz : float, optional
+        If given, an ``SB_PLL40_CORE`` multiplies the board clock to (about) this frequency
+        and the design runs from it; default: the board clock itself (12 MHz on iCEBreaker).
+    weight_depth, act_rows, result_depth, memory_backend, engine_factory
+        Passed to :class:`BoardCore`.
+
+    The platform must have ``uart`` 0 and a default clock; the green/red user LEDs (if
+    present) show ``busy`` / ``error``.
+    """
+
+    def __init__(self, *, config, baud: int = DEFAULT_BAUD, pll_mhz: float | None = None,
+                 weight_depth: int = SPRAM_WORDS, act_rows: int | None = None,
+                 result_depth: int = 1024, memory_backend: str = "auto", engine_factory=None):
+        self.config = config
+        self.baud = baud
+        self.pll_mhz = pll_mhz
+        self._core_kw = dict(weight_depth=weight_depth, act_rows=act_rows,
+                             result_depth=result_depth, memory_backend=memory_backend,
+                             engine_factory=engine_factory)
+
+    def clock_hz(self, platform) -> int:
+        if self.pll_mhz is None:
+            return int(platform.default_clk_frequency)
+        p = ice40_pll_params(platform.default_clk_frequency / 1e6, self.pll_mhz)
+        return int(round(p["f_out_mhz"] * 1e6))
+
+    def elaborate(self, platform):
+        clk_hz = self.clock_hz(platform)
+        divisor = baud_divisor(clk_hz, self.baud)   # raises before any Module is created
+        m = Module()
+        if self.pll_mhz is not None:
+            p = ice40_pll_params(platform.default_clk_frequency / 1e6, self.pll_mhz)
+            clk_in = platform.request(platform.default_clk, dir="-")
+            m.domains.sync = ClockDomain("sync")
+            lock = Signal()
+            pll_clk = Signal()
+            m.submodules.pll = Instance(
+                "SB_PLL40_PAD",
+                p_FEEDBACK_PATH="SIMPLE",
+                p_DIVR=p["DIVR"], p_DIVF=p["DIVF"], p_DIVQ=p["DIVQ"],
+                p_FILTER_RANGE=p["FILTER_RANGE"],
+                i_PACKAGEPIN=clk_in.io,
+                i_RESETB=1, i_BYPASS=0,
+                o_PLLOUTGLOBAL=pll_clk,
+                o_LOCK=lock,
+            )
+            # hold the design in reset until the PLL has locked
+            m.d.comb += [ClockSignal("sync").eq(pll_clk), ResetSignal("sync").eq(~lock)]
+            platform.add_clock_constraint(pll_clk, clk_hz)
+        m.submodules.core = core = BoardCore(config=self.config, divisor=divisor,
+                                             clk_hz=clk_hz, timeout=clk_hz // 10,
+                                             **self._core_kw)
+        uart = platform.request("uart", 0, dir={"rx": "-", "tx": "-"})
+        m.submodules.uart_rx_buf = rx_buf = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx_buf = tx_buf = io.Buffer("o", uart.tx)
+        m.d.comb += [core.rx.eq(rx_buf.i), tx_buf.o.eq(core.tx)]
+        for name, sig in (("led_g", core.busy), ("led_r", core.error)):
+            try:
+                led = platform.request(name, 0, dir="-")
+            except Exception:  # noqa: BLE001 - boards without that LED
+                continue
+            m.submodules[f"{name}_buf"] = buf = io.Buffer("o", led)
+            m.d.comb += buf.o.eq(sig)
+        return m
