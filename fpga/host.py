@@ -366,26 +366,50 @@ def _config_from_board(board: Board, args) -> AccelConfig:
     return cfg
 
 
+CLI_EPILOG = """\
+Program the board first (see docs/fpga.md):
+  python -m hw.build --target ice40 --top fpga --out build/ice40
+  iceprog build/ice40/top.bin          # or: openFPGALoader -b ice40_generic build/ice40/top.bin
+
+Examples:
+  python -m fpga.host --port /dev/ttyUSB1 info
+  python -m fpga.host --port /dev/ttyUSB1 layer --m 64 --k 128 --tokens 2 --seed 1
+  python -m fpga.host --port /dev/ttyUSB1 model --prompt "And God said" --tokens 16
+
+Exit status 0 when every reply was OK and every result matched, 1 otherwise.
+The same library runs against the simulated board: pytest sim/test_board.py.
+"""
+
+
 def main(argv=None, port=None) -> int:
     """CLI entry point; ``port`` injects an already open transport (tests)."""
-    p = argparse.ArgumentParser(prog="python -m fpga.host", description=__doc__.split("\n")[0])
-    p.add_argument("--port", help="serial device, e.g. /dev/ttyUSB1 (iCEBreaker: interface B)")
-    p.add_argument("--baud", type=int, default=DEFAULT_BAUD)
-    p.add_argument("--timeout", type=float, default=5.0, help="serial read timeout (s)")
-    p.add_argument("--config", help="AccelConfig JSON file (default: from the board's INFO)")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p = argparse.ArgumentParser(
+        prog="python -m fpga.host", description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=CLI_EPILOG)
+    p.add_argument("--port", help="serial device of the board's UART, e.g. /dev/ttyUSB1 (the "
+                                  "iCEBreaker's FT2232H interface B; COMn on Windows)")
+    p.add_argument("--baud", type=int, default=DEFAULT_BAUD,
+                   help=f"line rate, 8N1; must match the bitstream (default {DEFAULT_BAUD})")
+    p.add_argument("--timeout", type=float, default=5.0,
+                   help="serial read timeout per reply in seconds (default 5)")
+    p.add_argument("--config", help="AccelConfig JSON file the board must match (default: the "
+                                    "configuration the board reports in its INFO reply)")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     sub.add_parser("info", help="print the board's engine configuration and memory sizes")
     sub.add_parser("status", help="print status flags and counters")
     sub.add_parser("reset", help="reset the engine and clear sticky flags")
-    lp = sub.add_parser("layer", help="run random and edge-case layers, compare with golden")
-    lp.add_argument("--m", type=int, default=64)
-    lp.add_argument("--k", type=int, default=128)
-    lp.add_argument("--tokens", type=int, default=2)
-    lp.add_argument("--seed", type=int, default=0)
-    mp = sub.add_parser("model", help="generate with every BitLinear on the board")
-    mp.add_argument("--checkpoint", default="model/data/bitnet_kjv.npz")
-    mp.add_argument("--prompt", default="And God said")
-    mp.add_argument("--tokens", type=int, default=8)
+    lp = sub.add_parser("layer", help="run a seeded random layer and edge cases on the board, "
+                                      "compare every accumulator with the golden model")
+    lp.add_argument("--m", type=int, default=64, help="output rows M (default 64)")
+    lp.add_argument("--k", type=int, default=128, help="input length K (default 128)")
+    lp.add_argument("--tokens", type=int, default=2, help="tokens per run (default 2)")
+    lp.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    mp = sub.add_parser("model", help="generate greedily with every BitLinear on the board and "
+                                      "check tokens and accumulators against the golden model")
+    mp.add_argument("--checkpoint", default="model/data/bitnet_kjv.npz",
+                    help="model checkpoint (default: the shipped model/data/bitnet_kjv.npz)")
+    mp.add_argument("--prompt", default="And God said", help="prompt text")
+    mp.add_argument("--tokens", type=int, default=8, help="tokens to generate (default 8)")
     args = p.parse_args(argv)
 
     if port is None:

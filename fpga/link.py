@@ -141,14 +141,18 @@ class Link(wiring.Component):
         C = cfg.cols
         weight_bytes = self._weight_depth * WORD_BYTES
         info_bytes = self.info.pack()
+        # address arithmetic is done in as few bits as the memories need (a u32 argument with
+        # any bit at or above ``aw`` set is out of range by itself)
+        aw = max(weight_bytes.bit_length(), self._result_depth.bit_length(), 5)
+        plen = MAX_PAYLOAD.bit_length()     # payload lengths and byte counters: 0 .. 512
 
         m.submodules.staging = staging = Memory(shape=unsigned(8), depth=MAX_PAYLOAD, init=[])
         st_w = staging.write_port()
         st_r = staging.read_port()
 
         op = Signal(8)
-        length = Signal(16)
-        cnt = Signal(16)
+        length = Signal(plen)
+        cnt = Signal(plen)
         args = Signal(80)
         crc = Signal(16)
         rx_crc = Signal(16)
@@ -160,7 +164,7 @@ class Link(wiring.Component):
         frame_err_seen = Signal()
         good_frames = Signal(16)
         bad_frames = Signal(16)
-        last_status = Signal(8)
+        last_status = Signal(3)
         last_cycles = Signal(32)
         with m.If(self.uart_overrun):
             m.d.sync += overrun_seen.eq(1)
@@ -169,28 +173,30 @@ class Link(wiring.Component):
         with m.If(self.engine_error):
             m.d.sync += eng_err_seen.eq(1)
 
-        # reply registers
-        r_status = Signal(8)
-        r_len = Signal(16)
-        hdr = Signal(40)
-        regpay = Signal(8 * max(len(info_bytes), 12))
-        src = Signal(2)          # 0: regpay, 1: weight memory, 2: result memory
+        # reply registers: every payload byte is picked by a byte index (no wide shift
+        # registers); the frame counters are advanced when the reply has been sent, so a
+        # STATUS reply reports the frames before itself
+        r_status = Signal(3)
+        r_len = Signal(plen)
+        r_bad = Signal()
+        SRC_INFO, SRC_WEIGHTS, SRC_RESULTS, SRC_REGS = range(4)
+        src = Signal(2)
         phase = Signal(2)        # 0 header, 1 payload, 2 crc
-        tcnt = Signal(16)
+        tcnt = Signal(plen)
         tx_byte = Signal(8)
         tx_crc = Signal(16)
-        crc_out = Signal(16)
-        rd_addr = Signal(32)     # weight byte address / result entry of the next payload byte
+        rd_addr = Signal(aw)     # byte index / weight byte address / result entry
         rd_lane = Signal(2)      # byte of the current result entry
 
         # copy loop (writes after the checks)
-        ci = Signal(16)          # staging index
-        wa = Signal(32)          # weight byte address
+        ci = Signal(plen)        # staging index
+        wa = Signal(aw)          # weight byte address
         arow = Signal(range(self._act_rows + 1))
         alane = Signal(range(C))
         dry = Signal()
 
-        a_addr32 = args[0:32]
+        a_addr = args[0:aw]
+        a_addr_high = args[aw:32] != 0
         a_count = args[32:48]
         a_act_row = args[0:16]
         a_m, a_k, a_tokens, a_wbase = args[0:16], args[16:32], args[32:48], args[48:80]
@@ -198,28 +204,46 @@ class Link(wiring.Component):
         m.d.comb += [self.run_m.eq(a_m), self.run_k.eq(a_k), self.run_tokens.eq(a_tokens),
                      self.run_wbase.eq(a_wbase[3:])]
 
-        def reply(status, n=0, source=0, payload=None):
-            st = Const(int(status), 8) if isinstance(status, int) else status
-            ln = Const(n, 16) if isinstance(n, int) else n[:16]
-            stmts = [r_status.eq(st), r_len.eq(ln), src.eq(source), phase.eq(0),
-                     tcnt.eq(0), tx_crc.eq(0xFFFF),
-                     hdr.eq(Cat(Const(REP_SYNC, 8), op, (Const(0, 8) | st)[:8], ln))]
-            if payload is not None:
-                stmts.append(regpay.eq(payload))
-            if isinstance(status, Status):
-                is_bad = status in (Status.BAD_CRC, Status.BAD_LENGTH, Status.UNKNOWN_OP,
-                                    Status.TRUNCATED)
-                if is_bad:
-                    stmts.append(bad_frames.eq(bad_frames + 1))
-                else:
-                    stmts.append(good_frames.eq(good_frames + 1))
-            else:
-                stmts.append(good_frames.eq(good_frames + 1))
+        # argument checks per opcode (registered into arg_bad in the CHECK state)
+        arg_bad = Signal()
+        ww_bad = a_addr_high | (a_addr + (length - 4) > weight_bytes)
+        rw_bad = (a_count > MAX_PAYLOAD) | a_addr_high | (a_addr + a_count[:plen] > weight_bytes)
+        rr_bad = (a_rcount > MAX_PAYLOAD // 4) | (a_index + a_rcount > self._result_depth)
+        wa_bad = a_act_row >= self._act_rows
+        run_bad = ((a_m == 0) | (a_m > cfg.max_m) | (a_k == 0) | (a_k > cfg.max_k)
+                   | (a_tokens == 0) | (a_wbase[:3] != 0) | (a_wbase >= weight_bytes))
+
+        run_start = Signal()
+        m.d.sync += run_start.eq(0)
+        m.d.comb += self.run_start.eq(run_start)
+
+        # the STATUS payload; a RUN reply is its last four bytes (last_cycles)
+        flags = Cat(eng_err_seen | self.engine_error, self.engine_busy, overrun_seen,
+                    frame_err_seen, Const(0, 4))
+        regs = Cat(flags, last_status, Const(0, 5 + 16), good_frames, bad_frames, last_cycles)
+
+        def reply(status, n=0, source=SRC_REGS, start=None):
+            st = Const(int(status), 3) if isinstance(status, int) else status
+            stmts = [r_status.eq(st), r_len.eq(n), src.eq(source), phase.eq(0),
+                     tcnt.eq(0), tx_crc.eq(0xFFFF)]
+            if start is not None:
+                stmts.append(rd_addr.eq(start))
+            bad = isinstance(status, Status) and status in (
+                Status.BAD_CRC, Status.BAD_LENGTH, Status.UNKNOWN_OP, Status.TRUNCATED)
+            stmts.append(r_bad.eq(int(bad)))
             m.d.sync += stmts
             m.next = "TX_ADDR"
 
         rx_fire = self.rx.valid & self.rx.ready
         crc_in = crc16_step(crc, self.rx.payload)
+
+        # "this is the last byte" flags, registered off the byte paths: cnt_last follows cnt
+        # one cycle late, and UART bytes are >= 40 cycles apart; ci_last / t_last are set in
+        # the state before the one that uses them
+        cnt_last = Signal()
+        ci_last = Signal()
+        t_last = Signal()
+        m.d.sync += cnt_last.eq(cnt + 1 == length)
 
         receiving = Signal()
         with m.If(receiving & ~rx_fire):
@@ -247,7 +271,7 @@ class Link(wiring.Component):
                         elif state == "LEN0":
                             m.d.sync += length[:8].eq(byte)
                         elif state == "LEN1":
-                            m.d.sync += length[8:].eq(byte)
+                            m.d.sync += length[8:].eq(byte)   # the low bits; checked here
                             full = Cat(length[:8], byte)
                             with m.If(full > MAX_PAYLOAD):
                                 m.next = "DRAIN"
@@ -260,7 +284,7 @@ class Link(wiring.Component):
                             with m.If(cnt < 10):
                                 m.d.sync += args.word_select(cnt[:4], 8).eq(byte)
                             m.d.sync += cnt.eq(cnt + 1)
-                            with m.If(cnt + 1 == length):
+                            with m.If(cnt_last):
                                 m.next = "CRC0"
                         elif state == "CRC0":
                             m.d.sync += rx_crc[:8].eq(byte)
@@ -275,6 +299,10 @@ class Link(wiring.Component):
                 with m.If(timed_out):
                     reply(Status.BAD_LENGTH)
 
+            # CHECK registers every check of the frame, DECIDE acts on them (short paths)
+            crc_bad = Signal()
+            unknown = Signal()
+            len_bad = Signal()
             with m.State("CHECK"):
                 known = Signal()
                 len_ok = Signal()
@@ -285,11 +313,22 @@ class Link(wiring.Component):
                             m.d.comb += len_ok.eq(length > ARG_LEN[o])
                         else:
                             m.d.comb += len_ok.eq(length == ARG_LEN[o])
-                with m.If(rx_crc != crc):
+                # the argument checks of EXEC are registered here as well
+                m.d.sync += [
+                    crc_bad.eq(rx_crc != crc), unknown.eq(~known), len_bad.eq(~len_ok),
+                    arg_bad.eq(Mux(op == Op.WRITE_WEIGHTS, ww_bad, 0)
+                               | Mux(op == Op.READ_WEIGHTS, rw_bad, 0)
+                               | Mux(op == Op.READ_RESULTS, rr_bad, 0)
+                               | Mux(op == Op.WRITE_ACT, wa_bad, 0)
+                               | Mux(op == Op.RUN, run_bad, 0)),
+                ]
+                m.next = "DECIDE"
+            with m.State("DECIDE"):
+                with m.If(crc_bad):
                     reply(Status.BAD_CRC)
-                with m.Elif(~known):
+                with m.Elif(unknown):
                     reply(Status.UNKNOWN_OP)
-                with m.Elif(~len_ok):
+                with m.Elif(len_bad):
                     reply(Status.BAD_LENGTH)
                 with m.Else():
                     m.next = "EXEC"
@@ -297,58 +336,50 @@ class Link(wiring.Component):
             with m.State("EXEC"):
                 with m.Switch(op):
                     with m.Case(Op.INFO):
-                        reply(Status.OK, len(info_bytes), 0,
-                              Const(int.from_bytes(info_bytes, "little"), 8 * len(info_bytes)))
+                        reply(Status.OK, len(info_bytes), SRC_INFO, start=0)
                     with m.Case(Op.STATUS):
-                        flags = Cat(eng_err_seen | self.engine_error, self.engine_busy,
-                                    overrun_seen, frame_err_seen, Const(0, 4))
-                        reply(Status.OK, 12, 0,
-                              Cat(flags, last_status, Const(0, 16), good_frames, bad_frames,
-                                  last_cycles))
+                        reply(Status.OK, 12, SRC_REGS, start=0)
                     with m.Case(Op.RESET):
                         m.d.comb += self.engine_reset.eq(1)
                         m.d.sync += [eng_err_seen.eq(0), overrun_seen.eq(0),
                                      frame_err_seen.eq(0)]
                         reply(Status.OK)
                     with m.Case(Op.WRITE_WEIGHTS):
-                        with m.If(a_addr32 + (length - 4) > weight_bytes):
+                        with m.If(arg_bad):
                             reply(Status.BAD_ARG)
                         with m.Else():
-                            m.d.sync += [ci.eq(4), wa.eq(a_addr32)]
+                            m.d.sync += [ci.eq(4), wa.eq(a_addr)]
                             m.next = "WW_READ"
                     with m.Case(Op.READ_WEIGHTS):
-                        with m.If((a_count > MAX_PAYLOAD)
-                                  | (a_addr32 + a_count > weight_bytes)):
+                        with m.If(arg_bad):
                             reply(Status.BAD_ARG)
                         with m.Else():
-                            m.d.sync += rd_addr.eq(a_addr32)
-                            reply(Status.OK, a_count, 1)
+                            reply(Status.OK, a_count[:plen], SRC_WEIGHTS, start=a_addr)
                     with m.Case(Op.READ_RESULTS):
-                        with m.If((a_rcount > MAX_PAYLOAD // 4)
-                                  | (a_index + a_rcount > self._result_depth)):
+                        with m.If(arg_bad):
                             reply(Status.BAD_ARG)
                         with m.Else():
-                            m.d.sync += [rd_addr.eq(a_index), rd_lane.eq(0)]
-                            reply(Status.OK, a_rcount << 2, 2)
+                            m.d.sync += rd_lane.eq(0)
+                            reply(Status.OK, Cat(Const(0, 2), a_rcount[:plen - 2]),
+                                  SRC_RESULTS, start=a_index)
                     with m.Case(Op.WRITE_ACT):
-                        with m.If(a_act_row >= self._act_rows):
+                        with m.If(arg_bad):
                             reply(Status.BAD_ARG)
                         with m.Else():
                             m.d.sync += [ci.eq(2), arow.eq(a_act_row), alane.eq(0), dry.eq(1)]
                             m.next = "WA_READ"
                     with m.Case(Op.RUN):
-                        with m.If((a_m == 0) | (a_m > cfg.max_m) | (a_k == 0)
-                                  | (a_k > cfg.max_k) | (a_tokens == 0)
-                                  | (a_wbase[:3] != 0)
-                                  | (a_wbase >= weight_bytes)):
+                        with m.If(arg_bad):
                             reply(Status.BAD_ARG)
                         with m.Else():
-                            m.d.comb += self.run_start.eq(1)
+                            # registered start pulse (the runner starts next cycle)
+                            m.d.sync += run_start.eq(1)
                             m.next = "RUN_WAIT"
 
             # -- weight write: staging[ci] -> weight byte wa
             with m.State("WW_READ"):
                 m.d.comb += [st_r.addr.eq(ci), st_r.en.eq(1)]
+                m.d.sync += ci_last.eq(ci + 1 == length)
                 m.next = "WW_WRITE"
             with m.State("WW_WRITE"):
                 m.d.comb += [
@@ -357,7 +388,7 @@ class Link(wiring.Component):
                     self.w_wdata.eq(st_r.data.replicate(WORD_BYTES)),
                 ]
                 m.d.sync += [ci.eq(ci + 1), wa.eq(wa + 1)]
-                with m.If(ci + 1 == length):
+                with m.If(ci_last):
                     reply(Status.OK)
                 with m.Else():
                     m.next = "WW_READ"
@@ -365,6 +396,7 @@ class Link(wiring.Component):
             # -- activation write: a dry pass checks the range, then staging[ci] -> (arow, alane)
             with m.State("WA_READ"):
                 m.d.comb += [st_r.addr.eq(ci), st_r.en.eq(1)]
+                m.d.sync += ci_last.eq(ci + 1 == length)
                 with m.If(dry & (arow == self._act_rows)):
                     reply(Status.BAD_ARG)
                 with m.Else():
@@ -381,7 +413,7 @@ class Link(wiring.Component):
                     m.d.sync += [alane.eq(0), arow.eq(arow + 1)]
                 with m.Else():
                     m.d.sync += alane.eq(alane + 1)
-                with m.If(ci + 1 == length):
+                with m.If(ci_last):
                     with m.If(dry):
                         # every byte has a row: now write for real
                         m.d.sync += [ci.eq(2), arow.eq(a_act_row), alane.eq(0), dry.eq(0)]
@@ -397,58 +429,65 @@ class Link(wiring.Component):
                     with m.If(self.run_status == Status.ENGINE_ERROR):
                         m.d.sync += eng_err_seen.eq(1)
                     with m.If(self.run_status == Status.OK):
-                        reply(Status.OK, 4, 0, self.run_cycles)
+                        reply(Status.OK, 4, SRC_REGS, start=8)    # regs[8:12] = last_cycles
                     with m.Else():
                         reply(self.run_status)
 
             # -- reply: every byte goes ADDR (issue memory read) -> LOAD (latch) -> SEND
             with m.State("TX_ADDR"):
-                m.d.comb += [self.w_addr.eq(rd_addr[3:]), self.w_en.eq(src == 1),
-                             self.res_raddr.eq(rd_addr), self.res_ren.eq(src == 2)]
+                m.d.comb += [self.w_addr.eq(rd_addr[3:]), self.w_en.eq(src == SRC_WEIGHTS),
+                             self.res_raddr.eq(rd_addr), self.res_ren.eq(src == SRC_RESULTS)]
                 m.next = "TX_LOAD"
             with m.State("TX_LOAD"):
+                m.d.sync += t_last.eq(tcnt + 1 == r_len)
+                # constant and register bytes are read with variable word selects (shift
+                # multiplexers; the INFO bytes become a 32-entry constant table)
+                hdr = Cat(Const(REP_SYNC, 8), op, r_status, Const(0, 5), r_len,
+                          Const(0, 16 - plen), Const(0, 24))
+                info = Const(int.from_bytes(info_bytes, "little"), 8 * 32)
+                regs16 = Cat(regs, Const(0, 32))
                 with m.Switch(phase):
                     with m.Case(0):
-                        m.d.sync += tx_byte.eq(hdr[:8])
+                        m.d.sync += tx_byte.eq(hdr.word_select(tcnt[:3], 8))
                     with m.Case(1):
                         with m.Switch(src):
-                            with m.Case(0):
-                                m.d.sync += tx_byte.eq(regpay[:8])
-                            with m.Case(1):
+                            with m.Case(SRC_INFO):
+                                m.d.sync += tx_byte.eq(info.word_select(rd_addr[:5], 8))
+                            with m.Case(SRC_REGS):
+                                m.d.sync += tx_byte.eq(regs16.word_select(rd_addr[:4], 8))
+                            with m.Case(SRC_WEIGHTS):
                                 m.d.sync += tx_byte.eq(self.w_rdata.word_select(rd_addr[:3], 8))
-                            with m.Case(2):
+                            with m.Case(SRC_RESULTS):
                                 m.d.sync += tx_byte.eq(self.res_rdata.word_select(rd_lane, 8))
                     with m.Case(2):
-                        m.d.sync += tx_byte.eq(crc_out[:8])
+                        m.d.sync += tx_byte.eq(tx_crc.word_select(tcnt[0], 8))
                 m.next = "TX_SEND"
             with m.State("TX_SEND"):
                 m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(tx_byte)]
                 with m.If(self.tx.ready):
                     m.d.sync += tcnt.eq(tcnt + 1)
-                    with m.If(phase != 2):
-                        with m.If((phase != 0) | (tcnt != 0)):  # the sync byte is not covered
-                            m.d.sync += tx_crc.eq(crc16_step(tx_crc, tx_byte))
+                    # the sync byte and the CRC itself are not covered
+                    with m.If((phase == 1) | ((phase == 0) & (tcnt != 0))):
+                        m.d.sync += tx_crc.eq(crc16_step(tx_crc, tx_byte))
                     m.next = "TX_ADDR"
                     with m.Switch(phase):
                         with m.Case(0):
-                            m.d.sync += hdr.eq(hdr >> 8)
                             with m.If(tcnt == 4):
                                 m.d.sync += [tcnt.eq(0), phase.eq(Mux(r_len == 0, 2, 1))]
-                                with m.If(r_len == 0):
-                                    m.d.sync += crc_out.eq(crc16_step(tx_crc, tx_byte))
                         with m.Case(1):
-                            m.d.sync += regpay.eq(regpay >> 8)
-                            with m.If(src == 1):
-                                m.d.sync += rd_addr.eq(rd_addr + 1)
-                            with m.If(src == 2):
+                            with m.If(src == SRC_RESULTS):
                                 m.d.sync += rd_lane.eq(rd_lane + 1)
                                 with m.If(rd_lane == 3):
                                     m.d.sync += rd_addr.eq(rd_addr + 1)
-                            with m.If(tcnt + 1 == r_len):
-                                m.d.sync += [tcnt.eq(0), phase.eq(2),
-                                             crc_out.eq(crc16_step(tx_crc, tx_byte))]
+                            with m.Else():
+                                m.d.sync += rd_addr.eq(rd_addr + 1)
+                            with m.If(t_last):
+                                m.d.sync += [tcnt.eq(0), phase.eq(2)]
                         with m.Case(2):
-                            m.d.sync += crc_out.eq(crc_out >> 8)
                             with m.If(tcnt == 1):
+                                with m.If(r_bad):
+                                    m.d.sync += bad_frames.eq(bad_frames + 1)
+                                with m.Else():
+                                    m.d.sync += good_frames.eq(good_frames + 1)
                                 m.next = "IDLE"
         return m

@@ -7,9 +7,11 @@ byte ``a % 8`` (bits ``8*(a%8)+7 .. 8*(a%8)``) of word ``a // 8``.
 
 A layer's weight stream (``docs/architecture.md`` section 4: ``beats x bytes_per_beat`` bytes,
 ``model.packing.pack_layer_stream``) is stored contiguously from an 8-byte aligned base address.
-:class:`WeightReader` reads it back one 8-byte word per cycle and re-cuts it into beats with a
-byte gearbox, so the engine gets ``8 / bytes_per_beat`` beats per cycle at most (e.g. 0.615 for
-the default 13-byte ``tq1`` beat): the weight bandwidth bound of this board.
+:class:`WeightReader` reads it back one 8-byte word per cycle. A beat of exactly one word (40
+``tq1`` trits, the board shape 5 x 8) goes straight through a three-word queue, one beat per
+cycle; other beat sizes are re-cut by a byte gearbox, so the engine gets ``8 / bytes_per_beat``
+beats per cycle at most (e.g. 0.615 for a 13-byte 4 x 16 ``tq1`` beat): the weight bandwidth
+bound of this board.
 """
 
 from amaranth import Cat, ClockSignal, Module, Signal, unsigned
@@ -127,9 +129,11 @@ class WeightReader(wiring.Component):
     """Streams a stored layer as weight beats, ``tokens`` passes over the same bytes.
 
     After ``start`` (with ``base`` word address, layer ``m x k`` and ``tokens``), each pass
-    reads words from ``base`` on and cuts them into ``bytes_per_beat``-byte beats; a pass ends
-    after ``ceil(m/R) * ceil(k/C)`` beats (counted with nested row/column counters, no
-    multiplier), the gearbox is flushed and the next pass restarts at ``base``. A pass that
+    reads words from ``base`` on and cuts them into ``bytes_per_beat``-byte beats (one word per
+    beat: a three-word queue; otherwise a byte gearbox); a pass ends after
+    ``ceil(m/R) * ceil(k/C)`` beats (counted with nested row/column counters, no multiplier),
+    the buffer is flushed and the next pass restarts at ``base``. With one-word beats the memory
+    reads are requested from registered state only, never from the sink's ``ready``. A pass that
     would need a word beyond the memory raises ``range_error`` and stops.
 
     Parameters
@@ -161,7 +165,8 @@ class WeightReader(wiring.Component):
         self._config = config
         self._depth = depth
         self._beat = config.bytes_per_beat
-        self._cap = self._beat + 2 * WORD_BYTES - 1
+        # gearbox buffer bytes; one-word beats use a three-word queue instead
+        self._cap = 3 * WORD_BYTES if self._beat == WORD_BYTES else self._beat + 2 * WORD_BYTES - 1
         super().__init__({
             "start": In(1),
             "stop": In(1),
@@ -179,7 +184,7 @@ class WeightReader(wiring.Component):
 
     @property
     def buffer_bytes(self):
-        """Gearbox capacity in bytes (``bytes_per_beat + 15``)."""
+        """Buffer capacity in bytes (``bytes_per_beat + 15``; 24 for one-word beats)."""
         return self._cap
 
     def elaborate(self, platform):
@@ -187,9 +192,6 @@ class WeightReader(wiring.Component):
         cfg = self._config
         B, W, CAP = self._beat, WORD_BYTES, self._cap
 
-        buf = Signal(8 * CAP)
-        level = Signal(range(CAP + 1))
-        pending = Signal()
         addr = Signal(range(self._depth + 1))
         base = Signal(range(self._depth))
         m_lim = Signal(16)
@@ -197,58 +199,105 @@ class WeightReader(wiring.Component):
         passes_left = Signal(16)
         row = Signal(17)   # first row of the current beat's tile
         col = Signal(17)   # first column of the current beat's tile
-
-        m.d.comb += [self.beats.payload.eq(buf[:8 * B]),
-                     self.beats.valid.eq(self.busy & (level >= B))]
+        pending = Signal()
+        flush = Signal()   # drop the buffered words (end of a pass, stop, start)
         fire = self.beats.valid & self.beats.ready
 
-        level1 = Signal.like(level)
-        buf1 = Signal.like(buf)
-        with m.If(fire):
-            m.d.comb += [level1.eq(level - B), buf1.eq(buf >> (8 * B))]
-        with m.Else():
-            m.d.comb += [level1.eq(level), buf1.eq(buf)]
-        level2 = Signal.like(level)
-        buf2 = Signal.like(buf)
-        with m.If(pending):
-            m.d.comb += [level2.eq(level1 + W),
-                         buf2.eq(buf1 | (self.mem_rdata << (level1 << 3))[:8 * CAP])]
-        with m.Else():
-            m.d.comb += [level2.eq(level1), buf2.eq(buf1)]
+        if B == W:
+            # one word per beat: no gearbox, a three-word queue (q[0] drives the stream). The
+            # read request depends on registers only (not on the sink's ``ready``), so a read
+            # is issued when the queue has room for it and the one in flight: three words
+            # keep one beat per cycle going.
+            q = [Signal(8 * W, name=f"q{i}") for i in range(3)]
+            count = Signal(range(4))     # words held
+            held = Signal(range(4))      # words held after this cycle's transfer
+            m.d.comb += [self.beats.payload.eq(q[0]),
+                         self.beats.valid.eq(self.busy & (count != 0)),
+                         held.eq(count - fire)]
+            issue = Signal()
+            m.d.comb += issue.eq(self.busy & (count + pending <= 2) & (addr < self._depth))
+            with m.If(fire):
+                m.d.sync += [q[0].eq(q[1]), q[1].eq(q[2])]
+            with m.If(pending):
+                with m.Switch(held):
+                    for i in range(3):
+                        with m.Case(i):
+                            m.d.sync += q[i].eq(self.mem_rdata)
+            m.d.sync += count.eq(held + pending)
+            starved = count == 0
+            with m.If(flush):
+                m.d.sync += count.eq(0)
+        else:
+            buf = Signal(8 * CAP)
+            level = Signal(range(CAP + 1))
+            m.d.comb += [self.beats.payload.eq(buf[:8 * B]),
+                         self.beats.valid.eq(self.busy & (level >= B))]
+            level1 = Signal.like(level)
+            buf1 = Signal.like(buf)
+            with m.If(fire):
+                m.d.comb += [level1.eq(level - B), buf1.eq(buf >> (8 * B))]
+            with m.Else():
+                m.d.comb += [level1.eq(level), buf1.eq(buf)]
+            level2 = Signal.like(level)
+            buf2 = Signal.like(buf)
+            with m.If(pending):
+                m.d.comb += [level2.eq(level1 + W),
+                             buf2.eq(buf1 | (self.mem_rdata << (level1 << 3))[:8 * CAP])]
+            with m.Else():
+                m.d.comb += [level2.eq(level1), buf2.eq(buf1)]
+            issue = Signal()
+            m.d.comb += issue.eq(self.busy & (level2 + W <= CAP) & (addr < self._depth))
+            m.d.sync += [buf.eq(buf2), level.eq(level2)]
+            starved = level < B
+            with m.If(flush):
+                m.d.sync += [buf.eq(0), level.eq(0)]
 
-        issue = Signal()
-        m.d.comb += [
-            issue.eq(self.busy & (level2 + W <= CAP) & (addr < self._depth)),
-            self.mem_en.eq(issue),
-            self.mem_addr.eq(addr),
-        ]
-        m.d.sync += [pending.eq(issue), buf.eq(buf2), level.eq(level2)]
+        m.d.comb += [self.mem_en.eq(issue), self.mem_addr.eq(addr)]
+        m.d.sync += pending.eq(issue)
         with m.If(issue):
             m.d.sync += addr.eq(addr + 1)
 
-        with m.If(self.busy & (addr == self._depth) & ~pending & (level < B)):
+        with m.If(self.busy & (addr == self._depth) & ~pending & starved):
             m.d.sync += [self.range_error.eq(1), self.busy.eq(0)]
 
+        # "this beat ends its tile row / the pass" flags are registered, so the sink's
+        # ``ready`` only gates register enables (no adder between it and the counters)
+        col_last = Signal()
+        row_last = Signal()
+        last_beat = Signal()     # col_last & row_last, as its own register
+        final_pass = Signal()    # passes_left == 1, as its own register
         with m.If(fire):
-            with m.If(col + cfg.cols >= k_lim):
-                m.d.sync += col.eq(0)
-                with m.If(row + cfg.rows >= m_lim):
-                    # last beat of this pass: flush the gearbox, restart at base
-                    m.d.sync += [row.eq(0), buf.eq(0), level.eq(0), pending.eq(0),
-                                 addr.eq(base), passes_left.eq(passes_left - 1)]
-                    with m.If(passes_left == 1):
-                        m.d.sync += self.busy.eq(0)
-                with m.Else():
-                    m.d.sync += row.eq(row + cfg.rows)
+            with m.If(last_beat):
+                # last beat of this pass: flush the buffer, restart at base
+                m.d.comb += flush.eq(1)
+                m.d.sync += [col.eq(0), col_last.eq(cfg.cols >= k_lim),
+                             row.eq(0), row_last.eq(cfg.rows >= m_lim),
+                             last_beat.eq((cfg.cols >= k_lim) & (cfg.rows >= m_lim)),
+                             pending.eq(0), addr.eq(base), passes_left.eq(passes_left - 1),
+                             final_pass.eq(passes_left == 2)]
+                with m.If(final_pass):
+                    m.d.sync += self.busy.eq(0)
+            with m.Elif(col_last):
+                m.d.sync += [col.eq(0), col_last.eq(cfg.cols >= k_lim),
+                             row.eq(row + cfg.rows),
+                             row_last.eq(row + 2 * cfg.rows >= m_lim),
+                             last_beat.eq((cfg.cols >= k_lim)
+                                          & (row + 2 * cfg.rows >= m_lim))]
             with m.Else():
-                m.d.sync += col.eq(col + cfg.cols)
+                m.d.sync += [col.eq(col + cfg.cols), col_last.eq(col + 2 * cfg.cols >= k_lim),
+                             last_beat.eq((col + 2 * cfg.cols >= k_lim) & row_last)]
 
         with m.If(self.stop):
-            m.d.sync += [self.busy.eq(0), pending.eq(0), level.eq(0), buf.eq(0)]
+            m.d.comb += flush.eq(1)
+            m.d.sync += [self.busy.eq(0), pending.eq(0)]
         with m.If(self.start):
+            m.d.comb += flush.eq(1)
             m.d.sync += [
                 base.eq(self.base), addr.eq(self.base), m_lim.eq(self.m), k_lim.eq(self.k),
-                passes_left.eq(self.tokens), row.eq(0), col.eq(0), buf.eq(0), level.eq(0),
+                passes_left.eq(self.tokens), row.eq(0), col.eq(0),
+                col_last.eq(cfg.cols >= self.k), row_last.eq(cfg.rows >= self.m),
+                last_beat.eq((cfg.cols >= self.k) & (cfg.rows >= self.m)),
+                final_pass.eq(self.tokens == 1),
                 pending.eq(0), self.range_error.eq(0),
                 self.busy.eq((self.tokens != 0) & (self.m != 0) & (self.k != 0)),
             ]

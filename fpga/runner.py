@@ -106,7 +106,7 @@ class LayerRunner(wiring.Component):
         m_r = Signal(16)
         k_r = Signal(16)
         tokens_r = Signal(16)
-        cmd_sent = Signal()
+        cmd_valid = Signal()    # a register (not decoded from the FSM state): short paths
         counting = Signal()
         cycles = Signal(32)
 
@@ -123,6 +123,11 @@ class LayerRunner(wiring.Component):
         lasts = Signal(16)
         res_range = Signal()
 
+        m.d.comb += self.cmd.valid.eq(cmd_valid)
+        # results are always taken (the result memory never stalls; outside a run the engine
+        # is idle or being reset): a constant ready keeps the engine's stall logic out of the
+        # weight/activation handshakes
+        m.d.comb += self.result.ready.eq(1)
         m.d.comb += self.cmd.payload.m.eq(m_r)
         m.d.comb += self.cmd.payload.k.eq(k_r)
         m.d.comb += self.cmd.payload.tokens.eq(tokens_r)
@@ -137,7 +142,7 @@ class LayerRunner(wiring.Component):
                 with m.If(self.start):
                     m.d.sync += [
                         m_r.eq(self.m), k_r.eq(self.k), tokens_r.eq(self.tokens),
-                        cmd_sent.eq(0), counting.eq(0), cycles.eq(0),
+                        cmd_valid.eq(1), counting.eq(0), cycles.eq(0),
                         act_active.eq(1), act_row.eq(0), act_col.eq(0),
                         act_tokens_left.eq(self.tokens), act_have.eq(0), act_range.eq(0),
                         res_idx.eq(0), lasts.eq(0), res_range.eq(0),
@@ -147,9 +152,8 @@ class LayerRunner(wiring.Component):
             with m.State("RUN"):
                 m.d.comb += self.busy.eq(1)
                 # -- command
-                m.d.comb += self.cmd.valid.eq(~cmd_sent)
                 with m.If(self.cmd.valid & self.cmd.ready):
-                    m.d.sync += [cmd_sent.eq(1), counting.eq(1)]
+                    m.d.sync += [cmd_valid.eq(0), counting.eq(1)]
                 # -- activations: one row per cycle; the next row is read in the cycle the
                 #    current one is accepted (the read port holds its data while en is low).
                 #    The token/column counters advance when a row is *issued*.
@@ -171,8 +175,7 @@ class LayerRunner(wiring.Component):
                 with m.Elif(act_fire):
                     m.d.sync += act_have.eq(0)
                 # -- results
-                m.d.comb += [self.result.ready.eq(1), self.res_addr.eq(res_idx),
-                             self.res_data.eq(self.result.payload.acc)]
+                m.d.comb += [self.res_addr.eq(res_idx), self.res_data.eq(self.result.payload.acc)]
                 with m.If(self.result.valid):
                     with m.If(res_idx == self._result_depth):
                         m.d.sync += res_range.eq(1)
@@ -186,10 +189,11 @@ class LayerRunner(wiring.Component):
                             m.next = "FINISH"
                 # -- aborts
                 with m.If(self.engine_error):
-                    m.d.sync += [self.status.eq(Status.ENGINE_ERROR), counting.eq(0)]
+                    m.d.sync += [self.status.eq(Status.ENGINE_ERROR), counting.eq(0),
+                                 cmd_valid.eq(0)]
                     m.next = "ABORT"
                 with m.Elif(reader.range_error | act_range | res_range):
-                    m.d.sync += [self.status.eq(Status.RANGE), counting.eq(0)]
+                    m.d.sync += [self.status.eq(Status.RANGE), counting.eq(0), cmd_valid.eq(0)]
                     m.next = "ABORT"
             with m.State("FINISH"):
                 with m.If(res_range):

@@ -6,7 +6,7 @@ out), simulated as is. :class:`BoardTop` puts it on an ``amaranth-boards`` iCE40
 --top fpga`` builds it. See ``docs/fpga.md``.
 """
 
-from amaranth import ClockDomain, ClockSignal, Elaboratable, Module, ResetSignal, Signal
+from amaranth import ClockDomain, Elaboratable, Module, ResetSignal, Signal
 from amaranth.hdl import Instance, ResetInserter
 from amaranth.lib import io, wiring
 from amaranth.lib.memory import Memory
@@ -16,12 +16,55 @@ from fpga.link import Link
 from fpga.memory import SPRAM_WORDS, WORD_BYTES, WeightMemory
 from fpga.runner import LayerRunner
 from fpga.uart import UARTRx, UARTTx, baud_divisor
+from model.accel import AccelConfig
 
-__all__ = ["BoardCore", "BoardTop", "ice40_pll_params", "DEFAULT_BAUD"]
+__all__ = ["BoardCore", "BoardTop", "ice40_pll_params", "board_top", "DEFAULT_BAUD",
+           "BOARD_CONFIG", "BOARD_PLL_MHZ", "BOARD_CLOCK_MHZ"]
 
 #: Default line rate: 1 Mbaud, exactly 12 clocks per bit at 12 MHz (0 % error) and a rate the
 #: iCEBreaker's FT2232H generates exactly (3 MHz / 3).
 DEFAULT_BAUD = 1_000_000
+
+#: The engine shape built for the iCEBreaker (UP5K): 5 x 8 = 40 ternary MACs per cycle. A
+#: ``tq1`` beat of 40 trits is exactly 8 bytes, one 64-bit word of the four SPRAMs, so the
+#: weight memory feeds one beat per cycle with no gearbox: the board's weight bandwidth
+#: (8 bytes x 5 trits per cycle) is used in full. Larger arrays cannot go faster on this board
+#: (the engine streams the weights once per token), only bigger. See ``docs/fpga.md``.
+BOARD_CONFIG = AccelConfig(rows=5, cols=8, act_bits=8, packing="tq1", max_k=1024, max_m=4096,
+                           adder_stages=1)
+#: The PLL output the board design runs from (``SB_PLL40_PAD`` on the 12 MHz oscillator:
+#: DIVR 0, DIVF 71, DIVQ 5, FILTER_RANGE 1 -> VCO 864 MHz / 32 = exactly 27 MHz, 27 clocks per
+#: bit at 1 Mbaud). Place and route reaches 30.6 - 31.7 MHz (nextpnr seeds, docs/fpga.md);
+#: 27 MHz keeps about 13 % slack while the engine's timing still moves; 30 MHz
+#: (``board_top(pll_mhz=30)``) passed in 7 of 8 runs.
+BOARD_PLL_MHZ = 27
+#: The clock frequency (MHz) of the default board build.
+BOARD_CLOCK_MHZ = 27.0
+
+
+def board_top(platform=None, *, config=None, pll_mhz=None, **kwargs):
+    """The default board design: :class:`BoardTop` with :data:`BOARD_CONFIG` at
+    :data:`BOARD_PLL_MHZ` (what ``python -m hw.build --target ice40 --top fpga`` builds).
+
+    Parameters
+    ----------
+    platform : str or Platform, optional
+        Accepted for symmetry with other top constructors; the platform is given to
+        ``platform.build`` by the caller (any iCE40 board of ``amaranth-boards``).
+    config : AccelConfig, optional
+        Overrides :data:`BOARD_CONFIG`.
+    pll_mhz : float, optional
+        Overrides :data:`BOARD_PLL_MHZ` (``0`` runs from the board clock without a PLL).
+    **kwargs
+        Passed to :class:`BoardTop` (``baud``, ``weight_depth``, ...).
+
+    Returns
+    -------
+    BoardTop
+    """
+    del platform
+    pll = BOARD_PLL_MHZ if pll_mhz is None else (pll_mhz or None)
+    return BoardTop(config=config or BOARD_CONFIG, pll_mhz=pll, **kwargs)
 
 
 def _default_engine(config):
@@ -246,8 +289,9 @@ class BoardTop(Elaboratable):
     baud : int
         UART line rate (default 1 Mbaud).
     pll_mhz : float, optional
-        If given, an ``SB_PLL40_CORE`` multiplies the board clock to (about) this frequency
-        and the design runs from it; default: the board clock itself (12 MHz on iCEBreaker).
+        If given, an ``SB_PLL40_PAD`` on the clock pin multiplies the board clock to (about)
+        this frequency and the design runs from it (held in reset until the PLL locks);
+        default: the board clock itself (12 MHz on iCEBreaker).
     weight_depth, act_rows, result_depth, memory_backend, engine_factory
         Passed to :class:`BoardCore`.
 
@@ -278,9 +322,8 @@ class BoardTop(Elaboratable):
         if self.pll_mhz is not None:
             p = ice40_pll_params(platform.default_clk_frequency / 1e6, self.pll_mhz)
             clk_in = platform.request(platform.default_clk, dir="-")
-            m.domains.sync = ClockDomain("sync")
+            m.domains.sync = cd_sync = ClockDomain("sync")
             lock = Signal()
-            pll_clk = Signal()
             m.submodules.pll = Instance(
                 "SB_PLL40_PAD",
                 p_FEEDBACK_PATH="SIMPLE",
@@ -288,12 +331,14 @@ class BoardTop(Elaboratable):
                 p_FILTER_RANGE=p["FILTER_RANGE"],
                 i_PACKAGEPIN=clk_in.io,
                 i_RESETB=1, i_BYPASS=0,
-                o_PLLOUTGLOBAL=pll_clk,
+                o_PLLOUTGLOBAL=cd_sync.clk,
                 o_LOCK=lock,
             )
             # hold the design in reset until the PLL has locked
-            m.d.comb += [ClockSignal("sync").eq(pll_clk), ResetSignal("sync").eq(~lock)]
-            platform.add_clock_constraint(pll_clk, clk_hz)
+            m.d.comb += ResetSignal("sync").eq(~lock)
+            # no explicit constraint: nextpnr-ice40 derives the PLL output's (clk_hz) from the
+            # board clock's and the PLL dividers ("Derived frequency constraint of 30.0 MHz");
+            # a named one would be lost, the clock net carries an arbitrary alias after flatten
         m.submodules.core = core = BoardCore(config=self.config, divisor=divisor,
                                              clk_hz=clk_hz, timeout=clk_hz // 10,
                                              **self._core_kw)

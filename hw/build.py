@@ -14,10 +14,12 @@ from amaranth.hdl import Elaboratable
 
 from model.accel import AccelConfig
 
+from .generic import GenericError
 from .report import UP5K, cell_summary, parse_nextpnr_report, parse_yosys_stat, write_report
 from .toolchain import ToolchainError, find_tool
 
-__all__ = ["PRESETS", "BuildError", "load_board", "build_ice40", "main"]
+__all__ = ["PRESETS", "DEFAULT_TOP", "BuildError", "load_board", "board_defaults", "build_ice40",
+           "build_generic", "generic_comparison", "compare", "energy_tables", "plot", "main"]
 
 #: Named configurations. ``up5k`` is the default build (see docs/build.md for how it was chosen).
 PRESETS = {
@@ -27,6 +29,22 @@ PRESETS = {
                         adder_stages=1),
 }
 TARGETS = ("ice40", "generic")
+#: Top built by ``python -m hw.build --target ice40`` without ``--top``.
+DEFAULT_TOP = "fpga"
+
+
+def board_defaults():
+    """The board top's configuration and clock from :mod:`fpga.top`, where it defines them.
+
+    Returns ``{"config": AccelConfig, "pll_mhz": float or None}``: ``BOARD_CONFIG`` (or
+    ``DEFAULT_CONFIG``) and ``BOARD_PLL_MHZ`` (or ``DEFAULT_PLL_MHZ``) of ``fpga.top`` if present,
+    else the ``up5k`` preset and the board clock.
+    """
+    from fpga import top as fpga_top
+    config = getattr(fpga_top, "BOARD_CONFIG", None) or getattr(fpga_top, "DEFAULT_CONFIG", None)
+    pll = getattr(fpga_top, "BOARD_PLL_MHZ", None) or getattr(fpga_top, "DEFAULT_PLL_MHZ", None)
+    return {"config": config if isinstance(config, AccelConfig) else PRESETS["up5k"],
+            "pll_mhz": pll}
 
 
 class BuildError(RuntimeError):
@@ -125,18 +143,23 @@ def make_dut(kind, config):
 
 
 def build_ice40(config, *, top="engine", board="icebreaker", out, freq_mhz=48.0,
-                allow_mul=False, use_dsp=True, unfit_ok=False, t0=None):
-    """Synthesize / place / route / pack ``top`` for ``board``; return the report dict."""
+                allow_mul=False, use_dsp=True, unfit_ok=False, t0=None, pll_mhz=None):
+    """Synthesize / place / route / pack ``top`` for ``board``; return the report dict.
+
+    ``pll_mhz`` is passed to :class:`fpga.top.BoardTop` (``top="fpga"`` only).
+    """
     t0 = time.monotonic() if t0 is None else t0
     platform = load_board(board)
     harness = None
+    clock_mhz = None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tools = {name: find_tool(name) for name in ("yosys", "nextpnr-ice40", "icepack")}
     _stage(f"elaborate {top} {config.rows}x{config.cols} for {board}", t0)
     if top == "fpga":
         from fpga.top import BoardTop
-        design = BoardTop(config=config)
+        design = BoardTop(config=config, pll_mhz=pll_mhz)
+        clock_mhz = design.clock_hz(platform) / 1e6
     else:
         design = _BoardHarness(make_dut(top, config))
         from amaranth.hdl import Value
@@ -149,7 +172,9 @@ def build_ice40(config, *, top="engine", board="icebreaker", out, freq_mhz=48.0,
                    "ff": in_bits + out_bits + 1, "lut4_approx": -(-(out_bits - 1) // 3)}
     plan = platform.build(design, name="top", build_dir=str(out), do_build=False,
                           synth_opts="-dsp" if use_dsp else "",
-                          script_after_read="hierarchy -top top; proc; "
+                          # opt_expr turns constant power-of-two multiplies (Amaranth's
+                          # word_select offsets) into shifts; real multipliers stay $mul
+                          script_after_read="hierarchy -top top; proc; opt_expr; "
                                             "tee -q -o stat_rtl.json stat -json",
                           script_after_synth="tee -q -o stat.json stat -json")
     plan.extract(str(out))
@@ -196,8 +221,11 @@ def build_ice40(config, *, top="engine", board="icebreaker", out, freq_mhz=48.0,
         "config": config.to_dict(),
         "device": device,
         "timing": {"fmax_mhz": fmax, "target_mhz": freq_mhz, "clocks": pnr["fmax_mhz"],
-                   "meets_48mhz": fmax >= 48.0},
+                   "meets_48mhz": fmax >= 48.0,
+                   **({"clock_mhz": clock_mhz, "meets_clock": fmax >= clock_mhz}
+                      if clock_mhz else {})},
         "throughput": {"macs_per_cycle": macs, "gops_at_fmax": 2 * macs * fmax / 1000,
+                       **({"gops_at_clock": 2 * macs * clock_mhz / 1000} if clock_mhz else {}),
                        "bits_per_trit": config.bits_per_trit,
                        "weight_bandwidth_mbyte_s": config.bytes_per_beat * fmax},
         "checks": {"sb_mac16": summary["SB_MAC16"], "rtl_mul_cells": muls},
@@ -210,7 +238,7 @@ def build_ice40(config, *, top="engine", board="icebreaker", out, freq_mhz=48.0,
     }
 
 
-def compare(config, *, board, out, freq_mhz, t0):
+def compare(config, *, board, out, freq_mhz, t0, generic=None):
     """Build the ternary array and the int8 baseline array of the same shape; return the table.
 
     The baseline maps its multipliers into SB_MAC16 when they fit (``rows * cols <= 8``), else
@@ -234,12 +262,16 @@ def compare(config, *, board, out, freq_mhz, t0):
             rows[name][f"pj_per_mac_{table}"] = energy_per_mac(
                 "ternary" if name == "ternary" else "int8", config.cols, table)
     rows["int8"]["fits_device"] = base["fits"]
+    if generic is not None:
+        for name in ("ternary", "int8"):
+            rows[name].update(_generic_row(generic[name]))
     rows["ratio_int8_over_ternary"] = {
         k: (rows["int8"][k] / rows["ternary"][k]
-            if rows["ternary"][k] and rows["int8"][k] is not None else None)
+            if rows["ternary"][k] and rows["int8"].get(k) is not None else None)
         for k in rows["ternary"]}
     rows["assumptions"] = [
-        f"both arrays {config.rows}x{config.cols} in the same serial-in/XOR-out harness",
+        f"both arrays {config.rows}x{config.cols} in the same serial-in/XOR-out harness "
+        "(iCE40 figures); generic gates and activity energy are of the bare arrays",
         "int8 multipliers in SB_MAC16" if use_dsp else
         f"int8 multipliers in LUTs ({macs} > {UP5K['SB_MAC16']} SB_MAC16)",
         "pJ/MAC: operation counts (hw.energy.mac_ops) x per-op energies; Horowitz 32-bit add/mult "
@@ -248,46 +280,302 @@ def compare(config, *, board, out, freq_mhz, t0):
     return rows
 
 
-def plot(out, table):
-    """Write ``comparison.png``: LUT4/FF/DSP and pJ per MAC, ternary vs int8."""
+def _generic_row(gen):
+    """Comparison-table fields of one side of :func:`generic_comparison`."""
+    area, act = gen["area"], gen.get("activity")
+    return {"gates": area["gates"], "gate_ff": area["flip_flops"],
+            "nand2_eq": area["nand2_equivalent"], "transistors": area["transistors"],
+            "pj_per_mac_activity": act["pj_per_mac"] if act else None}
+
+
+def _opcount_row(kind, config):
+    from .energy import ENERGY_TABLES, energy_per_mac
+    return {f"pj_per_mac_{table}": energy_per_mac(kind, config.cols, table)
+            for table in ENERGY_TABLES}
+
+
+def generic_comparison(config, *, out, activity=True, t0):
+    """Generic gates of the ternary array and the int8 baseline, and their activity energy.
+
+    Both arrays are synthesized to CMOS gates (:func:`hw.generic.synth_generic`); with
+    ``activity`` a real layer of the shipped model runs on both gate-level netlists (checked
+    against the golden model) and the toggles give pJ per MAC (:mod:`hw.generic`).
+    """
+    from . import generic
+    from .array import MacArray
+    from .baseline import Int8MacArray
+    from .gatesim import GateNetlist
+    out = Path(out)
+    result = {}
+    if activity:
+        _stage("activity: calibrate the unit energy (32-bit adder = Horowitz 0.1 pJ)", t0)
+        result["calibration"] = generic.calibrate_unit_energy(out / "calibration")
+        layers, source = generic.real_layers(act_bits=config.act_bits)
+        result["layers"] = layers  # numpy arrays, for engine_energy (not reported)
+        result["workload"] = {"source": source, "layers": {
+            name.split(".")[-2]: {"tokens": int(xq.shape[0]), "m": int(w.shape[0]),
+                                  "k": int(w.shape[1])} for name, (xq, w) in layers.items()}}
+    for name, cls in (("ternary", MacArray), ("int8", Int8MacArray)):
+        dut = cls.from_config(config)
+        _stage(f"generic gates: {name} array {config.rows}x{config.cols} (yosys abc -g cmos2)",
+               t0)
+        side = {"area": generic.synth_generic(dut, out / name)}
+        if activity:
+            _stage(f"activity: {name} array runs {len(layers)} layers on its gate netlist", t0)
+            net = GateNetlist((out / name / "generic.json").read_text())
+            per_layer = {}
+            try:
+                for layer, (xq, trits) in layers.items():
+                    per_layer[layer.split(".")[-2]] = generic.activity_energy(
+                        net, name, config, xq, trits, result["calibration"]["e_unit_pj"],
+                        dut.latency)
+            except generic.GenericError as exc:
+                raise BuildError(str(exc)) from None
+            total = {k: sum(r[k] for r in per_layer.values())
+                     for k in ("cycles", "useful_macs", "tiles_checked", "net_toggles",
+                               "data_units", "clock_units", "energy_pj", "data_pj", "clock_pj",
+                               "sim_seconds")}
+            total["pj_per_mac"] = total["energy_pj"] / total["useful_macs"]
+            total["checked_against_golden"] = all(r["checked_against_golden"]
+                                                  for r in per_layer.values())
+            side["activity"] = total
+            side["activity_layers"] = per_layer
+        result[name] = side
+    return result
+
+
+def engine_energy(config, netlist_path, gen, t0):
+    """Activity energy of the whole engine (gate netlist ``netlist_path``) on the layers of
+    ``gen`` (from :func:`generic_comparison`) that fit ``config``; ``None`` if none fits."""
+    from . import generic
+    from .gatesim import GateNetlist
+    layers = {name: v for name, v in gen["layers"].items()
+              if v[0].shape[1] <= config.max_k and v[1].shape[0] <= config.max_m}
+    if not layers:
+        return None
+    _stage(f"activity: engine runs {len(layers)} layers on its gate netlist", t0)
+    net = GateNetlist(Path(netlist_path).read_text())
+    per_layer = {}
+    try:
+        for name, (xq, trits) in layers.items():
+            per_layer[name.split(".")[-2]] = generic.engine_activity(
+                net, config, xq, trits, gen["calibration"]["e_unit_pj"])
+    except generic.GenericError as exc:
+        raise BuildError(str(exc)) from None
+    total = {k: sum(r[k] for r in per_layer.values())
+             for k in ("cycles", "useful_macs", "results_checked", "net_toggles", "data_pj",
+                       "clock_pj", "memory_reads", "memory_writes", "memory_pj", "energy_pj",
+                       "sim_seconds")}
+    total["logic_pj_per_mac"] = (total["data_pj"] + total["clock_pj"]) / total["useful_macs"]
+    total["pj_per_mac"] = total["energy_pj"] / total["useful_macs"]
+    total["checked_against_golden"] = True
+    return {"total": total, "layers": per_layer}
+
+
+def _model_layers():
+    """``[(short name, M, K, count)]`` of the shipped model's BitLinear layers, or ``None``."""
+    from .generic import _checkpoint_path
+    path = _checkpoint_path()
+    if not path.exists():
+        return None
+    from model import checkpoint
+    ck = checkpoint.load(path)
+    shapes = {}
+    for name, t in ck.ternary.items():
+        short = name.split(".")[-2]
+        m, k = t.trits.shape
+        key = (short, int(m), int(k))
+        shapes[key] = shapes.get(key, 0) + 1
+    return [(short, m, k, n) for (short, m, k), n in shapes.items()]
+
+
+def energy_tables(config, table, measured=None, engine=None):
+    """The ``energy`` summary and ``energy_per_layer`` sections from a comparison table.
+
+    Per-MAC energies (op-count per table, activity-based when measured) times the MACs of each
+    BitLinear layer of the shipped model; ``per token`` sums every BitLinear layer once.
+    ``measured`` (``{kind: {projection: pJ/MAC}}``, from the activity runs of block 0) replaces
+    the average activity pJ/MAC for the projections it names, in every block. ``engine``
+    (``{projection: pJ/MAC}`` of the whole engine with its memory) adds an ``engine_activity``
+    column.
+    """
+    methods = [k.removeprefix("pj_per_mac_") for k in table["ternary"]
+               if k.startswith("pj_per_mac_") and table["ternary"][k] is not None]
+    summary = {}
+    for method in methods:
+        t, i = table["ternary"][f"pj_per_mac_{method}"], table["int8"][f"pj_per_mac_{method}"]
+        summary[f"pj_per_mac_{method}"] = {"ternary": t, "int8": i,
+                                           "int8_over_ternary": i / t if t and i else None}
+    layers = _model_layers()
+    per_layer = {}
+    if layers:
+        total = {}
+        for short, m, k, n in layers:
+            row = {"M": m, "K": k, "count": n, "macs": m * k}
+            for method in methods:
+                for kind in ("ternary", "int8"):
+                    pj = table[kind][f"pj_per_mac_{method}"]
+                    if method == "activity" and measured and short in measured.get(kind, {}):
+                        pj = measured[kind][short]
+                    row[f"{kind}_{method}_pj"] = m * k * pj if pj is not None else None
+                    total[f"{kind}_{method}_pj"] = total.get(f"{kind}_{method}_pj", 0.0) + (
+                        n * m * k * pj if pj is not None else 0.0)
+            if engine and short in engine:
+                row["engine_activity_pj"] = m * k * engine[short]
+                total["engine_activity_pj"] = total.get("engine_activity_pj", 0.0) + (
+                    n * m * k * engine[short])
+            per_layer[short] = row
+        total["macs"] = sum(n * m * k for _s, m, k, n in layers)
+        total["count"] = sum(n for *_x, n in layers)
+        per_layer["per token (all BitLinear layers)"] = total
+    return summary, per_layer
+
+
+def plot(out, table, generic=None, engine=None):
+    """Write ``comparison.png``: area and energy breakdown, ternary vs int8 array.
+
+    Panels: iCE40 cells (when built for the device), generic CMOS area by cell type (when
+    ``generic`` is given), energy per MAC by method (activity-based split into data and clock;
+    with ``engine``, the totals of :func:`engine_energy`, a bar of the whole ternary engine split
+    into logic and activation memory).
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    keys = ["LUT4", "FF", "SB_MAC16"]
-    for i, name in enumerate(("ternary", "int8")):
-        axes[0].bar([x + 0.4 * i for x in range(len(keys))], [table[name][k] for k in keys],
-                    width=0.4, label=name)
-        ekeys = [k for k in table[name] if k.startswith("pj_per_mac")]
-        axes[1].bar([x + 0.4 * i for x in range(len(ekeys))], [table[name][k] for k in ekeys],
-                    width=0.4, label=name)
-    axes[0].set_xticks([x + 0.2 for x in range(len(keys))], keys)
-    axes[0].set_title("area (cells)")
-    axes[1].set_xticks([x + 0.2 for x in range(len(ekeys))],
-                       [k.removeprefix("pj_per_mac_") for k in ekeys])
-    axes[1].set_title("energy per MAC (pJ, op-count model)")
-    for ax in axes:
-        ax.legend()
+    kinds = ("ternary", "int8")
+    panels = (["ice40"] if "LUT4" in table["ternary"] else []) + (
+        ["gates"] if generic else []) + ["energy"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.4), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        if panel == "ice40":
+            keys = ["LUT4", "FF", "SB_MAC16"]
+            for i, name in enumerate(kinds):
+                ax.bar([x + 0.4 * i for x in range(len(keys))],
+                       [table[name][k] for k in keys], width=0.4, label=name)
+            ax.set_xticks([x + 0.2 for x in range(len(keys))], keys)
+            ax.set_title("iCE40 cells")
+        elif panel == "gates":
+            # stacked transistors per cell type
+            types = sorted({t for k in kinds for t in generic[k]["area"]["cells"]
+                            if t != "$mem_v2"})
+            from .generic import CMOS_TRANSISTORS
+            for i, name in enumerate(kinds):
+                bottom = 0.0
+                for t in types:
+                    n = generic[name]["area"]["cells"].get(t, 0) * CMOS_TRANSISTORS[t] / 1000
+                    ax.bar(i, n, bottom=bottom, width=0.6, color=f"C{types.index(t)}",
+                           label=t.strip("$_") if i == 0 else None)
+                    bottom += n
+            ax.set_xticks(range(len(kinds)), kinds)
+            ax.set_title("CMOS transistors (thousands)")
+        else:
+            methods = [k for k in table["ternary"] if k.startswith("pj_per_mac")
+                       and table["ternary"][k] is not None]
+            for i, name in enumerate(kinds):
+                xs = [x + 0.4 * i for x in range(len(methods))]
+                vals = [table[name][k] for k in methods]
+                if generic and generic[name].get("activity"):
+                    act = generic[name]["activity"]
+                    j = methods.index("pj_per_mac_activity")
+                    clock = act["clock_pj"] / act["useful_macs"]
+                    vals[j] -= clock
+                    ax.bar(xs[j], clock, bottom=vals[j], width=0.4, color="0.6",
+                           label="clock (activity)" if i == 0 else None)
+                ax.bar(xs, vals, width=0.4, label=name, color=f"C{i}")
+            labels = [k.removeprefix("pj_per_mac_") for k in methods]
+            if engine:
+                x = len(methods)
+                logic = engine["logic_pj_per_mac"]
+                mem = engine["memory_pj"] / engine["useful_macs"]
+                ax.bar(x, logic, width=0.4, color="C0")
+                ax.bar(x, mem, bottom=logic, width=0.4, color="C2",
+                       label="engine act. SRAM (10 pJ/64 b)")
+                ax.set_yscale("log")
+                labels.append("engine")
+            ax.set_xticks([x + 0.2 for x in range(len(labels))], labels)
+            ax.set_title("energy per MAC (pJ" + (", log)" if engine else ")"))
+        if panel == "energy":
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
+        else:
+            ax.legend(fontsize=7)
+    fig.suptitle("ternary array vs int8 multiply-accumulate array, same shape", fontsize=9)
     fig.tight_layout()
     fig.savefig(Path(out) / "comparison.png", dpi=100)
     plt.close(fig)
 
 
+def build_generic(config, *, top="engine", out, t0=None):
+    """``--target generic``: the gate-level area of ``top`` without a device; the report dict."""
+    from .generic import GenericError, synth_generic
+    t0 = time.monotonic() if t0 is None else t0
+    if top == "fpga":
+        raise BuildError("top 'fpga' needs a device (--target ice40); generic tops: engine, "
+                         "array, baseline")
+    _stage(f"generic gates: {top} {config.rows}x{config.cols} (yosys abc -g cmos2)", t0)
+    try:
+        area = synth_generic(make_dut(top, config), Path(out) / f"generic_{top}")
+    except GenericError as exc:
+        raise BuildError(str(exc)) from None
+    if top != "baseline" and area["rtl_mul_cells"]:
+        raise BuildError(f"multiplier check failed: {area['rtl_mul_cells']} $mul/$macc cells "
+                         "in the ternary RTL")
+    return {"title": f"{top} {config.rows}x{config.cols}, generic CMOS gates (no device)",
+            "config": config.to_dict(),
+            "generic": _area_section(area),
+            "throughput": {"macs_per_cycle": config.rows * config.cols,
+                           "bits_per_trit": config.bits_per_trit,
+                           "weight_bytes_per_cycle": config.bytes_per_beat},
+            "checks": {"rtl_mul_cells": area["rtl_mul_cells"]},
+            "assumptions": [GENERIC_NOTE]}
+
+
+#: How the generic area is counted (goes into every report that has it).
+GENERIC_NOTE = ("generic area: yosys synth + dfflegalize $_DFF_P_ + abc -g cmos2 (NAND2/NOR2/NOT, "
+                "D flip-flops); transistors = yosys stat -tech cmos (kernel/cost.h: NOT 2, "
+                "NAND2 4, NOR2 4, DFF 16); NAND2-equivalent = transistors / 4; memories kept "
+                "as $mem_v2 and counted in bits, not gates")
+
+
+def _area_section(area):
+    flat = {k: v for k, v in area.items() if k not in ("cells", "transistors_per_cell")}
+    flat["cells"] = area["cells"]
+    return flat
+
+
+def _activity_notes(gen):
+    cal = gen["calibration"]
+    return [
+        f"activity workload: {gen['workload']['source']}; every accumulator of the gate-level "
+        "runs equals model.bitlinear.ternary_matmul",
+        f"activity energy: E = e_unit * (sum over nets of toggles * (fanout + 1) + 2 * FFs * "
+        f"cycles); e_unit = {cal['e_unit_pj'] * 1000:.4g} fJ per unit-load toggle, calibrated "
+        f"so a {cal['adder_bits']}-bit adder (same flow, random operands, "
+        f"{cal['units_per_add']:.0f} unit toggles per add) costs {cal['source']}; zero-delay "
+        "(no glitches), no clock tree, no wires beyond one unit load per net; activity figures "
+        "are of the bare arrays (no decoder / buffers) and the int8 baseline runs the same "
+        "ternary weights as int8 values",
+    ]
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m hw.build", description=__doc__.splitlines()[0])
-    p.add_argument("--target", default="ice40")
+    p.add_argument("--target", default="ice40", help=f"one of {', '.join(TARGETS)}")
     p.add_argument("--board", default="icebreaker")
-    p.add_argument("--top", default="engine", choices=("engine", "array", "baseline", "fpga"))
-    p.add_argument("--preset", default="up5k", choices=sorted(PRESETS))
+    p.add_argument("--top", default=None, choices=("engine", "array", "baseline", "fpga"),
+                   help=f"design to build (default {DEFAULT_TOP} for ice40, engine for generic)")
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS))
     p.add_argument("--config", type=Path, help="AccelConfig JSON file (overrides --preset)")
     p.add_argument("--rows", type=int)
     p.add_argument("--cols", type=int)
     p.add_argument("--act-bits", type=int)
     p.add_argument("--packing")
-    p.add_argument("--freq", type=float, default=48.0, help="nextpnr target MHz")
+    p.add_argument("--freq", type=float, default=None,
+                   help="nextpnr target MHz (default 48; top fpga: the board top's clock)")
     p.add_argument("--out", type=Path, help="report folder (default build/<target>)")
     p.add_argument("--no-compare", action="store_true",
-                   help="skip the ternary-array vs int8-baseline comparison builds")
+                   help="skip the ternary-array vs int8-baseline comparison")
+    p.add_argument("--no-activity", action="store_true",
+                   help="skip the gate-level activity (switching) energy runs")
     return p.parse_args(argv)
 
 
@@ -298,36 +586,142 @@ def main(argv=None):
     try:
         if args.target not in TARGETS:
             raise BuildError(f"unknown target {args.target!r}; known: {', '.join(TARGETS)}")
-        config = (AccelConfig.from_json(args.config.read_text()) if args.config
-                  else PRESETS[args.preset])
+        top = args.top or (DEFAULT_TOP if args.target == "ice40" else "engine")
+        board_cfg = board_defaults() if top == "fpga" else None
+        if args.config:
+            config = AccelConfig.from_json(args.config.read_text())
+        elif args.preset:
+            config = PRESETS[args.preset]
+        else:
+            config = board_cfg["config"] if board_cfg else PRESETS["up5k"]
         changes = {k: v for k, v in (("rows", args.rows), ("cols", args.cols),
                                      ("act_bits", args.act_bits), ("packing", args.packing))
                    if v is not None}
         config = config.replace(**changes) if changes else config
         out = args.out or Path("build") / args.target
-        if args.target != "ice40":
-            raise BuildError(f"target {args.target!r} is not implemented yet")
-        report = build_ice40(config, top=args.top, board=args.board, out=out,
-                             freq_mhz=args.freq, allow_mul=args.top == "baseline", t0=t0)
-        if not args.no_compare and args.top != "baseline":
-            report["comparison"] = compare(config, board=args.board, out=out,
-                                           freq_mhz=args.freq, t0=t0)
-            plot(out, report["comparison"])
+        core = "engine" if top == "fpga" else top
+        if args.target == "generic":
+            report = build_generic(config, top=top, out=out, t0=t0)
+        else:
+            freq = args.freq or (float(board_cfg["pll_mhz"]) if board_cfg and
+                                 board_cfg["pll_mhz"] else 48.0)
+            report = build_ice40(config, top=top, board=args.board, out=out,
+                                 freq_mhz=freq, allow_mul=top == "baseline", t0=t0,
+                                 pll_mhz=board_cfg["pll_mhz"] if board_cfg else None)
+            if report.get("fits", True):
+                gen_top = build_generic(config, top=core, out=out, t0=t0)
+                report["generic"] = gen_top["generic"]
+                report.setdefault("assumptions", []).append(
+                    GENERIC_NOTE + (" (top fpga: the engine, without UART/link/memories)"
+                                    if top == "fpga" else ""))
+        if not args.no_compare and top != "baseline":
+            from . import generic
+            gen = generic_comparison(config, out=out / "generic", activity=not args.no_activity,
+                                     t0=t0)
+            if args.target == "ice40":
+                table = compare(config, board=args.board, out=out, freq_mhz=args.freq or 48.0,
+                                t0=t0,
+                                generic=gen)
+            else:
+                table = {name: {**_generic_row(gen[name]), **_opcount_row(name, config)}
+                         for name in ("ternary", "int8")}
+                table["ratio_int8_over_ternary"] = {
+                    k: (table["int8"][k] / v if v and table["int8"][k] is not None else None)
+                    for k, v in table["ternary"].items()}
+            notes = table.pop("assumptions", [])
+            report["comparison"] = table
+            measured = ({name: {short: r["pj_per_mac"]
+                                for short, r in gen[name]["activity_layers"].items()}
+                         for name in ("ternary", "int8")} if "activity" in gen["ternary"]
+                        else None)
+            eng = None
+            if measured and core == "engine":
+                eng = engine_energy(config, out / "generic_engine" / "generic.json", gen, t0)
+            report["energy"], report["energy_per_layer"] = energy_tables(
+                config, table, measured,
+                {k: r["pj_per_mac"] for k, r in eng["layers"].items()} if eng else None)
+            if eng:
+                t = eng["total"]
+                report["energy"]["engine_pj_per_mac_activity"] = {
+                    "ternary": t["pj_per_mac"], "logic_only": t["logic_pj_per_mac"],
+                    "memory_share": t["memory_pj"] / t["energy_pj"]}
+                report["engine_activity"] = t
+                notes.append(
+                    "engine activity: the whole BitLinearEngine gate netlist runs the same layers "
+                    "through its streams (cmd, act, one weight pass per token, result), results "
+                    "checked == golden; energy = gate toggles as above + memory accesses at "
+                    f"{generic.SRAM_PJ_PER_64BIT} pJ per 64 bits (Horowitz 45 nm 8 KB SRAM, NOT "
+                    "verified, not scaled to the 1 KB buffer); the weight stream's source "
+                    "(SPRAM, host link) is outside the engine and not counted")
+            if measured:
+                report["activity"] = {
+                    name: {k: v for k, v in gen[name]["activity"].items()}
+                    for name in ("ternary", "int8")}
+                report["activity_per_layer"] = {
+                    short: {f"{name}_{k}": gen[name]["activity_layers"][short][k]
+                            for name in ("ternary", "int8")
+                            for k in ("pj_per_mac", "energy_pj", "cycles")}
+                    for short in gen["ternary"]["activity_layers"]}
+                if eng:
+                    for short, r in eng["layers"].items():
+                        report["activity_per_layer"][short].update({
+                            "engine_pj_per_mac": r["pj_per_mac"],
+                            "engine_logic_pj_per_mac": r["logic_pj_per_mac"],
+                            "engine_cycles": r["cycles"]})
+                report["activity_calibration"] = dict(gen["calibration"])
+                notes += _activity_notes(gen)
+            notes.append("pJ/MAC op-count: hw.energy.mac_ops x per-op energies; Horowitz 45 nm "
+                         "32-bit add 0.1 / mult 3.1 pJ verified, 8-bit add 0.03 / mult 0.2 pJ "
+                         "and BitNet b1.58 7 nm values NOT verified")
+            if report.get("energy_per_layer"):
+                notes.append("energy per layer: pJ/MAC x M*K of each BitLinear projection of "
+                             "model/data/bitnet_kjv.npz (lm_head is not ternary: not counted); "
+                             "activity pJ/MAC as measured on the same projection of block 0")
+            report.setdefault("assumptions", []).extend(notes)
+            plot(out, table, gen, eng["total"] if eng else None)
         write_report(out, report)
-    except (BuildError, ToolchainError, ValueError, TypeError, OSError) as exc:
+    except (BuildError, GenericError, ToolchainError, ValueError, TypeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     _stage("done", t0)
-    d, t = report["device"], report["timing"]
-    def used(k):
-        return d[k]["used"] if isinstance(d[k], dict) else d[k]
-    print(f"{'MACs/cycle':>12} {'LUT4':>6} {'FF':>6} {'EBR':>4} {'DSP':>4} {'Fmax MHz':>9} "
-          f"{'GOPS':>7}")
-    print(f"{report['throughput']['macs_per_cycle']:>12} {used('LUT4'):>6} {used('FF'):>6} "
-          f"{used('EBR'):>4} {used('SB_MAC16'):>4} {t['fmax_mhz']:>9.1f} "
-          f"{report['throughput']['gops_at_fmax']:>7.2f}")
+    print(summary_table(report))
     print(f"report: {out / 'report.md'}")
     return 0
+
+
+def summary_table(report):
+    """The short summary printed at the end of a build (ternary top and comparison)."""
+    lines = []
+    d, t = report.get("device"), report.get("timing", {})
+    g = report.get("generic", {})
+    if d:
+        def used(k):
+            return d[k]["used"] if isinstance(d[k], dict) else d[k]
+        fmax = t.get("fmax_mhz")
+        gops = report["throughput"].get("gops_at_fmax")
+        lines.append(f"{'MACs/cycle':>10} {'LUT4':>6} {'FF':>6} {'EBR':>4} {'SPRAM':>5} "
+                     f"{'DSP':>4} {'Fmax MHz':>9} {'GOPS':>6} {'NAND2-eq':>9} {'transistors':>11}")
+        lines.append(f"{report['throughput']['macs_per_cycle']:>10} {used('LUT4'):>6} "
+                     f"{used('FF'):>6} {used('EBR'):>4} {used('SPRAM'):>5} {used('SB_MAC16'):>4} "
+                     f"{fmax if fmax is None else round(fmax, 1)!s:>9} "
+                     f"{gops if gops is None else round(gops, 2)!s:>6} "
+                     f"{g.get('nand2_equivalent', '-')!s:>9} {g.get('transistors', '-')!s:>11}")
+    elif g:
+        lines.append(f"{report['throughput']['macs_per_cycle']} MACs/cycle, {g['gates']} gates, "
+                     f"{g['flip_flops']} FF, {g['nand2_equivalent']} NAND2-eq, "
+                     f"{g['transistors']} transistors, {g['memory_bits']} memory bits")
+    comp = report.get("comparison")
+    if comp:
+        keys = [k for k in ("LUT4", "FF", "SB_MAC16", "fmax_mhz", "gops", "nand2_eq",
+                            "transistors", "pj_per_mac_horowitz45", "pj_per_mac_bitnet7",
+                            "pj_per_mac_activity") if k in comp["ternary"]]
+        lines.append("array comparison " + " | ".join(f"{k}" for k in keys))
+        for name in ("ternary", "int8", "ratio_int8_over_ternary"):
+            vals = [comp[name].get(k) for k in keys]
+            lines.append(f"{name[:8]:>8}: " + " | ".join(
+                "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+                for v in vals))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ for ``tokens`` tokens per command. Ports and formats: ``docs/architecture.md`` s
 timing: ``docs/hardware.md`` and :func:`model.accel_cycles.cycles`.
 """
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -14,7 +14,15 @@ from model.accel import AccelConfig
 
 from ._util import validated
 from .array import MacArray
-from .decoder import WeightDecoder
+from .decoder import (
+    DECODE_STEPS,
+    ENGINE_PRE_STEPS,
+    decode_steps,
+    initial_state,
+    state_bad,
+    state_trits,
+)
+from .trit import Trit
 
 __all__ = ["BitLinearEngine", "CmdLayout", "ResultLayout"]
 
@@ -35,6 +43,12 @@ class BitLinearEngine(wiring.Component):
     results are not all out by the time the next tile completes (``ceil(K/C) < rows``), or on
     stream stalls / result backpressure.
 
+    Timing (for 48 MHz on the iCE40 UP5K, see ``docs/hardware.md``): a command is range-checked
+    in its transfer cycle and starts in the next; weight beats pass a one-beat input buffer
+    (the first ``tq1`` decoding step before it) and an issue register (the remaining decoding
+    steps and the masked activation chunk) before the array. Cycle counts:
+    :func:`model.accel_cycles.cycles`.
+
     Parameters
     ----------
     config : AccelConfig
@@ -50,13 +64,15 @@ class BitLinearEngine(wiring.Component):
         ``ceil(k / cols)`` activation chunks per token; lanes ``>= k`` of the last are ignored.
     weights : In(stream.Signature(ArrayLayout(unsigned(8), bytes_per_beat)))
         Packed weight beats in the order of ``docs/architecture.md`` section 4, one pass per token.
+        Taken only while a command runs (from the cycle after its ``cmd`` transfer on).
     result : Out(stream.Signature(ResultLayout))
         ``m`` accumulators per token in row order, ``last`` set on the token's final row.
     error : Out(1)
-        Sticky: an invalid weight code or an unfit command was seen. Cleared only by reset.
+        Sticky: an invalid weight code (in a beat the engine issued) or an unfit command was
+        seen. Cleared only by reset.
     busy : Out(1)
         A command is in progress (from the cycle after its ``cmd`` transfer through its final
-        ``result`` transfer).
+        ``result`` transfer; never for a dropped command).
     """
 
     @validated
@@ -79,24 +95,35 @@ class BitLinearEngine(wiring.Component):
         return self._config
 
     @property
+    def issue_latency(self):
+        """Registers between the issue of a beat and the MAC array: 1 (the issue stage).
+
+        The issue stage finishes decoding the beat (the ``tq1`` digits not decoded before the
+        input buffer) and registers it together with the masked activation chunk, so neither the
+        decoder nor the activation memory feeds the array's adders combinationally.
+        """
+        return 1
+
+    @property
     def array_latency(self):
         """Cycles from a beat entering the MAC array to its effect in the accumulators."""
         return self._config.adder_stages + 1
 
     @property
     def latency(self):
-        """Cycles from the transfer of a row tile's last weight beat to its first result valid.
+        """Cycles from the issue of a row tile's last weight beat to its first result valid.
 
-        The beat enters the array in the cycle of its transfer out of the decoder register,
-        is accumulated ``array_latency`` cycles later and copied to the drain bank one cycle
-        after that.
+        A beat is issued (``fire``) in the cycle it leaves the input buffer, enters the array
+        ``issue_latency`` cycles later, is accumulated ``array_latency`` cycles after that and
+        copied to the drain bank one cycle later; equals ``model.accel_cycles.pipeline_latency
+        + 1``.
         """
-        return self.array_latency + 1
+        return self.issue_latency + self.array_latency + 1
 
     @property
     def pipeline_depth(self):
-        """Registers from a ``weights`` transfer to a ``result``: decoder + array + drain."""
-        return 1 + self.array_latency + 1
+        """Registers from a ``weights`` transfer to a ``result``: buffer + issue + array + drain."""
+        return 1 + self.issue_latency + self.array_latency + 1
 
     @property
     def act_depth(self):
@@ -108,13 +135,19 @@ class BitLinearEngine(wiring.Component):
         R, C = cfg.rows, cfg.cols
         m = Module()
 
-        m.submodules.decoder = dec = WeightDecoder.from_config(cfg)
-        wiring.connect(m, wiring.flipped(self.weights), dec.packed)
         m.submodules.array = arr = MacArray.from_config(cfg)
         m.submodules.act_mem = act_mem = Memory(
             shape=data.ArrayLayout(signed(cfg.act_bits), C), depth=self.act_depth, init=[])
         act_wr = act_mem.write_port()
         act_rd = act_mem.read_port(transparent_for=(act_wr,))
+
+        # -- weight input buffer: one beat, the first ENGINE_PRE_STEPS decoding steps done -------
+        pre_steps = ENGINE_PRE_STEPS[cfg.packing]
+        raw = initial_state(m, cfg.packing, self.weights.payload, name="w_raw")
+        pre = decode_steps(m, cfg.packing, raw, 0, pre_steps, name="w_pre")
+        buf = Signal(pre.shape(), name="w_buf")
+        buf_valid = Signal()
+        dec_error = Signal()
 
         # -- command and sequencer state --------------------------------------------------------
         cmd_error = Signal()
@@ -127,62 +160,82 @@ class BitLinearEngine(wiring.Component):
         tok_left = Signal(16)
         kt = Signal(range(self.act_depth))
         use_stream = Signal()            # first row tile: activations come from the act stream
-        m.d.comb += [
-            self.busy.eq(busy),
-            self.error.eq(cmd_error | dec.error),
-            self.cmd.ready.eq(~busy),
-        ]
+        # registered flags (no wide comparison between a counter and `fire`):
+        last_k = Signal()                # k_left <= C: the current beat ends its row tile
+        last_m = Signal()                # m_left <= R: the current row tile ends its token
+        last_tok = Signal()              # tok_left == 1
+        k_single = Signal()              # K <= C
+        m_single = Signal()              # M <= R
+        # A command is range-checked in the cycle of its transfer (the check only reaches the
+        # `cmd_bad` and `busy` registers) and starts in the next one (`starting`): a good command
+        # then begins to issue, a bad one is dropped and shows `error`. So no wide comparison
+        # reaches the issue logic; it costs one cycle per command (``START_LATENCY``).
+        starting = Signal()
+        cmd_bad = Signal()
+        with m.If(starting):
+            m.d.sync += [starting.eq(0), issuing.eq(~cmd_bad)]
+            with m.If(cmd_bad):
+                m.d.sync += cmd_error.eq(1)
         with m.If(self.cmd.valid & self.cmd.ready):
             p = self.cmd.payload
             bad = ((p.m == 0) | (p.m > cfg.max_m) | (p.k == 0) | (p.k > cfg.max_k)
                    | (p.tokens == 0))
-            with m.If(bad):
-                m.d.sync += cmd_error.eq(1)
-            with m.Else():
-                m.d.sync += [
-                    busy.eq(1), issuing.eq(1),
-                    m_size.eq(p.m), k_size.eq(p.k),
-                    m_left.eq(p.m), k_left.eq(p.k), tok_left.eq(p.tokens),
-                    kt.eq(0), use_stream.eq(1),
-                ]
+            m.d.sync += [
+                cmd_bad.eq(bad), busy.eq(~bad), starting.eq(1),
+                m_size.eq(p.m), k_size.eq(p.k),
+                m_left.eq(p.m), k_left.eq(p.k), tok_left.eq(p.tokens),
+                kt.eq(0), use_stream.eq(1),
+                last_k.eq(p.k <= C), k_single.eq(p.k <= C),
+                last_m.eq(p.m <= R), m_single.eq(p.m <= R),
+                last_tok.eq(p.tokens == 1),
+            ]
+
+        m.d.comb += [
+            self.busy.eq(busy),
+            self.error.eq(cmd_error | (starting & cmd_bad) | dec_error),
+            self.cmd.ready.eq(~busy),
+        ]
 
         # -- issue: one weight beat (and, in the first row tile, one act chunk) per cycle -------
         en = Signal()                    # the array pipeline advances
         fire = Signal()                  # a beat enters the array this cycle
-        last_k = Signal()
-        last_m = Signal()
-        last_tok = Signal()
         m.d.comb += [
-            last_k.eq(k_left <= C),
-            last_m.eq(m_left <= R),
-            last_tok.eq(tok_left == 1),
-            fire.eq(issuing & en & dec.trits.valid & (~use_stream | self.act.valid)),
-            dec.trits.ready.eq(fire),
+            fire.eq(issuing & en & buf_valid & (~use_stream | self.act.valid)),
+            # the buffer fills only once a good command has started, so the weight stream of a
+            # command always starts in its start cycle (nothing taken early, no gap after beat 0)
+            self.weights.ready.eq(fire | (~buf_valid & (issuing | (starting & ~cmd_bad)))),
             self.act.ready.eq(fire & use_stream),
         ]
-        kt_next = Signal.like(kt)
-        m.d.comb += kt_next.eq(kt)
+        with m.If(self.weights.ready):
+            m.d.sync += [buf_valid.eq(self.weights.valid), buf.eq(pre)]
         with m.If(fire):
             with m.If(last_k):
-                m.d.comb += kt_next.eq(0)
-                m.d.sync += [kt.eq(0), k_left.eq(k_size)]
+                m.d.sync += [kt.eq(0), k_left.eq(k_size), last_k.eq(k_single)]
                 with m.If(last_m):
-                    m.d.sync += [m_left.eq(m_size), use_stream.eq(1), tok_left.eq(tok_left - 1)]
+                    m.d.sync += [m_left.eq(m_size), last_m.eq(m_single), use_stream.eq(1),
+                                 tok_left.eq(tok_left - 1), last_tok.eq(tok_left == 2)]
                     with m.If(last_tok):
                         m.d.sync += issuing.eq(0)
                 with m.Else():
-                    m.d.sync += [m_left.eq(m_left - R), use_stream.eq(0)]
+                    m.d.sync += [m_left.eq(m_left - R), last_m.eq(m_left <= (R << 1)),
+                                 use_stream.eq(0)]
             with m.Else():
-                m.d.comb += kt_next.eq(kt + 1)
-                m.d.sync += [kt.eq(kt + 1), k_left.eq(k_left - C)]
+                m.d.sync += [kt.eq(kt + 1), k_left.eq(k_left - C), last_k.eq(k_left <= (C << 1))]
 
-        # activation buffer: written during the first row tile, read (addressed one cycle ahead,
-        # transparent for the same-cycle write) during the others
+        # activation buffer: written during the first row tile, read during the others.
+        # The write is not gated by `fire`: during the first row tile, address `kt` is written
+        # every cycle with whatever `act` presents; the last write before `kt` moves on is the
+        # one of the issue cycle, with the chunk the beat used (earlier writes are overwritten,
+        # and no address is read before the first row tile has rewritten it).
+        # The read port is enabled by `fire` and addressed with the chunk after the current one,
+        # so its data is the next beat's chunk (transparent for the same-cycle write when
+        # K <= C) and `fire` does not reach the address.
         m.d.comb += [
             act_wr.addr.eq(kt),
             act_wr.data.eq(self.act.payload),
-            act_wr.en.eq(fire & use_stream),
-            act_rd.addr.eq(kt_next),
+            act_wr.en.eq(use_stream),
+            act_rd.addr.eq(Mux(last_k, 0, kt + 1)),
+            act_rd.en.eq(fire),
         ]
         chunk = Signal(data.ArrayLayout(signed(cfg.act_bits), C))
         m.d.comb += chunk.eq(Mux(use_stream, self.act.payload, act_rd.data))
@@ -192,56 +245,87 @@ class BitLinearEngine(wiring.Component):
         for c in range(C):
             m.d.comb += x[c].eq(Mux(~last_k | (k_low > c), chunk[c], 0))
 
-        m.d.comb += [
-            arr.en.eq(en),
-            arr.valid.eq(fire),
-            arr.first.eq(kt == 0),
-            arr.x.eq(x),
-            arr.trits.eq(dec.trits.payload),
-        ]
+        # -- issue stage: the rest of the decoding, one register (with the activations) -------
+        post = decode_steps(m, cfg.packing, buf, pre_steps, DECODE_STEPS[cfg.packing],
+                            name="w_post")
+        trits_r = Signal(data.ArrayLayout(Trit, cfg.trits_per_beat))
+        bad_r = Signal(cfg.bytes_per_beat)
+        x_r = Signal.like(x)
+        first_r = Signal()
+        with m.If(en):
+            m.d.sync += [
+                trits_r.eq(Cat(*state_trits(post, cfg.trits_per_beat))),
+                bad_r.eq(state_bad(post)),
+                x_r.eq(x),
+                first_r.eq(kt == 0),
+            ]
 
-        # -- tags travelling alongside the array pipeline ---------------------------------------
+        # -- tags travelling alongside the issue stage and the array pipeline -------------------
         tag_layout = data.StructLayout({
             "valid": 1, "last_k": 1, "last_m": 1, "final": 1, "rows": range(R + 1)})
+        # `last_k` is only used together with `valid`, so the tag carries `valid & last_k`
         tag = Signal(tag_layout)
         m.d.comb += [
             tag.valid.eq(fire),
-            tag.last_k.eq(last_k),
+            tag.last_k.eq(fire & last_k),
             tag.last_m.eq(last_m),
             tag.final.eq(last_k & last_m & last_tok),
             tag.rows.eq(Mux(last_m, m_left, R)),
         ]
-        for stage in range(self.array_latency):
+        stage_tag = None
+        for stage in range(self.issue_latency + self.array_latency):
             nxt = Signal(tag_layout, name=f"tag{stage}")
             with m.If(en):
                 m.d.sync += nxt.eq(tag)
             tag = nxt
+            if stage == 0:
+                stage_tag = tag
         tail = tag                       # describes the beat now reflected in arr.acc
+
+        m.d.comb += [
+            arr.en.eq(en),
+            arr.valid.eq(stage_tag.valid),
+            arr.first.eq(first_r),
+            arr.x.eq(x_r),
+            arr.trits.eq(trits_r),
+        ]
+        # an invalid byte is flagged (two cycles) after its beat reached the issue register; the
+        # flag is sticky, so a frozen pipeline (`en` low) may set it repeatedly
+        bad_seen = Signal()
+        m.d.sync += bad_seen.eq(stage_tag.valid & bad_r.any())
+        with m.If(bad_seen):
+            m.d.sync += dec_error.eq(1)
 
         # -- drain bank: R accumulators shifted out one per cycle -------------------------------
         bank = [Signal(signed(cfg.acc_width), name=f"bank{r}") for r in range(R)]
         drain_cnt = Signal(range(R + 1))
+        drain_zero = Signal(init=1)      # drain_cnt == 0, registered
+        drain_one = Signal()             # drain_cnt == 1, registered
         drain_last_m = Signal()
         drain_final = Signal()
         drain_free = Signal()
         load = Signal()
+        take = Signal()
         m.d.comb += [
-            self.result.valid.eq(drain_cnt != 0),
+            self.result.valid.eq(~drain_zero),
             self.result.payload.acc.eq(bank[0]),
-            self.result.payload.last.eq(drain_last_m & (drain_cnt == 1)),
-            drain_free.eq((drain_cnt == 0) | ((drain_cnt == 1) & self.result.ready)),
-            load.eq(tail.valid & tail.last_k & drain_free),
-            en.eq(~(tail.valid & tail.last_k) | drain_free),
+            self.result.payload.last.eq(drain_last_m & drain_one),
+            take.eq(self.result.valid & self.result.ready),
+            drain_free.eq(drain_zero | (drain_one & self.result.ready)),
+            load.eq(tail.last_k & drain_free),
+            en.eq(~tail.last_k | drain_free),
         ]
         with m.If(load):
             m.d.sync += [bank[r].eq(arr.acc[r]) for r in range(R)]
             m.d.sync += [
-                drain_cnt.eq(tail.rows), drain_last_m.eq(tail.last_m),
+                drain_cnt.eq(tail.rows), drain_zero.eq(tail.rows == 0),
+                drain_one.eq(tail.rows == 1), drain_last_m.eq(tail.last_m),
                 drain_final.eq(tail.final),
             ]
-        with m.Elif(self.result.valid & self.result.ready):
+        with m.Elif(take):
             m.d.sync += [bank[r].eq(bank[r + 1]) for r in range(R - 1)]
-            m.d.sync += drain_cnt.eq(drain_cnt - 1)
-        with m.If(self.result.valid & self.result.ready & (drain_cnt == 1) & drain_final):
+            m.d.sync += [drain_cnt.eq(drain_cnt - 1), drain_zero.eq(drain_cnt == 1),
+                         drain_one.eq(drain_cnt == 2)]
+        with m.If(take & drain_one & drain_final):
             m.d.sync += busy.eq(0)
         return m

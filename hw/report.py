@@ -70,8 +70,40 @@ def _fmt(value):
     return str(value)
 
 
+def _table(body):
+    """Markdown lines of one report section.
+
+    Scalar entries give a two-column ``item | value`` table; entries that are dicts of scalars
+    give one table with a column per key (union over the entries); lists become bullets.
+    """
+    scalars = {k: v for k, v in body.items() if not isinstance(v, (dict, list))}
+    nested = {k: v for k, v in body.items() if isinstance(v, dict)}
+    lists = {k: v for k, v in body.items() if isinstance(v, list)}
+    lines = []
+    if scalars:
+        lines += ["| item | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in scalars.items()]
+        lines.append("")
+    if nested:
+        cols = []
+        for row in nested.values():
+            cols += [c for c in row if c not in cols]
+        lines += ["| item | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        for key, row in nested.items():
+            cells = []
+            for c in cols:
+                v = row.get(c, "")
+                cells.append(", ".join(f"{a}={_fmt(b)}" for a, b in v.items())
+                             if isinstance(v, dict) else _fmt(v))
+            lines.append(f"| {key} | " + " | ".join(cells) + " |")
+        lines.append("")
+    for key, items in lists.items():
+        lines += [f"{key}:", ""] + [f"- {_fmt(v)}" for v in items] + [""]
+    return lines
+
+
 def write_report(folder, report):
-    """Write ``report.json`` and ``report.md`` (a flat two-column table per section)."""
+    """Write ``report.json`` and ``report.md`` (one table per section, see :func:`_table`)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
@@ -79,12 +111,7 @@ def write_report(folder, report):
     for section, body in report.items():
         if not isinstance(body, dict):
             continue
-        lines += [f"## {section}", "", "| item | value |", "|---|---|"]
-        for key, value in body.items():
-            if isinstance(value, dict):
-                value = ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
-            lines.append(f"| {key} | {_fmt(value)} |")
-        lines.append("")
+        lines += [f"## {section}", ""] + _table(body)
     notes = report.get("assumptions", [])
     if isinstance(notes, list) and notes:
         lines += ["## assumptions", ""] + [f"- {n}" for n in notes] + [""]

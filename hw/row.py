@@ -149,10 +149,17 @@ class Row(wiring.Component):
             terms = pairs
             level += 1
 
-        # C lanes, C - 1 tree adders: exactly one correction bit is left for the root
+        # C lanes, C - 1 tree adders: exactly one correction bit is left; it enters the
+        # accumulator adder as its carry-in (no separate adder for it). A new dot product starts
+        # from `sum + corr` (its own adder, in parallel), so the mux sits after both adders.
         assert len(carries) == 1
-        total = Signal(signed(len(terms[0]) + 1), attrs={"keep": 1})
-        m.d.comb += total.eq(terms[0] + carries[0])
+        width = self._acc_width
+        restart = Signal(signed(width), attrs={"keep": 1})
+        update = Signal(signed(width), attrs={"keep": 1})
+        m.d.comb += [
+            restart.eq(terms[0] + carries[0]),
+            update.eq(self.acc + terms[0] + carries[0]),
+        ]
         with m.If(self.en & valid):
-            m.d.sync += self.acc.eq(Mux(first, total, self.acc + total))
+            m.d.sync += self.acc.eq(Mux(first, restart, update))
         return m

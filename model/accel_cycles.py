@@ -12,15 +12,18 @@ command (it has finished any previous one); the next command can transfer in the
 
 Model
 -----
-With ``KT = ceil(K/C)``, ``MT = ceil(M/R)`` and ``L = adder_stages + 1`` (array latency), the
-engine takes one weight beat per cycle from cycle 1 on. The ``N = tokens * MT`` row tiles finish
+With ``KT = ceil(K/C)``, ``MT = ceil(M/R)``, ``S = 1`` (``START_LATENCY``: the command is
+range-checked in cycle 0 and starts in cycle 1) and ``L = adder_stages + 2`` (pipeline latency:
+one issue register that finishes the weight decoding and holds the activation chunk, then the
+``adder_stages`` tree registers, then the accumulator), the engine takes one weight beat per
+cycle from cycle ``S + 1 = 2`` on. The ``N = tokens * MT`` row tiles finish
 in order; tile ``i`` delivers ``n_i`` results (``R``, except ``M - (MT-1) R`` for the last row
 tile of each token). Tile 0's accumulators are copied to the drain bank in cycle
-``E_0 = KT + L`` and its results transfer in cycles ``E_0 + 1 .. E_0 + n_0``. Tile ``i + 1``
+``E_0 = S + KT + L`` and its results transfer in cycles ``E_0 + 1 .. E_0 + n_0``. Tile ``i + 1``
 completes ``KT`` beats later, but its copy waits until the drain bank is free, so
 ``E_{i+1} = E_i + max(KT, n_i)``. Hence::
 
-    cycles = L + KT + sum_{i < N-1} max(KT, n_i) + n_{N-1}
+    cycles = S + L + KT + sum_{i < N-1} max(KT, n_i) + n_{N-1}
 
 The array stalls ``max(0, n_i - KT)`` cycles per row tile: only when a tile has more rows than
 the layer has column tiles (``ceil(K/C) < rows``); otherwise it takes one beat every cycle.
@@ -30,12 +33,24 @@ from __future__ import annotations
 
 from .accel import AccelConfig
 
-__all__ = ["cycles", "ideal_cycles", "stall_cycles", "array_latency"]
+__all__ = ["cycles", "ideal_cycles", "stall_cycles", "array_latency", "pipeline_latency",
+           "ISSUE_LATENCY", "START_LATENCY"]
+
+#: Extra cycles before a command's first beat can issue: the engine range-checks the command in
+#: its transfer cycle and starts it one cycle later (first beat in cycle ``START_LATENCY + 1``).
+START_LATENCY = 1
+#: Registers between the issue of a weight beat and the MAC array (``hw.engine`` issue stage).
+ISSUE_LATENCY = 1
 
 
 def array_latency(config: AccelConfig) -> int:
     """Cycles from a beat entering the MAC array to its effect in the accumulators."""
     return config.adder_stages + 1
+
+
+def pipeline_latency(config: AccelConfig) -> int:
+    """Cycles from the issue of a weight beat to its effect in the accumulators (``L``)."""
+    return ISSUE_LATENCY + array_latency(config)
 
 
 def _check(config: AccelConfig, m: int, k: int, tokens: int) -> None:
@@ -77,7 +92,8 @@ def cycles(config: AccelConfig, m: int, k: int, tokens: int = 1) -> int:
     kt, mt, r = config.k_tiles(k), config.m_tiles(m), config.rows
     tail_rows = m - (mt - 1) * r
     per_token = (mt - 1) * max(kt, r) + max(kt, tail_rows)
-    return array_latency(config) + kt + tokens * per_token - max(kt, tail_rows) + tail_rows
+    fill = START_LATENCY + pipeline_latency(config)
+    return fill + kt + tokens * per_token - max(kt, tail_rows) + tail_rows
 
 
 def ideal_cycles(config: AccelConfig, m: int, k: int, tokens: int = 1) -> int:

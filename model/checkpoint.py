@@ -112,12 +112,12 @@ class TernaryTensor:
 
 
 def absmean_ternary(w: np.ndarray) -> TernaryTensor:
-    """Quantize a float weight with absmean: ``gamma = max(mean|W|, 1e-5)``, trits
-    ``clip(round(W / gamma), -1, 1)`` (round half to even), as BitNet b1.58 does
-    (arXiv 2402.17764, eq. 1-3; transformers' ``WeightQuant``). Computed in float32."""
-    w = np.asarray(w, dtype=np.float32)
-    gamma = np.maximum(np.float32(np.abs(w).mean(dtype=np.float32)), np.float32(1e-5))
-    trits = np.clip(np.round(w / gamma), -1, 1).astype(np.int8)
+    """Quantize a float weight with absmean (BitNet b1.58, arXiv 2402.17764 eq. 1-3;
+    transformers' ``WeightQuant``): the golden model's :func:`model.quant.absmean_quantize`
+    (the one definition of it), wrapped as a :class:`TernaryTensor`."""
+    from model.quant import absmean_quantize
+
+    trits, gamma = absmean_quantize(w)
     return TernaryTensor(trits, np.float32(gamma))
 
 

@@ -5,12 +5,15 @@ blocking function (it is called from inside ``Transformer.step``), so the loop r
 :func:`cocotb.task.bridge` thread and each BitLinear call blocks on :func:`cocotb.task.resume`
 of the sim engineers' fast whole-layer driver
 ``sim.fast.FastEngine(dut, config).run_layer(xq, trits) -> (acc, cycles)`` on the
-``sim.fast_top.FastTop`` build (the engine with its weight, activation and result memories).
+``sim.fast_top.FastTop`` build (the engine with its weight, activation and result memories), or,
+on a build of the bare ``BitLinearEngine``, its stream path (``sim.engine_tb.EngineTB``).
+Progress (``token n calls``) is rewritten to the ``progress`` file after every call.
 
 Parameters come from ``sim.runner.sim_params()`` (``$SIM_PARAMS``, set by
 ``sim.run_model.run_cosim``)::
 
-    {"checkpoint": path, "prompt": [byte, ...], "tokens": n, "out": path, "mode": "generate"}
+    {"checkpoint": path, "prompt": [byte, ...], "tokens": n, "out": path, "mode": "generate",
+     "progress": path or absent, "accel_config": {...}}
 
 ``mode`` is ``generate`` (greedy generation, one KV-cache step per token) or ``forward`` (one full
 forward pass over the prompt). Results go to ``out`` (``.npz``): every call's step, layer name,
@@ -48,14 +51,31 @@ async def run_model(dut):
         acc, cycles = run_layer(np.asarray(xq), np.asarray(trits))
         return np.asarray(acc, dtype=np.int32), int(cycles)
 
+    state = {"token": 0, "calls": 0}
+    n_tokens = int(job["tokens"])
+
+    def report():
+        # the host (sim.run_model.run_cosim) polls this file to show progress on its console
+        if job.get("progress"):
+            with open(job["progress"], "w") as f:
+                f.write(f"{state['token']} {n_tokens} {state['calls']}\n")
+
     def progress(i, n):
+        state["token"] = i
+        report()
         log.info("run_model: token %d/%d", i, n)
+
+    def counted(name, xq, trits):
+        out = backend(name, xq, trits)
+        state["calls"] += 1
+        report()
+        return out
 
     def blocking():
         ck = ckpt.load(job["checkpoint"])
         if job.get("mode", "generate") == "forward":
-            return run_forward(ck, job["prompt"], backend, config)
-        return generate(ck, job["prompt"], int(job["tokens"]), backend, config, progress)
+            return run_forward(ck, job["prompt"], counted, config)
+        return generate(ck, job["prompt"], n_tokens, counted, config, progress)
 
     res = await bridge(blocking)()
     save_result(job["out"], res)

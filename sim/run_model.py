@@ -1,24 +1,30 @@
 """Generate text with every BitLinear computed by the simulated accelerator.
 
 ``python -m sim.run_model --checkpoint model/data/bitnet_kjv.npz --prompt "And God said" \
---tokens 32 --backend fast``
+--tokens 16``
 
 The golden model (:mod:`model.transformer`) runs the network; its ``matmul`` hook hands every
 BitLinear integer product ``acc = xq @ trits.T`` of every layer to a *backend*:
 
-* ``golden``: the golden model's own integer product (no hardware; timing from the cycle model);
-* ``fast``: a cycle-exact Python model of the engine: the layer's weight stream is packed exactly
-  as the engine reads it (``model.packing.pack_layer_stream``), decoded beat by beat with invalid
-  codes rejected, the accumulators computed tile by tile in the engine's accumulator width, and
-  the cycles taken from the analytic cycle model ``model.accel_cycles.cycles``;
-* ``verilator``: cocotb co-simulation of the generated Verilog of the engine: the generation loop
-  runs inside the cocotb test process (:mod:`sim.cocotb_run_model`), every BitLinear call drives
-  the DUT through the sim engineers' fast whole-layer path, and the measured cycles are reported.
+* ``cocotb-fast`` (default): the engine's generated Verilog under cocotb (Verilator, or Icarus
+  with ``SIM=icarus``) through the fast whole-layer path (:class:`sim.fast.FastEngine` on
+  :class:`sim.fast_top.FastTop`: weights resident in a simulated memory, the engine fed at full
+  rate by a small sequencer); cycles counted by the hardware;
+* ``cocotb-stream``: the same Verilog of the bare ``BitLinearEngine``, every stream driven cycle
+  by cycle from Python (:class:`sim.engine_tb.EngineTB`, results also checked by its scoreboard);
+* ``amaranth``: the engine's Amaranth description in Amaranth's own simulator
+  (:class:`sim.amaranth_engine.AmaranthEngine`), no Verilog involved;
+* ``pymodel``: a Python model of the engine (no RTL): the layer's weight stream packed exactly
+  as the engine reads it, decoded beat by beat with invalid codes rejected, accumulated tile by
+  tile in the engine's accumulator width; cycles from ``model.accel_cycles.cycles``;
+* ``golden``: the golden model's own integer product (reference only; cycle model timing).
 
-Every run first generates with the pure golden model, then with the backend, and asserts that the
-generated tokens and every BitLinear accumulator are equal bit for bit. It prints cycles per
-token, weight bytes streamed per token and tokens/s at the Fmax of ``build/ice40/report.json``
-(or ``--fmax``; the output says which).
+For the cocotb backends the generation loop runs inside the simulator process
+(:mod:`sim.cocotb_run_model`), for the others in this process. Every run first generates with
+the pure golden model, then with the backend, and asserts that the generated tokens and every
+BitLinear accumulator are equal bit for bit. It prints cycles per token, weight bytes streamed
+per token and tokens/s at the Fmax of ``build/ice40/report.json`` (or ``--fmax``; the output
+says which).
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ from model.accel import AccelConfig
 __all__ = [
     "BACKENDS",
     "CallRecord",
-    "FastBackend",
+    "AmaranthBackend",
+    "PyModelBackend",
     "GoldenBackend",
     "GenerationResult",
     "decode_beat",
@@ -58,7 +65,11 @@ __all__ = [
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CHECKPOINT = ROOT / "model" / "data" / "bitnet_kjv.npz"
 REPORT = ROOT / "build" / "ice40" / "report.json"
-BACKENDS = ("golden", "fast", "verilator")
+BACKENDS = ("cocotb-fast", "cocotb-stream", "amaranth", "pymodel", "golden")
+DEFAULT_BACKEND = "cocotb-fast"
+#: Fmax (MHz) used when there is no build report and no --fmax: the design target of
+#: docs/architecture.md for the iCE40 UP5K (stated as such in the output)
+DEFAULT_FMAX_MHZ = 48.0
 
 
 @dataclasses.dataclass
@@ -91,10 +102,17 @@ class GoldenBackend:
 
 
 def golden_acc(xq: np.ndarray, trits: np.ndarray) -> np.ndarray:
-    """The BitLinear integer product ``acc = xq @ trits.T`` (exact, int64, returned as int32)."""
-    acc = np.asarray(xq, dtype=np.int64) @ np.asarray(trits, dtype=np.int64).T
-    if np.abs(acc).max(initial=0) >= 1 << 31:
+    """The BitLinear integer product ``acc = xq @ trits.T`` of the golden model
+    (``model.bitlinear.ternary_matmul``), int32, cross-checked against a plain int64 numpy
+    product: a broken golden model fails here instead of agreeing with broken hardware."""
+    from model.bitlinear import ternary_matmul
+
+    ref = np.asarray(xq, dtype=np.int64) @ np.asarray(trits, dtype=np.int64).T
+    if np.abs(ref).max(initial=0) >= 1 << 31:
         raise OverflowError("accumulator exceeds int32")
+    acc = np.asarray(ternary_matmul(xq, trits))  # act_bits=8 range check covers 4-bit codes
+    if acc.shape != ref.shape or not np.array_equal(acc.astype(np.int64), ref):
+        raise AssertionError("model.bitlinear.ternary_matmul disagrees with xq @ trits.T")
     return acc.astype(np.int32)
 
 
@@ -138,10 +156,10 @@ def decode_beat(data: np.ndarray, config: AccelConfig) -> np.ndarray:
     return trits[:n]
 
 
-class FastBackend:
-    """Cycle-exact Python model of the engine (see the module docstring)."""
+class PyModelBackend:
+    """Python model of the engine, cycles from the cycle model (see the module docstring)."""
 
-    name = "fast"
+    name = "pymodel"
 
     def __init__(self, config: AccelConfig):
         self.config = config
@@ -191,6 +209,21 @@ class FastBackend:
         return acc[:, :m].astype(np.int32), cycles(cfg, m, k, xq.shape[0])
 
 
+class AmaranthBackend:
+    """The engine in Amaranth's simulator (:class:`sim.amaranth_engine.AmaranthEngine`)."""
+
+    name = "amaranth"
+
+    def __init__(self, config: AccelConfig):
+        from sim.amaranth_engine import AmaranthEngine
+
+        self.config = config
+        self.engine = AmaranthEngine(config)
+
+    def matmul(self, name: str, xq: np.ndarray, trits: np.ndarray) -> tuple[np.ndarray, int]:
+        return self.engine.run_layer(xq, trits)
+
+
 @dataclasses.dataclass
 class GenerationResult:
     """Tokens and per-call records of one generation."""
@@ -208,12 +241,59 @@ class GenerationResult:
         return [sum(getattr(c, key) for c in self.calls if c.step == s) for s in steps]
 
 
-def _recording_hook(backend, config: AccelConfig, calls: list[CallRecord], state: dict):
+class Progress:
+    """A progress line on stderr: tokens generated, BitLinear calls done, elapsed seconds.
+
+    Call it as ``progress(i, n)`` after token ``i`` of ``n``; :meth:`call` after every
+    BitLinear call (redraws at most 5 times a second); :meth:`note` prints a message line.
+    """
+
+    def __init__(self, prefix: str, n_tokens: int, stream=None):
+        self.prefix, self.n = prefix, n_tokens
+        self.stream = stream or sys.stderr
+        self.tokens = self.calls = 0
+        self.t0 = time.time()
+        self._drawn = 0.0
+
+    def _draw(self, force: bool = False) -> None:
+        now = time.time()
+        tty = getattr(self.stream, "isatty", lambda: False)()
+        # on a terminal: one line redrawn in place; in a log: a line per token only
+        if (not force and (not tty or now - self._drawn < 0.2)):
+            return
+        self._drawn = now
+        phase = "prefill" if self.tokens == 0 else f"token {self.tokens}/{self.n}"
+        line = f"{self.prefix}: {phase}, {self.calls} BitLinear calls, {now - self.t0:.0f} s"
+        if tty:
+            print("\r" + line, end="", file=self.stream, flush=True)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def __call__(self, i: int, n: int) -> None:
+        self.tokens, self.n = i, n
+        self._draw(force=True)
+        if i >= n and getattr(self.stream, "isatty", lambda: False)():
+            print(file=self.stream, flush=True)
+
+    def call(self, n_calls: int | None = None) -> None:
+        self.calls = self.calls + 1 if n_calls is None else n_calls
+        self._draw()
+
+    def note(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+
+def _recording_hook(backend, config: AccelConfig, calls: list[CallRecord], state: dict,
+                    progress=None):
+    on_call = getattr(progress, "call", None)
+
     def hook(name, xq, trits):
         acc, cyc = backend(name, xq, trits)
         m, k = trits.shape
         calls.append(CallRecord(state["step"], name, m, k, xq.shape[0], np.array(acc, copy=True),
                                 int(cyc), config.beats(m, k) * config.bytes_per_beat))
+        if on_call is not None:
+            on_call()
         return acc
     return hook
 
@@ -223,14 +303,15 @@ def generate(ck, prompt: list[int], n_tokens: int, backend: Callable | None,
              ) -> GenerationResult:
     """Greedy generation with every BitLinear through ``backend(name, xq, trits)``.
 
-    ``backend=None`` runs the pure golden model (no hook) and records the golden accumulators
-    from the golden integer product for the comparison.
+    ``backend=None`` records the golden accumulators from the golden integer product (the
+    reference the backends are compared with). ``progress(i, n)`` is called after every token;
+    if it has a ``call()`` method (:class:`Progress`), that is called after every BitLinear.
     """
     calls: list[CallRecord] = []
     state = {"step": 0}
     if backend is None:
         backend = GoldenBackend(config).matmul
-    model = ck.transformer(matmul=_recording_hook(backend, config, calls, state))
+    model = ck.transformer(matmul=_recording_hook(backend, config, calls, state, progress))
     t0 = time.time()
     tokens = list(prompt)
     cache = model.new_cache()
@@ -260,59 +341,119 @@ def generate_pure(ck, prompt: list[int], n_tokens: int) -> list[int]:
     return out
 
 
-def run_forward(ck, prompt: list[int], backend: Callable | None, config: AccelConfig
-                ) -> GenerationResult:
+def run_forward(ck, prompt: list[int], backend: Callable | None, config: AccelConfig,
+                progress=None) -> GenerationResult:
     """One full forward pass over ``prompt`` (no KV cache) with every BitLinear through
     ``backend``; ``tokens`` are the greedy next-token predictions at every position."""
     calls: list[CallRecord] = []
     if backend is None:
         backend = GoldenBackend(config).matmul
-    model = ck.transformer(matmul=_recording_hook(backend, config, calls, {"step": 0}))
+    model = ck.transformer(matmul=_recording_hook(backend, config, calls, {"step": 0},
+                                                  progress))
     t0 = time.time()
     logits = model.forward(np.asarray(prompt, dtype=np.int64))
     return GenerationResult(list(prompt), [int(t) for t in np.argmax(logits, axis=-1)], calls,
                             time.time() - t0)
 
 
-def build_engine_sim(config: AccelConfig):
-    """The cached Verilator build of the sim engineers' fast whole-layer top
-    (``sim.fast.build_fast_engine``: the engine plus weight/activation/result memories)."""
-    from sim.fast import build_fast_engine
+COSIM_PATHS = ("fast", "stream")
 
-    if config not in _BUILDS:
-        _BUILDS[config] = build_fast_engine(config)
-    return _BUILDS[config]
+
+def build_engine_sim(config: AccelConfig, path: str = "fast"):
+    """The cached simulator build (:class:`sim.runner.SimBuild`) a cocotb backend runs on.
+
+    ``path="fast"``: :class:`sim.fast_top.FastTop` (the engine plus weight/activation/result
+    memories, ``sim.fast.build_fast_engine``); ``"stream"``: the bare ``BitLinearEngine``, the
+    same build directory ``sim/test_engine.py`` uses for this config.
+    """
+    if path not in COSIM_PATHS:
+        raise ValueError(f"path must be one of {COSIM_PATHS}, got {path!r}")
+    if (config, path) not in _BUILDS:
+        if path == "fast":
+            from sim.fast import build_fast_engine
+
+            _BUILDS[config, path] = build_fast_engine(config)
+        else:
+            from hw.engine import BitLinearEngine
+            from sim.runner import SimBuild
+
+            _BUILDS[config, path] = SimBuild(BitLinearEngine(config=config),
+                                             dut="bitlinear_engine", key=config.slug)
+    return _BUILDS[config, path]
 
 
 _BUILDS: dict = {}
 
 
+def _poll_progress(path: Path, progress, stop) -> None:
+    """Forward the cocotb process's progress file (``tokens n calls``) to ``progress``."""
+    seen = None
+    while not stop.wait(0.3):
+        try:
+            text = path.read_text().split()
+        except OSError:
+            continue
+        if len(text) == 3 and text != seen:
+            seen = text
+            i, n, c = map(int, text)
+            progress.call(c)
+            if 0 < i < n:
+                progress(i, n)
+
+
 def run_cosim(checkpoint: Path, prompt: list[int], n_tokens: int, config: AccelConfig,
-              mode: str = "generate", work_dir: Path | None = None) -> GenerationResult:
+              mode: str = "generate", work_dir: Path | None = None, path: str = "fast",
+              progress: Progress | None = None) -> GenerationResult:
     """Run :mod:`sim.cocotb_run_model` on the simulated engine and return its results.
 
-    ``mode`` is ``generate`` (``n_tokens`` greedy tokens) or ``forward`` (one forward pass).
+    ``mode`` is ``generate`` (``n_tokens`` greedy tokens) or ``forward`` (one forward pass);
+    ``path`` is ``fast`` or ``stream`` (see :func:`build_engine_sim`).
     Raises ``sim.runner.CocotbFailure`` if the cocotb test failed.
     """
     import tempfile
+    import threading
 
     from sim.cocotb_run_model import load_result
 
     if mode not in ("generate", "forward"):
         raise ValueError(f"mode must be 'generate' or 'forward', got {mode!r}")
-    build = build_engine_sim(config)
+    if progress is not None:
+        progress.note(f"building/checking the {path}-path simulator model "
+                      "(cached in sim_build/; a cold Verilator build takes about a minute)")
+    t0 = time.time()
+    build = build_engine_sim(config, path)
+    if progress is not None:
+        progress.note(f"simulator build: {'rebuilt' if build.rebuilt else 'cached'} "
+                      f"({time.time() - t0:.0f} s), {build.build_dir}")
+        progress.t0 = time.time()
     work = Path(work_dir or tempfile.mkdtemp(prefix="run_model_")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     out = work / "result.npz"
-    if out.exists():
-        out.unlink()
+    prog = work / "progress.txt"
+    for f in (out, prog):
+        if f.exists():
+            f.unlink()
     params = {"checkpoint": str(Path(checkpoint).resolve()), "prompt": list(prompt),
-              "tokens": int(n_tokens), "mode": mode, "out": str(out),
+              "tokens": int(n_tokens), "mode": mode, "out": str(out), "progress": str(prog),
               "accel_config": config.to_dict()}
-    build.run("sim.cocotb_run_model", params=params, test_dir=work)
+    stop = threading.Event()
+    poller = None
+    if progress is not None:
+        poller = threading.Thread(target=_poll_progress, args=(prog, progress, stop), daemon=True)
+        poller.start()
+    try:
+        build.run("sim.cocotb_run_model", params=params, test_dir=work)
+    finally:
+        stop.set()
+        if poller is not None:
+            poller.join()
     if not out.exists():
         raise AssertionError(f"co-simulation wrote no result; see {work}")
-    return load_result(out)
+    res = load_result(out)
+    if progress is not None and mode == "generate":
+        progress.call(len(res.calls))
+        progress(n_tokens, n_tokens)
+    return res
 
 
 def compare(ref: GenerationResult, hw: GenerationResult) -> None:
@@ -335,6 +476,9 @@ def read_fmax(report: Path = REPORT) -> float | None:
         data = json.loads(Path(report).read_text())
     except (OSError, ValueError):
         return None
+    timing = data.get("timing") if isinstance(data, dict) else None
+    if isinstance(timing, dict) and isinstance(timing.get("fmax_mhz"), (int, float)):
+        return float(timing["fmax_mhz"])  # hw.report's layout: {"timing": {"fmax_mhz": ...}}
     for key in ("fmax_mhz", "achieved_fmax_mhz", "fmax"):
         if isinstance(data.get(key), (int, float)):
             return float(data[key])
@@ -370,14 +514,7 @@ def summarize(res: GenerationResult, config: AccelConfig, fmax_mhz: float | None
     return out
 
 
-def _progress(prefix: str):
-    def show(i, n):
-        print(f"\r{prefix}: token {i}/{n}", end="" if i < n else "\n", file=sys.stderr,
-              flush=True)
-    return show
-
-
-def run(checkpoint: Path, prompt: str, n_tokens: int, backend: str,
+def run(checkpoint: Path, prompt: str, n_tokens: int, backend: str = DEFAULT_BACKEND,
         config: AccelConfig | None = None, fmax: float | None = None,
         report: Path = REPORT, quiet: bool = False) -> dict:
     """Run the golden reference and the backend, compare, and return the summary dict."""
@@ -394,25 +531,44 @@ def run(checkpoint: Path, prompt: str, n_tokens: int, backend: str,
         raise ValueError(f"prompt + tokens = {len(tokens) + n_tokens} exceeds max_seq_len "
                          f"{ck.config['max_seq_len']}")
     pure = generate_pure(ck, tokens, n_tokens)
-    ref = generate(ck, tokens, n_tokens, None, config,
-                   None if quiet else _progress("golden"))
+    ref = generate(ck, tokens, n_tokens, None, config)
     if ref.tokens != pure:
         raise AssertionError(f"golden with the exact hook {ref.tokens} != pure golden {pure}")
-    if backend == "verilator":
-        hw = run_cosim(checkpoint, tokens, n_tokens, config)
+    if not quiet:
+        print(f"golden reference: {n_tokens} tokens, {len(ref.calls)} BitLinear calls "
+              f"({ref.seconds:.1f} s)", file=sys.stderr, flush=True)
+    show = None if quiet else Progress(backend, n_tokens)
+    if backend.startswith("cocotb-"):
+        hw = run_cosim(checkpoint, tokens, n_tokens, config, path=backend.split("-", 1)[1],
+                       progress=show)
     else:
-        impl = GoldenBackend(config) if backend == "golden" else FastBackend(config)
-        hw = generate(ck, tokens, n_tokens, impl.matmul, config,
-                      None if quiet else _progress(backend))
+        impl = {"golden": GoldenBackend, "pymodel": PyModelBackend,
+                "amaranth": AmaranthBackend}[backend](config)
+        hw = generate(ck, tokens, n_tokens, impl.matmul, config, show)
     compare(ref, hw)
     if fmax is not None:
         fmax_mhz, source = fmax, "--fmax"
     else:
         fmax_mhz = read_fmax(report)
-        source = str(report) if fmax_mhz is not None else "none (no build report; pass --fmax)"
+        if fmax_mhz is not None:
+            source = str(report)
+        else:
+            fmax_mhz = DEFAULT_FMAX_MHZ
+            source = (f"no build report at {report}: the {DEFAULT_FMAX_MHZ:g} MHz design "
+                      "target, not a measured Fmax (run python -m hw.build or pass --fmax)")
     out = summarize(hw, config, fmax_mhz, source, backend)
     out["text"] = hw.text()
     out["golden_equal"] = True
+    from model.accel_cycles import cycles
+
+    # the simulated backends measure cycles: they must equal the cycle model for every call
+    off = [c for c in hw.calls if c.cycles != cycles(config, c.m, c.k, c.tokens)]
+    out["cycles_equal_model"] = not off
+    if off:
+        c = off[0]
+        raise AssertionError(f"{len(off)} calls took other than model.accel_cycles.cycles, e.g. "
+                             f"{c.name} M={c.m} K={c.k} T={c.tokens}: {c.cycles} cycles, model "
+                             f"{cycles(config, c.m, c.k, c.tokens)}")
     return out
 
 
@@ -421,8 +577,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sim.run_model", description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     p.add_argument("--prompt", default="And God said")
-    p.add_argument("--tokens", type=int, default=32)
-    p.add_argument("--backend", choices=BACKENDS, default="fast")
+    p.add_argument("--tokens", type=int, default=16)
+    p.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
+                   help=f"what computes every BitLinear (default {DEFAULT_BACKEND})")
     p.add_argument("--fmax", type=float, default=None, help="Fmax in MHz (default: build report)")
     p.add_argument("--config", default=None,
                    help="AccelConfig as JSON or a path to a JSON file (default: AccelConfig())")
@@ -439,10 +596,19 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as e:
         print(f"error: {e.name} is needed for this backend and is not importable", file=sys.stderr)
         return 2
+    except Exception as e:
+        from sim.runner import SimulatorUnavailable
+
+        if isinstance(e, SimulatorUnavailable):
+            print(f"error: {e}; choose another --backend (amaranth, pymodel, golden)",
+                  file=sys.stderr)
+            return 2
+        raise
     print(f"prompt:    {args.prompt!r}")
     print(f"generated: {out['text']!r}")
     print(f"backend {out['backend']}: tokens and all {out['bitlinear_calls']} BitLinear "
-          "accumulators equal the golden model bit for bit")
+          "accumulators equal the golden model bit for bit; every call's cycles equal "
+          "model.accel_cycles.cycles")
     print(f"engine {AccelConfig.from_dict(out['accel_config']).slug}: prefill "
           f"{out['prefill_cycles']} cycles for {out['prompt_tokens']} prompt tokens; "
           f"{out['cycles_per_token']:.0f} cycles/token, "
@@ -452,6 +618,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{out['tokens_per_s']:.1f} tokens/s (BitLinear layers only)")
     else:
         print(f"Fmax: {out['fmax_source']}")
+    print(f"wall time of the {out['backend']} run: {out['wall_seconds']:.1f} s")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")
     return 0

@@ -62,6 +62,25 @@ MAKE_VARS = ["OPT_FAST=-O1", "OPT_SLOW=-O0", "OPT_GLOBAL=-O1", "CFG_CXXFLAGS_PCH
 _ZERO_INIT = re.compile(r"^[ \t]+[A-Za-z_][\w$]*\[\d+\] = \d+'h0+;\n", re.MULTILINE)
 
 
+#: Yosys's per-module trigger register, listed in every combinational ``always @*`` block
+_DUMP_REG = re.compile(r"^([ \t]*)reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+) += 0;$",
+                       re.MULTILINE)
+
+
+def _icarus_comb_kick(text: str) -> str:
+    """Make Icarus evaluate every combinational block once at time 0.
+
+    Yosys writes combinational logic as ``always @*`` blocks that all list one dummy register
+    (``reg \\$auto$verilog_backend.cc:N:dump_module$1 = 0``). Verilator (like
+    ``always_comb``) evaluates them at time 0; Icarus only on a change of an input, so an output
+    whose inputs settle before the block first waits stays ``x`` until some input toggles (seen
+    as a stream ``ready`` stuck at ``x``). Toggling the dummy register in an ``initial #0``
+    (after every ``always`` has started waiting) runs each block once.
+    """
+    return _DUMP_REG.sub(lambda m: f"{m.group(0)}\n{m.group(1)}initial #0 {m.group(2)} = 1'h1;",
+                         text)
+
+
 class SimulatorUnavailable(RuntimeError):
     """The selected simulator is not installed (tests turn this into a skip with the reason)."""
 
@@ -161,37 +180,66 @@ class SimBuild:
         self.build_dir = Path(build_root or SIM_BUILD) / dut / f"{key}{suffix}"
         self.build_seconds = 0.0
         self.rebuilt = False
-        self._runner = None
+        self.digest = ""
         self._build()
 
     # -- build ---------------------------------------------------------------------------------
-    def _build(self) -> None:
-        # one builder per directory at a time (several engineers/processes share sim_build/)
+    def _lock(self, exclusive: bool):
+        """An advisory lock on the build directory, shared by every process using it.
+
+        Builders take it exclusively, runs shared: a process never rebuilds (deletes) a build
+        directory another process is running a simulation in, and never runs a half-built one.
+        """
+        import contextlib
         import fcntl
 
         lock_path = self.build_dir.parent / f".{self.build_dir.name}.lock"
         lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock_path, "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                self._build_locked()
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+
+        @contextlib.contextmanager
+        def held():
+            with open(lock_path, "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+        return held()
+
+    @property
+    def _binary(self) -> Path:
+        return self.build_dir / (self.dut if self.simulator == "verilator" else "sim.vvp")
+
+    def _is_current(self) -> bool:
+        """The directory holds a complete build of exactly this design (same stamp)."""
+        stamp = self.build_dir / "verilog.sha256"
+        try:
+            return stamp.read_text() == self.digest and self._binary.exists()
+        except OSError:
+            return False
+
+    def _build(self) -> None:
+        text = verilog_text(self.component, self.dut)
+        if self.strip_memory_init:
+            text = _ZERO_INIT.sub("", text)
+        if self.simulator == "icarus":
+            text = _icarus_comb_kick(text)
+        flags = repr(VERILATOR_ARGS + MAKE_VARS) + self.simulator
+        self.digest = hashlib.sha256((text + flags).encode()).hexdigest()
+        self._verilog = text
+        # one builder per directory at a time (several engineers/processes share sim_build/)
+        with self._lock(exclusive=True):
+            self._build_locked()
 
     def _build_locked(self) -> None:
         from cocotb_tools.runner import get_runner
 
-        text = verilog_text(self.component, self.dut)
-        if self.strip_memory_init:
-            text = _ZERO_INIT.sub("", text)
-        flags = repr(VERILATOR_ARGS + MAKE_VARS) + self.simulator
-        digest = hashlib.sha256((text + flags).encode()).hexdigest()
+        text, digest = self._verilog, self.digest
         stamp = self.build_dir / "verilog.sha256"
         src = self.build_dir / f"{self.dut}.v"
-        self._runner = get_runner(self.simulator)
-        binary = self.build_dir / (self.dut if self.simulator == "verilator" else "sim.vvp")
-        if stamp.exists() and stamp.read_text() == digest and binary.exists():
+        if self._is_current():
             return
+        runner = get_runner(self.simulator)
         shutil.rmtree(self.build_dir, ignore_errors=True)
         self.build_dir.mkdir(parents=True)
         src.write_text(text)
@@ -202,7 +250,7 @@ class SimBuild:
         saved = os.environ.get("MAKEFLAGS")
         os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved, *MAKE_VARS]))
         try:
-            self._runner.build(sources=[src], hdl_toplevel=self.dut, build_dir=self.build_dir,
+            runner.build(sources=[src], hdl_toplevel=self.dut, build_dir=self.build_dir,
                                waves=self.waves, always=True, timescale=("1ns", "1ps"),
                                log_file=self.build_dir / "build.log", **kwargs)
         except (Exception, SystemExit) as exc:
@@ -270,15 +318,17 @@ class SimBuild:
             "PYTHONWARNINGS": "default",
         }
         env.update(extra_env or {})
-        try:
-            self._runner.test(test_module=test_module, hdl_toplevel=self.dut, testcase=names,
-                              hdl_toplevel_lang="verilog", seed=seed,
-                              build_dir=self.build_dir, test_dir=test_dir,
-                              results_xml=str(results), extra_env=env, waves=self.waves,
-                              timescale=("1ns", "1ps"), log_file=log)
-        except (SystemExit, subprocess.CalledProcessError) as exc:
-            raise CocotbFailure(self._failure(test_module, log, f"simulator exit {exc}")) \
-                from None
+        for _attempt in range(3):
+            with self._lock(exclusive=False):
+                if self._is_current():
+                    self._test(test_module, names, seed, test_dir, results, env, log)
+                    break
+            # another process rebuilt this directory for a different design (e.g. an edited
+            # hw/ file) since this object built it: rebuild ours, then run under the lock
+            self._build()
+        else:
+            raise RuntimeError(f"{self.build_dir} keeps being rebuilt by another process for "
+                               "a different design; use a separate build_root")
         try:
             n_tests, n_fail = get_results(results)
         except RuntimeError as exc:
@@ -287,6 +337,30 @@ class SimBuild:
             raise CocotbFailure(self._failure(
                 test_module, log, f"{n_fail} of {n_tests} cocotb tests failed"))
         return n_tests, n_fail
+
+    def _test(self, test_module, names, seed, test_dir, results, env, log) -> None:
+        """One simulator run with a fresh runner object.
+
+        The runner is created here, not kept from the build: a cached build is used without
+        ``build()`` ever being called in this process (or by this runner object), so nothing may
+        depend on state ``build()`` leaves in a runner. Every parameter ``test()`` would
+        otherwise derive from that state (the HDL language, the build directory) is passed.
+        """
+        from cocotb_tools.runner import get_runner
+
+        runner = get_runner(self.simulator)
+        if results.exists():
+            results.unlink()
+        try:
+            runner.test(test_module=test_module, hdl_toplevel=self.dut, testcase=names,
+                        hdl_toplevel_lang="verilog", seed=seed,
+                        build_dir=self.build_dir, test_dir=test_dir,
+                        results_xml=str(results), extra_env=env, waves=self.waves,
+                        timescale=("1ns", "1ps"), log_file=log)
+        except (SystemExit, subprocess.CalledProcessError, RuntimeError) as exc:
+            # SystemExit: failed tests under pytest; RuntimeError: the simulator crashed
+            raise CocotbFailure(self._failure(test_module, log, f"simulator exit {exc}")) \
+                from None
 
     def _failure(self, module: str, log: Path, what: str) -> str:
         tail = ""

@@ -8,14 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from fpga.top import BOARD_CONFIG
 from model.accel import AccelConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = ROOT / "model" / "data" / "bitnet_kjv.npz"
 DIVISOR = 4
-#: A small engine keeps the Verilator build within the default suite's budget (the build of the
-#: 4 x 16 default engine with cocotb's public signals takes many minutes on 2 cores: ``slow``).
-SMALL = AccelConfig(rows=2, cols=8, max_k=256, max_m=256)
+#: The board's own engine shape (``fpga.top.BOARD_CONFIG``, 5 x 8, one 8-byte word per beat)
+#: runs in the default suite; the 4 x 16 ``AccelConfig()`` (13-byte beats through the byte
+#: gearbox) is ``slow``.
+SMALL = BOARD_CONFIG
 WEIGHT_WORDS = 512   # 4 KiB: holds the weight stream of a 128 x 128 layer
 
 

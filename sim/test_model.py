@@ -79,14 +79,14 @@ def test_decode_beat_rejects_invalid_codes():
 
 
 # ---------------------------------------------------------------------------------------------
-# fast backend: cycle-exact Python engine model
+# pymodel backend: Python model of the engine
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.slug)
 def test_fast_backend_edge_cases(config):
     _needs("model.accel_cycles")
     from model.accel_cycles import cycles
 
-    fast = rm.FastBackend(config)
+    fast = rm.PyModelBackend(config)
     rng = np.random.default_rng(7)
     k_max = min(config.max_k, 70)
     cases = []
@@ -110,43 +110,88 @@ def test_fast_backend_edge_cases(config):
                     np.zeros((1, config.max_k + 1), np.int8))
 
 
-def test_fast_and_golden_backends_generate_like_the_golden_model(shipped):
+def test_pymodel_and_golden_backends_generate_like_the_golden_model(shipped):
     _needs("model.transformer", "model.accel_cycles")
     prompt = list(b"And God said")
     pure = rm.generate_pure(shipped, prompt, 6)
     ref = rm.generate(shipped, prompt, 6, None, AccelConfig())
     assert ref.tokens == pure
-    for cls in (rm.FastBackend, rm.GoldenBackend):
+    for cls in (rm.PyModelBackend, rm.GoldenBackend):
         out = rm.generate(shipped, prompt, 6, cls(AccelConfig()).matmul, AccelConfig())
         rm.compare(ref, out)
     # 7 BitLinear calls per layer for the prompt and for each new token but the last
     assert len(ref.calls) == 7 * shipped.config["n_layers"] * 6
     # a wrong accumulator anywhere is caught and named
-    bad = rm.generate(shipped, prompt, 6, rm.FastBackend(AccelConfig()).matmul, AccelConfig())
+    bad = rm.generate(shipped, prompt, 6, rm.PyModelBackend(AccelConfig()).matmul, AccelConfig())
     bad.calls[10].acc[0, 0] += 1
     with pytest.raises(AssertionError, match=f"call 10 .*{bad.calls[10].name}"):
         rm.compare(ref, bad)
 
 
-def test_cli_fast(capsys):
+def test_cli_pymodel(capsys, tmp_path):
     _needs("model.transformer", "model.accel_cycles")
-    assert rm.main(["--prompt", "In the beginning", "--tokens", "4", "--backend", "fast",
+    assert rm.main(["--prompt", "In the beginning", "--tokens", "4", "--backend", "pymodel",
                     "--fmax", "48"]) == 0
-    out = capsys.readouterr().out
+    cap = capsys.readouterr()
+    out = cap.out
     assert "equal the golden model bit for bit" in out
     assert "at Fmax 48.00 MHz (from --fmax)" in out
     assert "cycles/token" in out and "weight bytes streamed/token" in out
+    assert "token 4/4" in cap.err  # progress
+    # no build report: the stated default Fmax, named as such
+    res = rm.run(rm.DEFAULT_CHECKPOINT, "In", 2, "golden", report=tmp_path / "none.json",
+                 quiet=True)
+    assert res["fmax_mhz"] == rm.DEFAULT_FMAX_MHZ and "not a measured Fmax" in res["fmax_source"]
+
+
+def test_amaranth_backend_on_shipped_layers(shipped):
+    """The engine in Amaranth's simulator on real layers of the shipped model (q_proj and
+    down_proj of layer 0 with the activations the golden model feeds them): bit- and
+    cycle-exact. The whole forward pass is the slow test below."""
+    _needs("model.transformer", "model.accel_cycles", "hw.engine")
+    from model.accel_cycles import cycles
+
+    config = AccelConfig()
+    seen = []
+
+    def grab(name, xq, trits):
+        seen.append((name, np.array(xq), np.array(trits)))
+        return rm.golden_acc(xq, trits), 0
+
+    rm.run_forward(shipped, list(b"L"), grab, config)
+    backend = rm.AmaranthBackend(config)
+    for name, xq, trits in (seen[0], seen[6]):
+        acc, cyc = backend.matmul(name, xq, trits)
+        assert np.array_equal(acc, rm.golden_acc(xq, trits)), name
+        assert cyc == cycles(config, trits.shape[0], trits.shape[1], xq.shape[0]), name
+    assert seen[6][2].shape[1] == 2 * seen[0][2].shape[1]  # down_proj: K = FFN width
+
+
+@pytest.mark.slow
+def test_amaranth_backend_forward_pass(shipped):
+    """A full forward pass of the shipped model with every BitLinear in Amaranth's simulator."""
+    _needs("model.transformer", "model.accel_cycles", "hw.engine")
+    from model.accel_cycles import cycles
+
+    config = AccelConfig()
+    prompt = list(b"Let")
+    ref = rm.run_forward(shipped, prompt, None, config)
+    hw = rm.run_forward(shipped, prompt, rm.AmaranthBackend(config).matmul, config)
+    rm.compare(ref, hw)
+    assert len(hw.calls) == 7 * shipped.config["n_layers"]
+    for c in hw.calls:
+        assert c.cycles == cycles(config, c.m, c.k, c.tokens), c.name
 
 
 # ---------------------------------------------------------------------------------------------
 # Verilator co-simulation
 # ---------------------------------------------------------------------------------------------
-def _cosim_ready():
+def _cosim_ready(path: str = "fast"):
     _needs("model.transformer", "model.accel_cycles", "hw.engine", "sim.fast")
     from sim.runner import SimulatorUnavailable, selected_simulator
 
     try:
-        rm.build_engine_sim(AccelConfig())
+        rm.build_engine_sim(AccelConfig(), path)
     except SimulatorUnavailable as e:
         pytest.skip(f"{selected_simulator()}: {e}")
 
@@ -168,11 +213,28 @@ def test_cosim_forward_pass_matches_golden(shipped, tmp_path):
 
 
 @pytest.mark.slow
-def test_cosim_generation_matches_golden(shipped, tmp_path):
-    _cosim_ready()
+@pytest.mark.parametrize("path", rm.COSIM_PATHS)
+def test_cosim_generation_matches_golden(shipped, tmp_path, path):
+    """Multi-token generation through both cocotb paths, cycles against the cycle model."""
+    _cosim_ready(path)
+    from model.accel_cycles import cycles
+
     config = AccelConfig()
     prompt = list(b"And God said")
-    ref = rm.generate(shipped, prompt, 8, None, config)
-    hw = rm.run_cosim(rm.DEFAULT_CHECKPOINT, prompt, 8, config, work_dir=tmp_path)
+    n = 8 if path == "fast" else 3
+    ref = rm.generate(shipped, prompt, n, None, config)
+    hw = rm.run_cosim(rm.DEFAULT_CHECKPOINT, prompt, n, config, work_dir=tmp_path, path=path)
     rm.compare(ref, hw)
-    assert hw.tokens == rm.generate_pure(shipped, prompt, 8)
+    assert hw.tokens == rm.generate_pure(shipped, prompt, n)
+    for c in hw.calls:
+        assert c.cycles == cycles(config, c.m, c.k, c.tokens), c.name
+
+
+@pytest.mark.slow
+def test_cli_every_backend(capsys):
+    """``python -m sim.run_model`` with each backend: equal to golden, figures printed."""
+    _cosim_ready()
+    for backend in rm.BACKENDS:
+        assert rm.main(["--prompt", "And", "--tokens", "2", "--backend", backend]) == 0
+        out = capsys.readouterr().out
+        assert f"backend {backend}: tokens and all" in out and "cycles/token" in out

@@ -55,7 +55,8 @@ def test_toolchain_env_override(monkeypatch):
 
 @pytest.mark.toolchain
 def test_small_build_end_to_end(tmp_path):
-    assert build.main(["--preset", "tiny", "--out", str(tmp_path)]) == 0
+    assert build.main(["--preset", "tiny", "--top", "engine", "--out", str(tmp_path),
+                       "--no-activity"]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert (tmp_path / "top.bin").stat().st_size > 0
     assert report["device"]["SB_MAC16"]["used"] == 0
@@ -65,6 +66,11 @@ def test_small_build_end_to_end(tmp_path):
     assert report["checks"]["sb_mac16"] == 0 and report["checks"]["rtl_mul_cells"] == 0
     comp = report["comparison"]
     assert comp["int8"]["SB_MAC16"] == 8 and comp["ternary"]["SB_MAC16"] == 0
+    # generic area of the top and of both arrays (activity skipped by --no-activity)
+    assert report["generic"]["transistors"] > report["generic"]["nand2_equivalent"] > 0
+    assert comp["int8"]["transistors"] > comp["ternary"]["transistors"] > 0
+    assert comp["ternary"]["pj_per_mac_activity"] is None and "activity" not in report
+    assert report["energy"]["pj_per_mac_horowitz45"]["int8_over_ternary"] > 1
     assert (tmp_path / "comparison.png").stat().st_size > 0
 
 

@@ -121,7 +121,12 @@ def test_weights_roundtrip_and_bounds():
         # out of range: 512 bytes of weight memory
         for frame in (encode_request(Op.WRITE_WEIGHTS, struct.pack("<I", 510) + b"abc"),
                       encode_request(Op.READ_WEIGHTS, struct.pack("<IH", 500, 13)),
-                      encode_request(Op.READ_WEIGHTS, struct.pack("<IH", 0, MAX_PAYLOAD + 1))):
+                      encode_request(Op.READ_WEIGHTS, struct.pack("<IH", 0, MAX_PAYLOAD + 1)),
+                      # addresses whose low bits are in range but a high bit is set
+                      encode_request(Op.WRITE_WEIGHTS, struct.pack("<I", (1 << 16) | 5) + b"x"),
+                      encode_request(Op.WRITE_WEIGHTS, struct.pack("<I", (1 << 31) | 5) + b"x"),
+                      encode_request(Op.READ_WEIGHTS, struct.pack("<IH", (1 << 20) | 5, 1)),
+                      encode_request(Op.READ_WEIGHTS, struct.pack("<IH", 0xFFFFFFFF, 1))):
             rep = await req(frame)
             assert rep.status == Status.BAD_ARG and rep.payload == b""
         ok(await req(encode_request(Op.WRITE_WEIGHTS, struct.pack("<I", 509) + b"abc")),
@@ -235,7 +240,7 @@ def test_run_errors_and_recovery():
             return await req(encode_request(Op.RUN, struct.pack("<HHHI", m, k, t, base)))
         # arguments the engine cannot take, or an unaligned / out-of-range base
         for args in ((0, 8, 1, 0), (4, 0, 1, 0), (17, 8, 1, 0), (4, 33, 1, 0), (4, 8, 0, 0),
-                     (4, 8, 1, 4), (4, 8, 1, 512)):
+                     (4, 8, 1, 4), (4, 8, 1, 512), (4, 8, 1, 1 << 16), (4, 8, 1, 0xFFFFFFF8)):
             rep = await run(*args)
             assert (rep.op, rep.status, rep.payload) == (Op.RUN, Status.BAD_ARG, b""), args
         # more tokens than the activation memory (16 rows of 4 codes; 2 rows per token) holds

@@ -123,6 +123,7 @@ CASES = [
     (AccelConfig(rows=4, cols=16), (10, 40), 3),    # 13-byte beats: not a word multiple
     (AccelConfig(rows=2, cols=4), (5, 9), 2),       # 2-byte beats: several per word
     (AccelConfig(rows=2, cols=20), (3, 41), 2),     # 8-byte beats: exactly one word
+    (AccelConfig(rows=5, cols=8), (12, 37), 3),     # the board shape: one word per beat
     (AccelConfig(rows=4, cols=16, packing="i2"), (4, 16), 2),
 ]
 
@@ -139,9 +140,10 @@ def test_reader_streams_every_beat_exactly(cfg, shape, tokens, backpressure):
     assert beats == want
 
 
-def test_reader_full_rate_without_backpressure():
+@pytest.mark.parametrize("cfg", [AccelConfig(rows=4, cols=16), AccelConfig(rows=5, cols=8)],
+                         ids=["13-byte", "8-byte"])
+def test_reader_full_rate_without_backpressure(cfg):
     """With a ready sink the reader delivers a word (8 bytes) per cycle on average."""
-    cfg = AccelConfig(rows=4, cols=16)
     w = np.ones((16, 160), np.int8)
     stream = layer_stream(w, cfg)
     m = Module()
@@ -173,9 +175,12 @@ def test_reader_full_rate_without_backpressure():
     assert cycles[0] <= -(-nbytes // WORD_BYTES) + 3
 
 
-def test_reader_range_error():
-    cfg = AccelConfig(rows=2, cols=4)
-    w = np.ones((4, 16), np.int8)      # 8 beats of 2 bytes = 16 bytes
+@pytest.mark.parametrize("cfg,shape,n_ok", [
+    (AccelConfig(rows=2, cols=4), (4, 16), 4),   # 8 beats of 2 bytes = 16 bytes: 4 fit
+    (AccelConfig(rows=5, cols=8), (5, 24), 1),   # 3 beats of 8 bytes: 1 fits
+])
+def test_reader_range_error(cfg, shape, n_ok):
+    w = np.ones(shape, np.int8)
     _, beats, range_error = run_reader(cfg, w, 1, base=64 * 8 - 8)
     assert range_error
-    assert len(beats) == 4              # the 8 bytes that exist, nothing more
+    assert len(beats) == n_ok           # the 8 bytes that exist, nothing more

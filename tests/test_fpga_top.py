@@ -28,3 +28,27 @@ def test_boardtop_rejects_unreachable_baud():
     top = BoardTop(config=CFG, baud=5_000_000, engine_factory=StandInEngine)
     with pytest.raises(ValueError, match="cycles/bit"):
         ICEBreakerPlatform().prepare(top, name="t")
+
+
+def test_board_defaults_are_consistent():
+    """The default board build: one 8-byte SPRAM word per tq1 beat, a PLL clock that is
+    reported as BOARD_CLOCK_MHZ and gives an exact 1 Mbaud divisor."""
+    from fpga.memory import WORD_BYTES
+    from fpga.top import BOARD_CLOCK_MHZ, BOARD_CONFIG, BOARD_PLL_MHZ, board_top, ice40_pll_params
+    from fpga.uart import baud_divisor
+
+    assert BOARD_CONFIG.packing == "tq1"
+    assert BOARD_CONFIG.bytes_per_beat == WORD_BYTES
+    assert BOARD_CONFIG.trits_per_beat == WORD_BYTES * 5     # no pad trits: 1.6 bits/weight
+    plat = ICEBreakerPlatform()
+    top = board_top(engine_factory=StandInEngine)
+    assert top.config == BOARD_CONFIG
+    assert top.clock_hz(plat) == round(BOARD_CLOCK_MHZ * 1e6)
+    assert ice40_pll_params(12, BOARD_PLL_MHZ)["f_out_mhz"] == BOARD_CLOCK_MHZ
+    assert baud_divisor(top.clock_hz(plat), top.baud) * top.baud == top.clock_hz(plat)
+    plan = plat.prepare(top, name="t")
+    assert "SB_PLL40_PAD" in plan.files["t.il"]
+    assert plan.files["t.il"].count("SB_SPRAM256KA") == 4
+    no_pll = board_top(pll_mhz=0, engine_factory=StandInEngine)
+    no_pll._MustUse__silence = True     # only its clock is asked for, it is not elaborated
+    assert no_pll.clock_hz(plat) == 12_000_000

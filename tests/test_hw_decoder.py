@@ -46,9 +46,10 @@ def code_to_trit(code):
     return {(0, 0): 0, (1, 0): 1, (1, 1): -1}[(code["nz"], code["neg"])]
 
 
-def run_decoder(packing, trits_per_beat, beats, *, idle=0.0, backpressure=0.0, seed=0):
+def run_decoder(packing, trits_per_beat, beats, *, idle=0.0, backpressure=0.0, seed=0,
+                stages=1):
     """Send byte beats; return (decoded trit beats, error flag per cycle)."""
-    dec = WeightDecoder(packing=packing, trits_per_beat=trits_per_beat)
+    dec = WeightDecoder(packing=packing, trits_per_beat=trits_per_beat, stages=stages)
     out, errors = [], []
 
     async def monitor(ctx):
@@ -81,19 +82,20 @@ def test_tq1_invalid_set_is_the_complement_of_the_encoder_image():
                for c in (-1, 0, 1) for d in (-1, 0, 1) for e in (-1, 0, 1)) == TQ1_VALID_BYTES
 
 
-@pytest.mark.parametrize("packing", ["i2", "tq1"])
-def test_every_valid_byte_decodes(packing):
+@pytest.mark.parametrize("packing,stages", [("i2", 1), ("tq1", 1), ("tq1", 2), ("tq1", 3)])
+def test_every_valid_byte_decodes(packing, stages):
     per = PER_BYTE[packing]
     combos = np.array(np.meshgrid(*[[-1, 0, 1]] * per, indexing="ij")).reshape(per, -1).T
     beats = [pack(list(c), packing) for c in combos]
-    decoded, errors = run_decoder(packing, per, beats, idle=0.2, backpressure=0.3)
+    decoded, errors = run_decoder(packing, per, beats, idle=0.2, backpressure=0.3,
+                                  stages=stages)
     assert decoded == [list(map(int, c)) for c in combos]
     assert not any(errors)
 
 
-@pytest.mark.parametrize("packing", ["i2", "tq1"])
+@pytest.mark.parametrize("packing,stages", [("i2", 1), ("tq1", 1), ("tq1", 2), ("tq1", 3)])
 @pytest.mark.parametrize("rows,cols", [(1, 8), (4, 16), (3, 5), (8, 32)])
-def test_random_beats_with_stalls(packing, rows, cols):
+def test_random_beats_with_stalls(packing, stages, rows, cols):
     rng = np.random.default_rng(rows * cols)
     n = rows * cols
     trits = rng.integers(-1, 2, size=(40, n))
@@ -101,15 +103,17 @@ def test_random_beats_with_stalls(packing, rows, cols):
     trits[1, :] = -1
     trits[2, :] = 0
     beats = [pack(list(t), packing) for t in trits]
-    decoded, errors = run_decoder(packing, n, beats, idle=0.3, backpressure=0.3, seed=n)
+    decoded, errors = run_decoder(packing, n, beats, idle=0.3, backpressure=0.3, seed=n,
+                                  stages=stages)
     assert decoded == trits.tolist()
     assert not any(errors)
 
 
-def test_line_rate_one_beat_per_cycle():
+@pytest.mark.parametrize("stages", [1, 2, 3])
+def test_line_rate_one_beat_per_cycle(stages):
     """With an always-valid source and always-ready sink, N beats take N + latency cycles."""
-    dec = WeightDecoder(packing="tq1", trits_per_beat=64)
-    assert dec.latency == 1 and dec.bytes_per_beat == 13
+    dec = WeightDecoder(packing="tq1", trits_per_beat=64, stages=stages)
+    assert dec.latency == stages and dec.bytes_per_beat == 13
     beats = [[int(b) for b in np.random.default_rng(i).choice(sorted(TQ1_VALID_BYTES), 13)]
              for i in range(50)]
     times = []
@@ -127,14 +131,15 @@ def test_line_rate_one_beat_per_cycle():
     sim.add_testbench(stream_source(dec.packed, beats))
     sim.add_testbench(sink)
     sim.run()
-    assert times == list(range(1, len(beats) + 1))
+    assert times == list(range(stages, len(beats) + stages))
 
 
+@pytest.mark.parametrize("stages", [1, 2])
 @pytest.mark.parametrize("bad", TQ1_INVALID_BYTES)
-def test_tq1_invalid_byte_sets_sticky_error(bad):
+def test_tq1_invalid_byte_sets_sticky_error(bad, stages):
     good = pack([1, 0, -1, 0, 1, -1, -1, 0, 1, 1], "tq1")
     beats = [good, good, [good[0], bad], good, good]
-    decoded, errors = run_decoder("tq1", 10, beats)
+    decoded, errors = run_decoder("tq1", 10, beats, stages=stages)
     assert len(decoded) == 5 and decoded[0] == decoded[1] == decoded[3]
     first = errors.index(1)
     assert all(errors[first:]) and first >= 2
@@ -159,7 +164,28 @@ def test_i2_code3_in_padding_is_an_error():
 
 @pytest.mark.parametrize("kwargs", [
     {"packing": "i3", "trits_per_beat": 8}, {"packing": "i2", "trits_per_beat": 0},
-    {"packing": "tq1", "trits_per_beat": 2.5}])
+    {"packing": "tq1", "trits_per_beat": 2.5},
+    {"packing": "tq1", "trits_per_beat": 5, "stages": 0},
+    {"packing": "tq1", "trits_per_beat": 5, "stages": 4},
+    {"packing": "i2", "trits_per_beat": 4, "stages": 2}])
 def test_rejects_bad_parameters(kwargs):
     with pytest.raises(ValueError):
         WeightDecoder(**kwargs)
+
+
+@pytest.mark.parametrize("packing,stages", [("i2", 1), ("tq1", 2)])
+def test_from_config_default_stages(packing, stages):
+    from amaranth.hdl import Fragment
+
+    from model.accel import AccelConfig
+    dec = WeightDecoder.from_config(AccelConfig(rows=2, cols=8, packing=packing))
+    Fragment.get(dec, None)                     # elaborates (and so uses) the component
+    assert dec.stages == dec.latency == stages
+
+
+def test_two_digits_per_adder_identity():
+    """The decoder's 9x step: 9 x = 256 (3 d_i + d_{i+1}) + x_{i+2} for every x in 0..255."""
+    for x in range(256):
+        d0, x1 = (3 * x) >> 8, (3 * x) & 0xFF
+        d1, x2 = (3 * x1) >> 8, (3 * x1) & 0xFF
+        assert 9 * x == 256 * (3 * d0 + d1) + x2

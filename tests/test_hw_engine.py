@@ -208,7 +208,21 @@ CYCLE_CONFIGS = [
     AccelConfig(rows=1, cols=8, packing="i2", max_k=128, max_m=128, adder_stages=0),
     AccelConfig(rows=4, cols=4, packing="tq1", max_k=128, max_m=128, adder_stages=2),
     AccelConfig(rows=8, cols=4, act_bits=4, packing="i2", max_k=128, max_m=128, adder_stages=1),
+    # every adder level registered (the 48 MHz iCE40 setting of the 4x16 array)
+    AccelConfig(rows=2, cols=16, packing="tq1", max_k=128, max_m=128, adder_stages=4),
 ]
+
+
+@pytest.mark.parametrize("config", [
+    AccelConfig(rows=4, cols=16, packing="tq1", max_k=256, max_m=256, adder_stages=4),
+    AccelConfig(rows=3, cols=8, act_bits=4, packing="i2", max_k=256, max_m=256, adder_stages=3),
+], ids=lambda c: c.slug)
+def test_engine_deep_pipeline_with_stalls(config):
+    rng = np.random.default_rng(zlib.crc32(config.slug.encode()))
+    r, c = config.rows, config.cols
+    jobs = [random_job(rng, config, 2 * r + 1, 2 * c + 3, 2), random_job(rng, config, r, 1, 1),
+            random_job(rng, config, 3 * r, c, 1)]
+    check(config, jobs, seed=5, idle=0.3, backpressure=0.3, garbage_tail=3)
 
 
 @pytest.mark.parametrize("config", CYCLE_CONFIGS, ids=lambda c: c.slug)

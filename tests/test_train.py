@@ -62,10 +62,15 @@ def test_shipped_model_golden_loss_matches_metrics():
     assert loss < math.log(256) / 3  # far better than uniform bytes: it learned something
 
 
-torch = pytest.importorskip("torch")
+@pytest.fixture
+def torch():
+    """PyTorch (the optional ``train`` extra); the tests that need it skip without it."""
+    return pytest.importorskip("torch", reason="PyTorch not installed (optional 'train' extra: "
+                               "pip install torch --index-url "
+                               "https://download.pytorch.org/whl/cpu)")
 
 
-def test_ste_quantizers_match_the_golden_definitions():
+def test_ste_quantizers_match_the_golden_definitions(torch):
     quant = pytest.importorskip("model.quant", reason="model/quant.py absent")
     absmean_quant, act_quant = quant.absmean_quant, quant.act_quant
 
@@ -88,7 +93,7 @@ def test_ste_quantizers_match_the_golden_definitions():
     torch.testing.assert_close(lin.weight.grad, torch.ones(TINY.ffn_dim, 5) @ x_deq)
 
 
-def test_torch_forward_equals_golden_model():
+def test_torch_forward_equals_golden_model(torch):
     """The exported ternary params give the same logits in numpy as the QAT forward in torch."""
     pytest.importorskip("model.transformer", reason="golden model (model/transformer.py) absent")
     torch.manual_seed(1)
@@ -102,7 +107,7 @@ def test_torch_forward_equals_golden_model():
     assert np.array_equal(got.argmax(-1), ref.argmax(-1))
 
 
-def test_training_is_deterministic_and_learns():
+def test_training_is_deterministic_and_learns(torch):
     _, m1 = train.train(TINY, ternary=True, threads=1, log=lambda s: None)
     _, m2 = train.train(TINY, ternary=True, threads=1, log=lambda s: None)
     assert m1["val_loss_nats"] == m2["val_loss_nats"]
