@@ -184,7 +184,7 @@ class Link(wiring.Component):
         phase = Signal(2)        # 0 header, 1 payload, 2 crc
         tcnt = Signal(plen)
         tx_byte = Signal(8)
-        tx_crc = Signal(16)
+        tx_crc = Signal(16, init=0xFFFF)
         rd_addr = Signal(aw)     # byte index / weight byte address / result entry
         rd_lane = Signal(2)      # byte of the current result entry
 
@@ -224,8 +224,9 @@ class Link(wiring.Component):
 
         def reply(status, n=0, source=SRC_REGS, start=None):
             st = Const(int(status), 3) if isinstance(status, int) else status
-            stmts = [r_status.eq(st), r_len.eq(n), src.eq(source), phase.eq(0),
-                     tcnt.eq(0), tx_crc.eq(0xFFFF)]
+            # phase, tcnt and tx_crc are already at their start values (init, and set again
+            # when the previous reply ended), which keeps them out of this wide fan-in
+            stmts = [r_status.eq(st), r_len.eq(n), src.eq(source)]
             if start is not None:
                 stmts.append(rd_addr.eq(start))
             bad = isinstance(status, Status) and status in (
@@ -246,11 +247,13 @@ class Link(wiring.Component):
         m.d.sync += cnt_last.eq(cnt + 1 == length)
 
         receiving = Signal()
+        # timed_out == (idle == timeout) at all times, kept as a register so that the compare
+        # is not in front of the FSM's next-state logic
+        timed_out = Signal()
         with m.If(receiving & ~rx_fire):
-            m.d.sync += idle.eq(idle + 1)
+            m.d.sync += [idle.eq(idle + 1), timed_out.eq(idle + 1 == self._timeout)]
         with m.Else():
-            m.d.sync += idle.eq(0)
-        timed_out = idle == self._timeout
+            m.d.sync += [idle.eq(0), timed_out.eq(0)]
 
         with m.FSM():
             with m.State("IDLE"):
@@ -485,6 +488,8 @@ class Link(wiring.Component):
                                 m.d.sync += [tcnt.eq(0), phase.eq(2)]
                         with m.Case(2):
                             with m.If(tcnt == 1):
+                                # the reply is out: back to the start values for the next
+                                m.d.sync += [tcnt.eq(0), phase.eq(0), tx_crc.eq(0xFFFF)]
                                 with m.If(r_bad):
                                     m.d.sync += bad_frames.eq(bad_frames + 1)
                                 with m.Else():

@@ -23,8 +23,10 @@ __all__ = ["PRESETS", "DEFAULT_TOP", "BuildError", "load_board", "board_defaults
 
 #: Named configurations. ``up5k`` is the default build (see docs/build.md for how it was chosen).
 PRESETS = {
+    # every adder level of the 16-lane tree registered: the setting that meets 48 MHz
+    # (docs/hardware.md, "Measured: iCE40 place and route")
     "up5k": AccelConfig(rows=4, cols=16, act_bits=8, packing="tq1", max_k=1024, max_m=4096,
-                        adder_stages=1),
+                        adder_stages=4),
     "tiny": AccelConfig(rows=2, cols=4, act_bits=8, packing="tq1", max_k=64, max_m=64,
                         adder_stages=1),
 }
@@ -174,7 +176,12 @@ def build_ice40(config, *, top="engine", board="icebreaker", out, freq_mhz=48.0,
                           synth_opts="-dsp" if use_dsp else "",
                           # opt_expr turns constant power-of-two multiplies (Amaranth's
                           # word_select offsets) into shifts; real multipliers stay $mul
-                          script_after_read="hierarchy -top top; proc; opt_expr; "
+                          # Yosys extracts (and one-hot encodes) an FSM only if its state
+                          # register has no init value; Amaranth gives every register one,
+                          # equal to its reset value, which the synchronous reset applies
+                          # anyway (board tops are held in reset until the PLL locks)
+                          script_after_read="hierarchy -top top; proc; "
+                                            "setattr -unset init w:*fsm_state; opt_expr; "
                                             "tee -q -o stat_rtl.json stat -json",
                           script_after_synth="tee -q -o stat.json stat -json")
     plan.extract(str(out))

@@ -57,6 +57,7 @@ __all__ = [
     "run_forward",
     "build_engine_sim",
     "run_cosim",
+    "read_build",
     "read_fmax",
     "run",
     "main",
@@ -472,22 +473,35 @@ def compare(ref: GenerationResult, hw: GenerationResult) -> None:
 
 def read_fmax(report: Path = REPORT) -> float | None:
     """Achieved Fmax in MHz from the build report, or ``None`` if there is none."""
+    return read_build(report)["fmax_mhz"]
+
+
+def read_build(report: Path = REPORT) -> dict:
+    """What ``python -m hw.build`` reported about the design it built.
+
+    Returns ``{"config": AccelConfig or None, "fmax_mhz": float or None, "clock_mhz": float or
+    None}``: the engine configuration of the build, nextpnr's achieved Fmax, and the clock the
+    design runs at (board tops: the PLL clock; ``None`` for bare-engine builds). All ``None``
+    when there is no readable report.
+    """
+    out = {"config": None, "fmax_mhz": None, "clock_mhz": None}
     try:
         data = json.loads(Path(report).read_text())
     except (OSError, ValueError):
-        return None
-    timing = data.get("timing") if isinstance(data, dict) else None
-    if isinstance(timing, dict) and isinstance(timing.get("fmax_mhz"), (int, float)):
-        return float(timing["fmax_mhz"])  # hw.report's layout: {"timing": {"fmax_mhz": ...}}
-    for key in ("fmax_mhz", "achieved_fmax_mhz", "fmax"):
-        if isinstance(data.get(key), (int, float)):
-            return float(data[key])
-    for sub in data.values():
-        if isinstance(sub, dict):
-            for key in ("fmax_mhz", "achieved_fmax_mhz"):
-                if isinstance(sub.get(key), (int, float)):
-                    return float(sub[key])
-    return None
+        return out
+    if not isinstance(data, dict):
+        return out
+    timing = data.get("timing")
+    if isinstance(timing, dict):
+        for key in ("fmax_mhz", "clock_mhz"):
+            if isinstance(timing.get(key), (int, float)):
+                out[key] = float(timing[key])
+    if isinstance(data.get("config"), dict):
+        try:
+            out["config"] = AccelConfig.from_dict(data["config"])
+        except (TypeError, ValueError):
+            pass
+    return out
 
 
 def summarize(res: GenerationResult, config: AccelConfig, fmax_mhz: float | None,
@@ -522,7 +536,12 @@ def run(checkpoint: Path, prompt: str, n_tokens: int, backend: str = DEFAULT_BAC
 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    config = config or AccelConfig()
+    build = read_build(report)
+    # by default simulate the engine that was built, so that its clock applies to the cycles
+    config_source = "given"
+    if config is None:
+        config, config_source = ((build["config"], f"the build in {report}") if build["config"]
+                                 else (AccelConfig(), "AccelConfig() (no build report)"))
     ck = ckpt.load(checkpoint)
     tokens = list(prompt.encode("utf-8"))
     if not tokens:
@@ -548,15 +567,23 @@ def run(checkpoint: Path, prompt: str, n_tokens: int, backend: str = DEFAULT_BAC
     compare(ref, hw)
     if fmax is not None:
         fmax_mhz, source = fmax, "--fmax"
-    else:
-        fmax_mhz = read_fmax(report)
-        if fmax_mhz is not None:
-            source = str(report)
+    elif build["fmax_mhz"] is not None and build["config"] == config:
+        # a board top runs at its PLL clock (below its Fmax); a bare engine at its Fmax
+        if build["clock_mhz"] is not None:
+            fmax_mhz = min(build["clock_mhz"], build["fmax_mhz"])
+            source = (f"the board clock of {report} (Fmax {build['fmax_mhz']:.2f} MHz, "
+                      f"clock {build['clock_mhz']:.2f} MHz)")
         else:
-            fmax_mhz = DEFAULT_FMAX_MHZ
-            source = (f"no build report at {report}: the {DEFAULT_FMAX_MHZ:g} MHz design "
-                      "target, not a measured Fmax (run python -m hw.build or pass --fmax)")
+            fmax_mhz, source = build["fmax_mhz"], f"the achieved Fmax in {report}"
+    else:
+        fmax_mhz = DEFAULT_FMAX_MHZ
+        other = build["config"].slug if build["config"] else "?"
+        why = (f"no build report at {report}" if build["fmax_mhz"] is None else
+               f"{report} is of another engine ({other})")
+        source = (f"{why}: the {DEFAULT_FMAX_MHZ:g} MHz design target, not a measured clock "
+                  "(run python -m hw.build for this config or pass --fmax)")
     out = summarize(hw, config, fmax_mhz, source, backend)
+    out["config_source"] = config_source
     out["text"] = hw.text()
     out["golden_equal"] = True
     from model.accel_cycles import cycles
@@ -582,7 +609,8 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"what computes every BitLinear (default {DEFAULT_BACKEND})")
     p.add_argument("--fmax", type=float, default=None, help="Fmax in MHz (default: build report)")
     p.add_argument("--config", default=None,
-                   help="AccelConfig as JSON or a path to a JSON file (default: AccelConfig())")
+                   help="AccelConfig as JSON or a path to a JSON file (default: the engine "
+                        "of build/ice40/report.json, else AccelConfig())")
     p.add_argument("--json", type=Path, default=None, help="also write the summary here")
     args = p.parse_args(argv)
     if args.tokens < 1:
@@ -609,12 +637,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"backend {out['backend']}: tokens and all {out['bitlinear_calls']} BitLinear "
           "accumulators equal the golden model bit for bit; every call's cycles equal "
           "model.accel_cycles.cycles")
-    print(f"engine {AccelConfig.from_dict(out['accel_config']).slug}: prefill "
+    print(f"engine {AccelConfig.from_dict(out['accel_config']).slug} "
+          f"(from {out['config_source']}): prefill "
           f"{out['prefill_cycles']} cycles for {out['prompt_tokens']} prompt tokens; "
           f"{out['cycles_per_token']:.0f} cycles/token, "
           f"{out['weight_bytes_per_token']:.0f} weight bytes streamed/token")
     if out["fmax_mhz"]:
-        print(f"at Fmax {out['fmax_mhz']:.2f} MHz (from {out['fmax_source']}): "
+        print(f"at {out['fmax_mhz']:.2f} MHz ({out['fmax_source']}): "
               f"{out['tokens_per_s']:.1f} tokens/s (BitLinear layers only)")
     else:
         print(f"Fmax: {out['fmax_source']}")

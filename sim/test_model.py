@@ -8,6 +8,8 @@ co-simulated generation.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -135,13 +137,37 @@ def test_cli_pymodel(capsys, tmp_path):
     cap = capsys.readouterr()
     out = cap.out
     assert "equal the golden model bit for bit" in out
-    assert "at Fmax 48.00 MHz (from --fmax)" in out
+    assert "at 48.00 MHz (--fmax)" in out
     assert "cycles/token" in out and "weight bytes streamed/token" in out
     assert "token 4/4" in cap.err  # progress
     # no build report: the stated default Fmax, named as such
     res = rm.run(rm.DEFAULT_CHECKPOINT, "In", 2, "golden", report=tmp_path / "none.json",
                  quiet=True)
-    assert res["fmax_mhz"] == rm.DEFAULT_FMAX_MHZ and "not a measured Fmax" in res["fmax_source"]
+    assert res["fmax_mhz"] == rm.DEFAULT_FMAX_MHZ and "not a measured clock" in res["fmax_source"]
+    assert res["accel_config"] == AccelConfig().to_dict()
+
+
+def test_clock_and_config_from_the_build_report(tmp_path):
+    """The engine of the build report is simulated by default and its clock applies; a report
+    of another engine is not used for the tokens/s of this one."""
+    _needs("model.transformer", "model.accel_cycles")
+    board = AccelConfig(rows=5, cols=8, packing="tq1", adder_stages=2)
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"config": board.to_dict(), "timing": {
+        "fmax_mhz": 50.5, "clock_mhz": 48.0}}))
+    assert rm.read_build(report) == {"config": board, "fmax_mhz": 50.5, "clock_mhz": 48.0}
+    res = rm.run(rm.DEFAULT_CHECKPOINT, "In", 2, "pymodel", report=report, quiet=True)
+    assert res["accel_config"] == board.to_dict() and res["fmax_mhz"] == 48.0
+    assert "board clock" in res["fmax_source"]
+    assert res["tokens_per_s"] == 48.0e6 / res["cycles_per_token"]
+    # a bare-engine build (no clock_mhz): its Fmax
+    report.write_text(json.dumps({"config": board.to_dict(), "timing": {"fmax_mhz": 50.5}}))
+    res = rm.run(rm.DEFAULT_CHECKPOINT, "In", 2, "pymodel", report=report, quiet=True)
+    assert res["fmax_mhz"] == 50.5
+    # another engine than the one simulated: the design target, said so
+    res = rm.run(rm.DEFAULT_CHECKPOINT, "In", 2, "pymodel", config=AccelConfig(),
+                 report=report, quiet=True)
+    assert res["fmax_mhz"] == rm.DEFAULT_FMAX_MHZ and "another engine" in res["fmax_source"]
 
 
 def test_amaranth_backend_on_shipped_layers(shipped):

@@ -19,6 +19,7 @@ HW = Path(__file__).resolve().parent.parent / "hw"
 EXEMPT = {"baseline.py"}
 #: Files of this (datapath) part that the source scan covers.
 DATAPATH = ["trit.py", "pe.py", "row.py", "array.py", "decoder.py", "engine.py", "gearbox.py",
+            "skid.py",
             "_util.py", "__init__.py"]
 
 CONFIGS = [
