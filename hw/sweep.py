@@ -34,7 +34,9 @@ def sweep(grid, *, top="engine", board="icebreaker", out, freq_mhz=48.0):
     base = PRESETS["up5k"]
     rows, t0 = [], time.monotonic()
     for r, c in grid:
-        config = base.replace(rows=r, cols=c)
+        # every adder level registered, as in the preset, up to this shape's tree depth
+        shape = base.replace(rows=r, cols=c, adder_stages=0)
+        config = shape.replace(adder_stages=min(base.adder_stages, shape.tree_depth))
         try:
             rep = build_ice40(config, top=top, board=board, out=Path(out) / f"{r}x{c}",
                               freq_mhz=freq_mhz, t0=t0)

@@ -538,7 +538,7 @@ def run(checkpoint: Path, prompt: str, n_tokens: int, backend: str = DEFAULT_BAC
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     build = read_build(report)
     # by default simulate the engine that was built, so that its clock applies to the cycles
-    config_source = "given"
+    config_source = "the given config"
     if config is None:
         config, config_source = ((build["config"], f"the build in {report}") if build["config"]
                                  else (AccelConfig(), "AccelConfig() (no build report)"))

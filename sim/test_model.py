@@ -133,7 +133,7 @@ def test_pymodel_and_golden_backends_generate_like_the_golden_model(shipped):
 def test_cli_pymodel(capsys, tmp_path):
     _needs("model.transformer", "model.accel_cycles")
     assert rm.main(["--prompt", "In the beginning", "--tokens", "4", "--backend", "pymodel",
-                    "--fmax", "48"]) == 0
+                    "--fmax", "48", "--config", AccelConfig().to_json()]) == 0
     cap = capsys.readouterr()
     out = cap.out
     assert "equal the golden model bit for bit" in out
@@ -261,6 +261,7 @@ def test_cli_every_backend(capsys):
     """``python -m sim.run_model`` with each backend: equal to golden, figures printed."""
     _cosim_ready()
     for backend in rm.BACKENDS:
-        assert rm.main(["--prompt", "And", "--tokens", "2", "--backend", backend]) == 0
+        assert rm.main(["--prompt", "And", "--tokens", "2", "--backend", backend,
+                        "--config", AccelConfig().to_json()]) == 0
         out = capsys.readouterr().out
         assert f"backend {backend}: tokens and all" in out and "cycles/token" in out
