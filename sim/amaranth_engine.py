@@ -169,23 +169,11 @@ class AmaranthEngine:
         AssertionError
             The engine timed out, raised ``error``, or produced a malformed result stream.
         """
-        from sim.engine_tb import EngineTB, layer_stream
+        from sim.engine_tb import EngineTB, check_layer_args, layer_stream
 
         cfg = self.config
-        xq, trits = np.asarray(xq), np.asarray(trits)
-        if xq.ndim != 2 or trits.ndim != 2 or xq.shape[1] != trits.shape[1]:
-            raise ValueError(f"need xq (T, K) and trits (M, K), got {xq.shape} and {trits.shape}")
-        t, k = xq.shape
-        m = trits.shape[0]
-        cfg.check_layer(m, k)
-        if not 1 <= t <= 65535:
-            raise ValueError(f"tokens T={t} outside [1, 65535]")
-        lo, hi = -(1 << (cfg.act_bits - 1)), (1 << (cfg.act_bits - 1)) - 1
-        if xq.min() < lo or xq.max() > hi:
-            raise ValueError(f"activation codes outside [{lo}, {hi}]")
-        if not np.isin(trits, (-1, 0, 1)).all():
-            raise ValueError("trits must be in {-1, 0, 1}")
-        beats = EngineTB.beat_words(layer_stream(trits.astype(np.int8), cfg)) * t
+        xq, trits, t, m, k = check_layer_args(cfg, xq, trits)
+        beats = EngineTB.beat_words(layer_stream(trits, cfg)) * t
         acts = EngineTB.act_words_of(xq, cfg)
         job = _Job(m | k << 16 | t << 32, acts, beats, t * m,
                    4 * (len(beats) + t * m + 2 * cfg.rows + 20) + self.timeout_cycles)

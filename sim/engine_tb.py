@@ -16,7 +16,7 @@ from sim.golden import beats_of_layer, pack_trits
 from sim.scoreboard import Scoreboard
 from sim.streams import ClockedTB, StreamSink, StreamSource, port_layout
 
-__all__ = ["EngineTB", "golden_acc", "layer_stream"]
+__all__ = ["EngineTB", "check_layer_args", "golden_acc", "layer_stream"]
 
 
 def golden_acc(xq, trits) -> np.ndarray:
@@ -36,6 +36,29 @@ def golden_acc(xq, trits) -> np.ndarray:
     if acc.shape != ref.shape or not np.array_equal(acc.astype(np.int64), ref):
         raise AssertionError("model.bitlinear.ternary_matmul disagrees with xq @ trits.T")
     return acc.astype(np.int32)
+
+
+def check_layer_args(config: AccelConfig, xq, trits):
+    """Validate one layer call ``acc = xq @ trits.T`` for an engine of ``config``.
+
+    Returns ``(xq, trits_int8, t, m, k)``. Raises ``ValueError`` for shapes that do not match,
+    a layer that does not fit ``config``, ``T`` outside ``[1, 65535]`` (the ``cmd`` field),
+    activation codes outside the ``act_bits`` range or trits outside {-1, 0, 1}.
+    """
+    xq, trits = np.asarray(xq), np.asarray(trits)
+    if xq.ndim != 2 or trits.ndim != 2 or xq.shape[1] != trits.shape[1]:
+        raise ValueError(f"need xq (T, K) and trits (M, K), got {xq.shape} and {trits.shape}")
+    t, k = xq.shape
+    m = trits.shape[0]
+    config.check_layer(m, k)
+    if not 1 <= t <= 65535:
+        raise ValueError(f"tokens T={t} outside [1, 65535]")
+    lo, hi = -(1 << (config.act_bits - 1)), (1 << (config.act_bits - 1)) - 1
+    if xq.min() < lo or xq.max() > hi:
+        raise ValueError(f"activation codes outside [{lo}, {hi}]")
+    if not np.isin(trits, (-1, 0, 1)).all():
+        raise ValueError("trits must be in {-1, 0, 1}")
+    return xq, trits.astype(np.int8), t, m, k
 
 
 def layer_stream(trits, config: AccelConfig) -> np.ndarray:

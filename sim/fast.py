@@ -168,22 +168,10 @@ class FastEngine:
         AssertionError
             The DUT timed out, raised ``error``, or returned a malformed result stream.
         """
+        from sim.engine_tb import check_layer_args
+
         cfg = self.config
-        xq = np.asarray(xq)
-        trits = np.asarray(trits)
-        if xq.ndim != 2 or trits.ndim != 2 or xq.shape[1] != trits.shape[1]:
-            raise ValueError(f"need xq (T, K) and trits (M, K), got {xq.shape} and {trits.shape}")
-        t, k = xq.shape
-        m = trits.shape[0]
-        cfg.check_layer(m, k)
-        if not 1 <= t <= 65535:
-            raise ValueError(f"tokens T={t} outside [1, 65535]")
-        lo, hi = -(1 << (cfg.act_bits - 1)), (1 << (cfg.act_bits - 1)) - 1
-        if xq.min() < lo or xq.max() > hi:
-            raise ValueError(f"activation codes outside [{lo}, {hi}]")
-        if not np.isin(trits, (-1, 0, 1)).all():
-            raise ValueError("trits must be in {-1, 0, 1}")
-        trits = trits.astype(np.int8)
+        xq, trits, t, m, k = check_layer_args(cfg, xq, trits)
         self.calls += 1
         if self._tb is not None:
             n0 = len(self._tb.result.items)

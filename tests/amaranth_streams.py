@@ -12,7 +12,7 @@ Usage::
 
 import random
 
-__all__ = ["stream_source", "stream_sink", "run_for"]
+__all__ = ["stream_source", "stream_sink", "run_for", "run_stream_dut"]
 
 
 def stream_source(stream, payloads, *, rng=None, idle=0.0, timeout=1_000_000, log=None,
@@ -100,3 +100,38 @@ def run_for(cycles):
     async def testbench(ctx):
         await ctx.tick().repeat(cycles)
     return testbench
+
+
+def run_stream_dut(dut, payloads, n_out, *, idle=0.0, backpressure=0.0, seed=0, extra_cycles=8):
+    """Simulate a one-in, one-out stream block (ports ``i`` and ``o``) on ``payloads``.
+
+    The source idles with probability ``idle``, the sink applies ``backpressure``; after
+    ``n_out`` outputs the sink stays ready for ``extra_cycles`` more cycles, and nothing more
+    may come out. Returns ``(outputs, cycles)``: the payloads received and the cycles until the
+    last one. Raises ``AssertionError`` if anything extra came out.
+    """
+    from amaranth.sim import Simulator
+
+    out, state = [], {}
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(stream_source(dut.i, payloads, rng=random.Random(seed), idle=idle))
+    sim.add_testbench(stream_sink(dut.o, n_out, out, rng=random.Random(seed + 1),
+                                  backpressure=backpressure))
+
+    async def watch(ctx):
+        cycles = 0
+        while len(out) < n_out:
+            await ctx.tick()
+            cycles += 1
+        state["cycles"] = cycles
+        ctx.set(dut.o.ready, 1)
+        extra = 0
+        for _ in range(extra_cycles):
+            _, _, valid = await ctx.tick().sample(dut.o.valid)
+            extra += valid
+        state["extra"] = extra
+    sim.add_testbench(watch)
+    sim.run()
+    assert state["extra"] == 0, f"{state['extra']} extra outputs after the expected {n_out}"
+    return out, state["cycles"]

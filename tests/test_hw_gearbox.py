@@ -5,39 +5,17 @@ import random
 
 import pytest
 from amaranth.back import rtlil
-from amaranth.sim import Simulator
 
 from hw.gearbox import Gearbox
-from tests.amaranth_streams import stream_sink, stream_source
+from tests.amaranth_streams import run_stream_dut
 
 
 def run_gearbox(in_bytes, out_bytes, data, *, idle=0.0, backpressure=0.0, seed=0):
     gb = Gearbox(in_bytes=in_bytes, out_bytes=out_bytes)
     beats_in = [data[i:i + in_bytes] for i in range(0, len(data), in_bytes)]
-    n_out = len(data) // out_bytes
-    out = []
-    cycle = {"n": 0}
-    sim = Simulator(gb)
-    sim.add_clock(1e-6)
-    sim.add_testbench(stream_source(gb.i, beats_in, rng=random.Random(seed), idle=idle))
-    sim.add_testbench(stream_sink(gb.o, n_out, out, rng=random.Random(seed + 1),
-                                  backpressure=backpressure))
-    state = {}
-
-    async def watch(ctx):
-        while len(out) < n_out:
-            await ctx.tick()
-            cycle["n"] += 1
-        ctx.set(gb.o.ready, 1)
-        extra = 0
-        for _ in range(10):
-            _, _, valid = await ctx.tick().sample(gb.o.valid)
-            extra += valid
-        state["extra"] = extra
-    sim.add_testbench(watch)
-    sim.run()
-    assert state["extra"] == 0
-    return [b for beat in out for b in beat], cycle["n"]
+    out, cycles = run_stream_dut(gb, beats_in, len(data) // out_bytes, idle=idle,
+                                 backpressure=backpressure, seed=seed, extra_cycles=10)
+    return [b for beat in out for b in beat], cycles
 
 
 @pytest.mark.parametrize("in_bytes,out_bytes", [

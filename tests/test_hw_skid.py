@@ -8,38 +8,16 @@ from amaranth.lib import data
 from amaranth.sim import Simulator
 
 from hw.skid import SkidBuffer
-from tests.amaranth_streams import stream_sink, stream_source
+from tests.amaranth_streams import run_stream_dut
 
 BEAT = data.ArrayLayout(unsigned(8), 3)
 
 
 def run_skid(payloads, *, idle=0.0, backpressure=0.0, seed=0, shape=BEAT):
     dut = SkidBuffer(shape=shape)
-    out = []
-    state = {}
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(stream_source(dut.i, payloads, rng=random.Random(seed), idle=idle))
-    sim.add_testbench(stream_sink(dut.o, len(payloads), out, rng=random.Random(seed + 1),
-                                  backpressure=backpressure))
-
-    async def watch(ctx):
-        cycles = 0
-        while len(out) < len(payloads):
-            await ctx.tick()
-            cycles += 1
-        state["cycles"] = cycles
-        # nothing extra: the buffer is empty afterwards, however long we wait
-        ctx.set(dut.o.ready, 1)
-        extra = 0
-        for _ in range(8):
-            _, _, valid = await ctx.tick().sample(dut.o.valid)
-            extra += valid
-        state["extra"] = extra
-    sim.add_testbench(watch)
-    sim.run()
-    assert state["extra"] == 0
-    return out, state["cycles"], dut.latency
+    out, cycles = run_stream_dut(dut, payloads, len(payloads), idle=idle,
+                                 backpressure=backpressure, seed=seed)
+    return out, cycles, dut.latency
 
 
 @pytest.mark.parametrize("idle,backpressure", [(0.0, 0.0), (0.3, 0.0), (0.0, 0.5), (0.4, 0.4),
