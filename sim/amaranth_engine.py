@@ -85,6 +85,17 @@ class AmaranthEngine:
         cmd, act, wts, res = eng.cmd, eng.act, eng.weights, eng.result
         cmd_raw, act_raw = cmd.payload.as_value(), act.payload.as_value()
         wts_raw, res_raw = wts.payload.as_value(), res.payload.as_value()
+
+        def advance(i, items, port, raw, ready):
+            """After a transfer on ``port``, present the next of ``items`` (or drop valid)."""
+            if i < len(items) and ready:
+                i += 1
+                if i < len(items):
+                    ctx.set(raw, items[i])
+                else:
+                    ctx.set(port.valid, 0)
+            return i
+
         while True:
             job = self._job
             if job is None or job.done:
@@ -111,18 +122,8 @@ class AmaranthEngine:
                     ci = 1
                     job.cmd_cycle = now
                     ctx.set(cmd.valid, 0)
-                if ai < na and a_rdy:
-                    ai += 1
-                    if ai < na:
-                        ctx.set(act_raw, job.acts[ai])
-                    else:
-                        ctx.set(act.valid, 0)
-                if wi < nw and w_rdy:
-                    wi += 1
-                    if wi < nw:
-                        ctx.set(wts_raw, job.beats[wi])
-                    else:
-                        ctx.set(wts.valid, 0)
+                ai = advance(ai, job.acts, act, act_raw, a_rdy)
+                wi = advance(wi, job.beats, wts, wts_raw, w_rdy)
                 if r_vld:
                     job.results.append(int(r_raw))
                     job.last_cycle = now

@@ -58,7 +58,6 @@ __all__ = [
     "build_engine_sim",
     "run_cosim",
     "read_build",
-    "read_fmax",
     "run",
     "main",
 ]
@@ -469,11 +468,6 @@ def compare(ref: GenerationResult, hw: GenerationResult) -> None:
                 f"golden model ({len(bad)} differences, first at {bad[:1].tolist()})")
     if ref.tokens != hw.tokens:
         raise AssertionError(f"tokens differ: golden {ref.tokens} hardware {hw.tokens}")
-
-
-def read_fmax(report: Path = REPORT) -> float | None:
-    """Achieved Fmax in MHz from the build report, or ``None`` if there is none."""
-    return read_build(report)["fmax_mhz"]
 
 
 def read_build(report: Path = REPORT) -> dict:
