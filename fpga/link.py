@@ -6,10 +6,20 @@ activation memory before the frame's CRC, opcode, length and arguments have been
 a bad frame never corrupts stored data. Exactly one reply frame is sent per request; framing
 errors (length above :data:`~fpga.protocol.MAX_PAYLOAD`, a frame cut short) are answered once the
 line has been idle for ``timeout`` cycles. While a request executes and its reply is sent the
-link does not accept bytes (the host waits for the reply; a byte sent anyway is dropped and
-counted as a UART overrun).
+link does not take bytes (the host waits for the reply; a byte sent anyway is dropped and
+flagged as a UART overrun in STATUS).
 
-Only additions, comparisons and shifts by constants are used (no multiplier).
+The link is built for the engine's clock (48 MHz on the UP5K, where a LUT level and its
+routing cost 2.5-3.5 ns), so no path has more than a few LUT levels:
+
+- every received byte is registered together with the compares the parser makes on it;
+- the receiver (sync, opcode, length, payload, CRC) and the executor (checks, memory copies,
+  reply) are separate state machines that hand a frame over by registered pulses;
+- the frame checks are spread over three registered steps; each reply byte is read, selected
+  and sent in separate cycles; "last byte" conditions are registered flags or down counters.
+
+A byte takes 10 bit times on the line (480 cycles at 1 Mbaud and 48 MHz), so the extra cycles
+cost nothing. Only additions, comparisons and shifts by constants are used (no multiplier).
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal, unsigned
@@ -145,58 +155,148 @@ class Link(wiring.Component):
         # any bit at or above ``aw`` set is out of range by itself)
         aw = max(weight_bytes.bit_length(), self._result_depth.bit_length(), 5)
         plen = MAX_PAYLOAD.bit_length()     # payload lengths and byte counters: 0 .. 512
+        ops = list(Op)
 
-        m.submodules.staging = staging = Memory(shape=unsigned(8), depth=MAX_PAYLOAD, init=[])
+        # written by the receiver, read by the executor, never in the same cycle: no read/write
+        # collision logic (``no_rw_check``)
+        m.submodules.staging = staging = Memory(shape=unsigned(8), depth=MAX_PAYLOAD, init=[],
+                                                attrs={"no_rw_check": 1})
         st_w = staging.write_port()
         st_r = staging.read_port()
 
+        # -- stage 1: every byte from the UART is taken and registered, with the few compares
+        # the parser makes on it, so that no byte compare sits in front of the parser's state
+        # logic. Bytes that arrive while a request executes are dropped and flagged as overrun.
+        m.d.comb += self.rx.ready.eq(1)
+        rb = Signal(8)
+        rv = Signal()            # rb is a new byte (one cycle)
+        rb_sync = Signal()       # rb == REQ_SYNC
+        rb_zero = Signal()
+        rb_one = Signal()
+        rb_gt_hi = Signal()      # rb > MAX_PAYLOAD >> 8 (as a length's high byte: too long)
+        rb_eq_hi = Signal()      # rb == MAX_PAYLOAD >> 8
+        rb_gt_lo = Signal()      # rb > MAX_PAYLOAD & 0xFF
+        max_hi, max_lo = MAX_PAYLOAD >> 8, MAX_PAYLOAD & 0xFF
+        m.d.sync += rv.eq(self.rx.valid)
+        with m.If(self.rx.valid):
+            p = self.rx.payload
+            m.d.sync += [rb.eq(p), rb_sync.eq(p == REQ_SYNC), rb_zero.eq(p == 0),
+                         rb_one.eq(p == 1), rb_gt_hi.eq(p > max_hi), rb_eq_hi.eq(p == max_hi),
+                         rb_gt_lo.eq(p > max_lo)]
+
+        # -- the request as received (stable while it executes)
         op = Signal(8)
         length = Signal(plen)
-        cnt = Signal(plen)
         args = Signal(80)
         crc = Signal(16)
         rx_crc = Signal(16)
-        idle = Signal(range(self._timeout + 1))
 
         # sticky flags and counters
         eng_err_seen = Signal()
         overrun_seen = Signal()
         frame_err_seen = Signal()
+        dropped = Signal()       # a byte arrived while a request was executing
+        # RESET: the sticky flags are held clear until its reply is out (the engine's error
+        # output falls only once the registered engine reset has reached it)
+        clear_flags = Signal()
         good_frames = Signal(16)
         bad_frames = Signal(16)
         last_status = Signal(3)
         last_cycles = Signal(32)
-        with m.If(self.uart_overrun):
-            m.d.sync += overrun_seen.eq(1)
-        with m.If(self.uart_frame_error):
-            m.d.sync += frame_err_seen.eq(1)
-        with m.If(self.engine_error):
-            m.d.sync += eng_err_seen.eq(1)
+        run_err = Signal()
+        for flag, setter in ((overrun_seen, self.uart_overrun | dropped),
+                             (frame_err_seen, self.uart_frame_error),
+                             (eng_err_seen, self.engine_error | run_err)):
+            with m.If(clear_flags):
+                m.d.sync += flag.eq(0)
+            with m.Elif(setter):
+                m.d.sync += flag.eq(1)
 
-        # reply registers: every payload byte is picked by a byte index (no wide shift
-        # registers); the frame counters are advanced when the reply has been sent, so a
-        # STATUS reply reports the frames before itself
-        r_status = Signal(3)
-        r_len = Signal(plen)
-        r_bad = Signal()
-        SRC_INFO, SRC_WEIGHTS, SRC_RESULTS, SRC_REGS = range(4)
-        src = Signal(2)
-        phase = Signal(2)        # 0 header, 1 payload, 2 crc
-        tcnt = Signal(plen)
-        tx_byte = Signal(8)
-        tx_crc = Signal(16, init=0xFFFF)
-        rd_addr = Signal(aw)     # byte index / weight byte address / result entry
-        rd_lane = Signal(2)      # byte of the current result entry
+        # receiver -> executor handshake (registered pulses)
+        frame_ok = Signal()      # a whole frame is in: check and execute it
+        frame_abort = Signal()   # the frame is cut short or too long: reply abort_status
+        abort_status = Signal(3)
+        exec_done = Signal()     # the reply is out: receive the next frame
+        m.d.sync += [frame_ok.eq(0), frame_abort.eq(0), exec_done.eq(0)]
 
-        # copy loop (writes after the checks)
-        ci = Signal(plen)        # staging index
-        wa = Signal(aw)          # weight byte address
-        arow = Signal(range(self._act_rows + 1))
-        alane = Signal(range(C))
-        dry = Signal()
+        # -- receiver. The idle timer counts up from 2**N - timeout; its top bit is the
+        # timeout (a carry out, not a compare)
+        tw = self._timeout.bit_length()
+        idle = Signal(tw + 1, init=(1 << tw) - self._timeout)
+        timed_out = idle[tw]
+        receiving = Signal()
+        with m.If(receiving & ~rv & ~timed_out):
+            m.d.sync += idle.eq(idle + 1)
+        with m.Elif(~receiving | rv):
+            m.d.sync += idle.eq((1 << tw) - self._timeout)
 
+        cnt = Signal(plen)       # payload index = staging address
+        rem = Signal(plen)       # payload bytes still to come
+        rem_one = Signal()       # rem == 1
+        argsel = Signal(10)      # one-hot: the argument byte the next payload byte is
+        lo_zero = Signal()
+        lo_one = Signal()
+        lo_gt = Signal()
+        crc_in = crc16_step(crc, rb)
+
+        def abort(status):
+            m.d.sync += [frame_abort.eq(1), abort_status.eq(int(status))]
+            m.next = "HOLD"
+
+        with m.FSM(name="rx_fsm"):
+            with m.State("SYNC"):
+                with m.If(rv & rb_sync):
+                    m.d.sync += [crc.eq(0xFFFF), op.eq(0), cnt.eq(0), argsel.eq(1), args.eq(0)]
+                    m.next = "OP"
+            for state, nxt in (("OP", "LEN0"), ("LEN0", "LEN1"), ("LEN1", None),
+                               ("PAYLOAD", None), ("CRC0", "CRC1"), ("CRC1", "HOLD")):
+                with m.State(state):
+                    m.d.comb += receiving.eq(1)
+                    with m.If(rv):
+                        if state in ("OP", "LEN0", "LEN1", "PAYLOAD"):
+                            m.d.sync += crc.eq(crc_in)
+                        if state == "OP":
+                            m.d.sync += op.eq(rb)
+                        elif state == "LEN0":
+                            m.d.sync += [length[:8].eq(rb), lo_zero.eq(rb_zero),
+                                         lo_one.eq(rb_one), lo_gt.eq(rb_gt_lo)]
+                        elif state == "LEN1":
+                            m.d.sync += [length[8:].eq(rb), rem.eq(Cat(length[:8], rb)),
+                                         rem_one.eq(lo_one & rb_zero)]
+                            with m.If(rb_gt_hi | (rb_eq_hi & lo_gt)):
+                                m.next = "DRAIN"
+                            with m.Elif(lo_zero & rb_zero):
+                                m.next = "CRC0"
+                            with m.Else():
+                                m.next = "PAYLOAD"
+                        elif state == "PAYLOAD":
+                            m.d.comb += [st_w.addr.eq(cnt), st_w.data.eq(rb), st_w.en.eq(1)]
+                            for k in range(10):
+                                with m.If(argsel[k]):
+                                    m.d.sync += args[8 * k:8 * k + 8].eq(rb)
+                            m.d.sync += [argsel.eq(argsel << 1), cnt.eq(cnt + 1),
+                                         rem.eq(rem - 1), rem_one.eq(rem == 2)]
+                            with m.If(rem_one):
+                                m.next = "CRC0"
+                        elif state == "CRC0":
+                            m.d.sync += rx_crc[:8].eq(rb)
+                        elif state == "CRC1":
+                            m.d.sync += [rx_crc[8:].eq(rb), frame_ok.eq(1)]
+                        if nxt is not None:
+                            m.next = nxt
+                    with m.Elif(timed_out):
+                        abort(Status.TRUNCATED)
+            with m.State("DRAIN"):
+                m.d.comb += receiving.eq(1)
+                with m.If(timed_out):
+                    abort(Status.BAD_LENGTH)
+            with m.State("HOLD"):
+                m.d.comb += dropped.eq(rv)
+                with m.If(exec_done):
+                    m.next = "SYNC"
+
+        # -- executor: the checks are spread over CHECK1..3 (registered), DECIDE acts on them
         a_addr = args[0:aw]
-        a_addr_high = args[aw:32] != 0
         a_count = args[32:48]
         a_act_row = args[0:16]
         a_m, a_k, a_tokens, a_wbase = args[0:16], args[16:32], args[32:48], args[48:80]
@@ -204,185 +304,146 @@ class Link(wiring.Component):
         m.d.comb += [self.run_m.eq(a_m), self.run_k.eq(a_k), self.run_tokens.eq(a_tokens),
                      self.run_wbase.eq(a_wbase[3:])]
 
-        # argument checks per opcode (registered into arg_bad in the CHECK state)
-        arg_bad = Signal()
-        ww_bad = a_addr_high | (a_addr + (length - 4) > weight_bytes)
-        rw_bad = (a_count > MAX_PAYLOAD) | a_addr_high | (a_addr + a_count[:plen] > weight_bytes)
-        rr_bad = (a_rcount > MAX_PAYLOAD // 4) | (a_index + a_rcount > self._result_depth)
-        wa_bad = a_act_row >= self._act_rows
-        run_bad = ((a_m == 0) | (a_m > cfg.max_m) | (a_k == 0) | (a_k > cfg.max_k)
-                   | (a_tokens == 0) | (a_wbase[:3] != 0) | (a_wbase >= weight_bytes))
+        op_is = {o: Signal(name=f"op_is_{o.name.lower()}") for o in ops}
+        known = Signal()
+        crc_bad = Signal()
+        len_ok_op = {o: Signal(name=f"len_ok_{o.name.lower()}") for o in ops}
+        len_m1 = Signal(plen)
+        addr_high = Signal()
+        ww_end = Signal(aw + 1)
+        rw_end = Signal(aw + 1)
+        rr_end = Signal(17)
+        cnt_big = Signal()
+        rcnt_big = Signal()
+        run_bits = Signal(7)
+        bad_op = {o: Signal(name=f"bad_{o.name.lower()}") for o in ops}
+        len_ok = Signal()
+        fail = Signal()
+        status = Signal(3)
 
         run_start = Signal()
-        m.d.sync += run_start.eq(0)
-        m.d.comb += self.run_start.eq(run_start)
+        eng_reset = Signal()
+        m.d.sync += [run_start.eq(0), eng_reset.eq(0), run_err.eq(0)]
+        with m.If(exec_done):
+            m.d.sync += clear_flags.eq(0)
+        m.d.comb += [self.run_start.eq(run_start), self.engine_reset.eq(eng_reset)]
+
+        # reply registers; every payload byte is picked by a byte index (no wide shift
+        # registers); the frame counters are advanced when the reply has been sent, so a
+        # STATUS reply reports the frames before itself
+        r_status = Signal(3)
+        r_ok = Signal()
+        r_len = Signal(plen)
+        r_len_zero = Signal()
+        r_len_m1 = Signal(plen)
+        r_bad = Signal()
+        s_info, s_regs, s_w, s_res = Signal(), Signal(), Signal(), Signal()   # payload source
+        ph_hdr = Signal(init=1)  # phase of the reply: header, payload, crc (one-hot)
+        ph_pay = Signal()
+        ph_crc = Signal()
+        tcnt = Signal(plen)
+        tx_byte = Signal(8)
+        tx_crc = Signal(16, init=0xFFFF)
+        rd_addr = Signal(aw)     # byte index / weight byte address / result entry
+        rd_lane = Signal(2)      # byte of the current result entry
+        b_hdr, b_info, b_regs, b_w, b_res, b_crc = (Signal(8, name=f"b_{n}") for n in
+                                                    ("hdr", "info", "regs", "w", "res", "crc"))
+        t_last = Signal()
+        hdr_last = Signal()
+        crc_last = Signal()
+        covered = Signal()       # the byte goes into the reply CRC
+
+        # copy loops (writes after the checks)
+        ci = Signal(plen)        # staging index
+        # the staging read port follows ci (its enable stays at its default, 1): the byte read
+        # in a *_READ state is still there in the states after it, until ci moves
+        m.d.comb += st_r.addr.eq(ci)
+        ci_last = Signal()
+        wa = Signal(aw)          # weight byte address
+        arow = Signal(range(self._act_rows + 1))
+        row_over = Signal()
+        alane = Signal(range(C))
+        dry = Signal()
 
         # the STATUS payload; a RUN reply is its last four bytes (last_cycles)
-        flags = Cat(eng_err_seen | self.engine_error, self.engine_busy, overrun_seen,
-                    frame_err_seen, Const(0, 4))
+        flags = Cat(eng_err_seen, self.engine_busy, overrun_seen, frame_err_seen, Const(0, 4))
         regs = Cat(flags, last_status, Const(0, 5 + 16), good_frames, bad_frames, last_cycles)
 
-        def reply(status, n=0, source=SRC_REGS, start=None):
-            st = Const(int(status), 3) if isinstance(status, int) else status
-            # phase, tcnt and tx_crc are already at their start values (init, and set again
-            # when the previous reply ended), which keeps them out of this wide fan-in
-            stmts = [r_status.eq(st), r_len.eq(n), src.eq(source)]
-            if start is not None:
-                stmts.append(rd_addr.eq(start))
-            bad = isinstance(status, Status) and status in (
-                Status.BAD_CRC, Status.BAD_LENGTH, Status.UNKNOWN_OP, Status.TRUNCATED)
-            stmts.append(r_bad.eq(int(bad)))
-            m.d.sync += stmts
-            m.next = "TX_ADDR"
+        def reply(st, ok=False):
+            m.d.sync += [r_status.eq(st), r_ok.eq(ok)]
+            m.next = "REPLY"
 
-        rx_fire = self.rx.valid & self.rx.ready
-        crc_in = crc16_step(crc, self.rx.payload)
-
-        # "this is the last byte" flags, registered off the byte paths: cnt_last follows cnt
-        # one cycle late, and UART bytes are >= 40 cycles apart; ci_last / t_last are set in
-        # the state before the one that uses them
-        cnt_last = Signal()
-        ci_last = Signal()
-        t_last = Signal()
-        m.d.sync += cnt_last.eq(cnt + 1 == length)
-
-        receiving = Signal()
-        # timed_out == (idle == timeout) at all times, kept as a register so that the compare
-        # is not in front of the FSM's next-state logic
-        timed_out = Signal()
-        with m.If(receiving & ~rx_fire):
-            m.d.sync += [idle.eq(idle + 1), timed_out.eq(idle + 1 == self._timeout)]
-        with m.Else():
-            m.d.sync += [idle.eq(0), timed_out.eq(0)]
-
-        with m.FSM():
+        with m.FSM(name="fsm"):
             with m.State("IDLE"):
-                m.d.comb += self.rx.ready.eq(1)
-                with m.If(rx_fire & (self.rx.payload == REQ_SYNC)):
-                    m.d.sync += [crc.eq(0xFFFF), op.eq(0), cnt.eq(0), args.eq(0)]
-                    m.next = "OP"
-            for state, nxt in (("OP", "LEN0"), ("LEN0", "LEN1"), ("LEN1", None),
-                               ("PAYLOAD", None), ("CRC0", "CRC1"), ("CRC1", "CHECK")):
-                with m.State(state):
-                    m.d.comb += [self.rx.ready.eq(1), receiving.eq(1)]
-                    with m.If(rx_fire):
-                        byte = self.rx.payload
-                        if state in ("OP", "LEN0", "LEN1", "PAYLOAD"):
-                            m.d.sync += crc.eq(crc_in)
-                        if state == "OP":
-                            m.d.sync += op.eq(byte)
-                        elif state == "LEN0":
-                            m.d.sync += length[:8].eq(byte)
-                        elif state == "LEN1":
-                            m.d.sync += length[8:].eq(byte)   # the low bits; checked here
-                            full = Cat(length[:8], byte)
-                            with m.If(full > MAX_PAYLOAD):
-                                m.next = "DRAIN"
-                            with m.Elif(full == 0):
-                                m.next = "CRC0"
-                            with m.Else():
-                                m.next = "PAYLOAD"
-                        elif state == "PAYLOAD":
-                            m.d.comb += [st_w.addr.eq(cnt), st_w.data.eq(byte), st_w.en.eq(1)]
-                            with m.If(cnt < 10):
-                                m.d.sync += args.word_select(cnt[:4], 8).eq(byte)
-                            m.d.sync += cnt.eq(cnt + 1)
-                            with m.If(cnt_last):
-                                m.next = "CRC0"
-                        elif state == "CRC0":
-                            m.d.sync += rx_crc[:8].eq(byte)
-                        elif state == "CRC1":
-                            m.d.sync += rx_crc[8:].eq(byte)
-                        if nxt is not None:
-                            m.next = nxt
-                    with m.Elif(timed_out):
-                        reply(Status.TRUNCATED)
-            with m.State("DRAIN"):
-                m.d.comb += [self.rx.ready.eq(1), receiving.eq(1)]
-                with m.If(timed_out):
-                    reply(Status.BAD_LENGTH)
+                with m.If(frame_ok):
+                    m.next = "CHECK1"
+                with m.Elif(frame_abort):
+                    reply(abort_status)
 
-            # CHECK registers every check of the frame, DECIDE acts on them (short paths)
-            crc_bad = Signal()
-            unknown = Signal()
-            len_bad = Signal()
-            with m.State("CHECK"):
-                known = Signal()
-                len_ok = Signal()
-                for o in Op:
-                    with m.If(op == o):
-                        m.d.comb += known.eq(1)
-                        if o in DATA_OPS:
-                            m.d.comb += len_ok.eq(length > ARG_LEN[o])
-                        else:
-                            m.d.comb += len_ok.eq(length == ARG_LEN[o])
-                # the argument checks of EXEC are registered here as well
+            with m.State("CHECK1"):
+                # compares on the received fields, each on its own
+                m.d.sync += [op_is[o].eq(op == o) for o in ops]
                 m.d.sync += [
-                    crc_bad.eq(rx_crc != crc), unknown.eq(~known), len_bad.eq(~len_ok),
-                    arg_bad.eq(Mux(op == Op.WRITE_WEIGHTS, ww_bad, 0)
-                               | Mux(op == Op.READ_WEIGHTS, rw_bad, 0)
-                               | Mux(op == Op.READ_RESULTS, rr_bad, 0)
-                               | Mux(op == Op.WRITE_ACT, wa_bad, 0)
-                               | Mux(op == Op.RUN, run_bad, 0)),
+                    crc_bad.eq(rx_crc != crc),
+                    len_m1.eq(length - 1),
+                    addr_high.eq(args[aw:32] != 0),
+                    ww_end.eq(a_addr + (length - ARG_LEN[Op.WRITE_WEIGHTS])),
+                    rw_end.eq(a_addr + a_count[:plen]),
+                    rr_end.eq(a_index + a_rcount),
+                    cnt_big.eq(a_count > MAX_PAYLOAD),
+                    rcnt_big.eq(a_rcount > MAX_PAYLOAD // 4),
+                    run_bits.eq(Cat(a_m == 0, a_m > cfg.max_m, a_k == 0, a_k > cfg.max_k,
+                                    a_tokens == 0, a_wbase[:3] != 0, a_wbase >= weight_bytes)),
+                ]
+                for o in ops:
+                    n = ARG_LEN[o]
+                    m.d.sync += len_ok_op[o].eq(length > n if o in DATA_OPS else length == n)
+                m.next = "CHECK2"
+            with m.State("CHECK2"):
+                m.d.sync += [
+                    known.eq(Cat(*op_is.values()).any()),
+                    len_ok.eq(Cat(*(op_is[o] & len_ok_op[o] for o in ops)).any()),
+                    bad_op[Op.WRITE_WEIGHTS].eq(addr_high | (ww_end > weight_bytes)),
+                    bad_op[Op.READ_WEIGHTS].eq(cnt_big | addr_high | (rw_end > weight_bytes)),
+                    bad_op[Op.READ_RESULTS].eq(rcnt_big | (rr_end > self._result_depth)),
+                    bad_op[Op.WRITE_ACT].eq(a_act_row >= self._act_rows),
+                    bad_op[Op.RUN].eq(run_bits.any()),
+                ]
+                m.next = "CHECK3"
+            with m.State("CHECK3"):
+                arg_bad = Cat(*(op_is[o] & bad_op[o] for o in ops
+                                if o in (Op.WRITE_WEIGHTS, Op.READ_WEIGHTS, Op.READ_RESULTS,
+                                         Op.WRITE_ACT, Op.RUN))).any()
+                m.d.sync += [
+                    fail.eq(crc_bad | ~known | ~len_ok | arg_bad),
+                    status.eq(Mux(crc_bad, Status.BAD_CRC,
+                                  Mux(~known, Status.UNKNOWN_OP,
+                                      Mux(~len_ok, Status.BAD_LENGTH,
+                                          Mux(arg_bad, Status.BAD_ARG, Status.OK))))),
                 ]
                 m.next = "DECIDE"
             with m.State("DECIDE"):
-                with m.If(crc_bad):
-                    reply(Status.BAD_CRC)
-                with m.Elif(unknown):
-                    reply(Status.UNKNOWN_OP)
-                with m.Elif(len_bad):
-                    reply(Status.BAD_LENGTH)
+                m.d.sync += [r_status.eq(status), r_ok.eq(~fail)]
+                with m.If(fail):
+                    m.next = "REPLY"
+                with m.Elif(op_is[Op.WRITE_WEIGHTS]):
+                    m.d.sync += [ci.eq(ARG_LEN[Op.WRITE_WEIGHTS]), wa.eq(a_addr)]
+                    m.next = "WW_READ"
+                with m.Elif(op_is[Op.WRITE_ACT]):
+                    m.d.sync += [ci.eq(ARG_LEN[Op.WRITE_ACT]), arow.eq(a_act_row),
+                                 alane.eq(0), dry.eq(1)]
+                    m.next = "WA_READ"
+                with m.Elif(op_is[Op.RUN]):
+                    m.d.sync += run_start.eq(1)     # the runner starts next cycle
+                    m.next = "RUN_WAIT"
                 with m.Else():
-                    m.next = "EXEC"
-
-            with m.State("EXEC"):
-                with m.Switch(op):
-                    with m.Case(Op.INFO):
-                        reply(Status.OK, len(info_bytes), SRC_INFO, start=0)
-                    with m.Case(Op.STATUS):
-                        reply(Status.OK, 12, SRC_REGS, start=0)
-                    with m.Case(Op.RESET):
-                        m.d.comb += self.engine_reset.eq(1)
-                        m.d.sync += [eng_err_seen.eq(0), overrun_seen.eq(0),
-                                     frame_err_seen.eq(0)]
-                        reply(Status.OK)
-                    with m.Case(Op.WRITE_WEIGHTS):
-                        with m.If(arg_bad):
-                            reply(Status.BAD_ARG)
-                        with m.Else():
-                            m.d.sync += [ci.eq(4), wa.eq(a_addr)]
-                            m.next = "WW_READ"
-                    with m.Case(Op.READ_WEIGHTS):
-                        with m.If(arg_bad):
-                            reply(Status.BAD_ARG)
-                        with m.Else():
-                            reply(Status.OK, a_count[:plen], SRC_WEIGHTS, start=a_addr)
-                    with m.Case(Op.READ_RESULTS):
-                        with m.If(arg_bad):
-                            reply(Status.BAD_ARG)
-                        with m.Else():
-                            m.d.sync += rd_lane.eq(0)
-                            reply(Status.OK, Cat(Const(0, 2), a_rcount[:plen - 2]),
-                                  SRC_RESULTS, start=a_index)
-                    with m.Case(Op.WRITE_ACT):
-                        with m.If(arg_bad):
-                            reply(Status.BAD_ARG)
-                        with m.Else():
-                            m.d.sync += [ci.eq(2), arow.eq(a_act_row), alane.eq(0), dry.eq(1)]
-                            m.next = "WA_READ"
-                    with m.Case(Op.RUN):
-                        with m.If(arg_bad):
-                            reply(Status.BAD_ARG)
-                        with m.Else():
-                            # registered start pulse (the runner starts next cycle)
-                            m.d.sync += run_start.eq(1)
-                            m.next = "RUN_WAIT"
+                    with m.If(op_is[Op.RESET]):
+                        m.d.sync += [eng_reset.eq(1), clear_flags.eq(1)]
+                    m.next = "REPLY"   # INFO, STATUS, RESET, READ_WEIGHTS, READ_RESULTS
 
             # -- weight write: staging[ci] -> weight byte wa
             with m.State("WW_READ"):
-                m.d.comb += [st_r.addr.eq(ci), st_r.en.eq(1)]
-                m.d.sync += ci_last.eq(ci + 1 == length)
+                m.d.sync += ci_last.eq(ci == len_m1)
                 m.next = "WW_WRITE"
             with m.State("WW_WRITE"):
                 m.d.comb += [
@@ -392,15 +453,16 @@ class Link(wiring.Component):
                 ]
                 m.d.sync += [ci.eq(ci + 1), wa.eq(wa + 1)]
                 with m.If(ci_last):
-                    reply(Status.OK)
+                    m.next = "REPLY"
                 with m.Else():
                     m.next = "WW_READ"
 
             # -- activation write: a dry pass checks the range, then staging[ci] -> (arow, alane)
             with m.State("WA_READ"):
-                m.d.comb += [st_r.addr.eq(ci), st_r.en.eq(1)]
-                m.d.sync += ci_last.eq(ci + 1 == length)
-                with m.If(dry & (arow == self._act_rows)):
+                m.d.sync += [ci_last.eq(ci == len_m1), row_over.eq(arow == self._act_rows)]
+                m.next = "WA_CHECK"
+            with m.State("WA_CHECK"):
+                with m.If(dry & row_over):
                     reply(Status.BAD_ARG)
                 with m.Else():
                     m.next = "WA_WRITE"
@@ -419,80 +481,105 @@ class Link(wiring.Component):
                 with m.If(ci_last):
                     with m.If(dry):
                         # every byte has a row: now write for real
-                        m.d.sync += [ci.eq(2), arow.eq(a_act_row), alane.eq(0), dry.eq(0)]
+                        m.d.sync += [ci.eq(ARG_LEN[Op.WRITE_ACT]), arow.eq(a_act_row),
+                                     alane.eq(0), dry.eq(0)]
                         m.next = "WA_READ"
                     with m.Else():
-                        reply(Status.OK)
+                        m.next = "REPLY"
                 with m.Else():
                     m.next = "WA_READ"
 
             with m.State("RUN_WAIT"):
                 with m.If(self.run_done):
-                    m.d.sync += [last_status.eq(self.run_status), last_cycles.eq(self.run_cycles)]
-                    with m.If(self.run_status == Status.ENGINE_ERROR):
-                        m.d.sync += eng_err_seen.eq(1)
-                    with m.If(self.run_status == Status.OK):
-                        reply(Status.OK, 4, SRC_REGS, start=8)    # regs[8:12] = last_cycles
-                    with m.Else():
-                        reply(self.run_status)
+                    m.d.sync += [last_status.eq(self.run_status), last_cycles.eq(self.run_cycles),
+                                 run_err.eq(self.run_status == Status.ENGINE_ERROR)]
+                    reply(self.run_status, self.run_status == Status.OK)
 
-            # -- reply: every byte goes ADDR (issue memory read) -> LOAD (latch) -> SEND
+            # -- reply set-up: length, source and start address from the opcode and r_ok
+            with m.State("REPLY"):
+                ok_is = {o: r_ok & op_is[o] for o in ops}
+                rlen = Const(0, plen)
+                for o, n in ((Op.INFO, Const(len(info_bytes), plen)),
+                             (Op.STATUS, Const(12, plen)), (Op.RUN, Const(4, plen)),
+                             (Op.READ_WEIGHTS, a_count[:plen]),
+                             (Op.READ_RESULTS, Cat(Const(0, 2), a_rcount[:plen - 2]))):
+                    rlen = rlen | Mux(ok_is[o], n, 0)
+                start = (Mux(ok_is[Op.READ_WEIGHTS], a_addr, 0)
+                         | Mux(ok_is[Op.READ_RESULTS], a_index, 0)
+                         | Mux(ok_is[Op.RUN], 8, 0))                   # regs[8:12] = last_cycles
+                bad = Const(0, 1)
+                for s in (Status.BAD_CRC, Status.BAD_LENGTH, Status.UNKNOWN_OP, Status.TRUNCATED):
+                    bad = bad | (r_status == s)
+                m.d.sync += [
+                    r_len.eq(rlen), rd_addr.eq(start), rd_lane.eq(0), r_bad.eq(bad),
+                    s_info.eq(ok_is[Op.INFO]), s_w.eq(ok_is[Op.READ_WEIGHTS]),
+                    s_res.eq(ok_is[Op.READ_RESULTS]),
+                    s_regs.eq(~(ok_is[Op.INFO] | ok_is[Op.READ_WEIGHTS]
+                                | ok_is[Op.READ_RESULTS])),
+                ]
+                m.next = "REPLY_LEN"
+            with m.State("REPLY_LEN"):
+                m.d.sync += [r_len_zero.eq(r_len == 0), r_len_m1.eq(r_len - 1)]
+                m.next = "TX_ADDR"
+
+            # -- reply: every byte goes ADDR (memory read) -> LOAD (each source's byte) ->
+            # MUX (the byte) -> SEND. tcnt counts within a phase; ph_* are one-hot
             with m.State("TX_ADDR"):
-                m.d.comb += [self.w_addr.eq(rd_addr[3:]), self.w_en.eq(src == SRC_WEIGHTS),
-                             self.res_raddr.eq(rd_addr), self.res_ren.eq(src == SRC_RESULTS)]
+                m.d.comb += [self.w_addr.eq(rd_addr[3:]), self.w_en.eq(s_w),
+                             self.res_raddr.eq(rd_addr), self.res_ren.eq(s_res)]
                 m.next = "TX_LOAD"
             with m.State("TX_LOAD"):
-                m.d.sync += t_last.eq(tcnt + 1 == r_len)
-                # constant and register bytes are read with variable word selects (shift
-                # multiplexers; the INFO bytes become a 32-entry constant table)
                 hdr = Cat(Const(REP_SYNC, 8), op, r_status, Const(0, 5), r_len,
                           Const(0, 16 - plen), Const(0, 24))
                 info = Const(int.from_bytes(info_bytes, "little"), 8 * 32)
                 regs16 = Cat(regs, Const(0, 32))
-                with m.Switch(phase):
-                    with m.Case(0):
-                        m.d.sync += tx_byte.eq(hdr.word_select(tcnt[:3], 8))
-                    with m.Case(1):
-                        with m.Switch(src):
-                            with m.Case(SRC_INFO):
-                                m.d.sync += tx_byte.eq(info.word_select(rd_addr[:5], 8))
-                            with m.Case(SRC_REGS):
-                                m.d.sync += tx_byte.eq(regs16.word_select(rd_addr[:4], 8))
-                            with m.Case(SRC_WEIGHTS):
-                                m.d.sync += tx_byte.eq(self.w_rdata.word_select(rd_addr[:3], 8))
-                            with m.Case(SRC_RESULTS):
-                                m.d.sync += tx_byte.eq(self.res_rdata.word_select(rd_lane, 8))
-                    with m.Case(2):
-                        m.d.sync += tx_byte.eq(tx_crc.word_select(tcnt[0], 8))
+                m.d.sync += [
+                    b_hdr.eq(hdr.word_select(tcnt[:3], 8)),
+                    b_info.eq(info.word_select(rd_addr[:5], 8)),
+                    b_regs.eq(regs16.word_select(rd_addr[:4], 8)),
+                    b_w.eq(self.w_rdata.word_select(rd_addr[:3], 8)),
+                    b_res.eq(self.res_rdata.word_select(rd_lane, 8)),
+                    b_crc.eq(tx_crc.word_select(tcnt[0], 8)),
+                    t_last.eq(tcnt == r_len_m1),
+                    hdr_last.eq(tcnt[:3] == 4),
+                    crc_last.eq(tcnt[0]),
+                    # the sync byte and the CRC itself are not covered
+                    covered.eq(ph_pay | (ph_hdr & (tcnt[:3] != 0))),
+                ]
+                m.next = "TX_MUX"
+            with m.State("TX_MUX"):
+                m.d.sync += tx_byte.eq(Mux(ph_hdr, b_hdr, 0) | Mux(ph_crc, b_crc, 0)
+                                       | Mux(ph_pay & s_info, b_info, 0)
+                                       | Mux(ph_pay & s_regs, b_regs, 0)
+                                       | Mux(ph_pay & s_w, b_w, 0)
+                                       | Mux(ph_pay & s_res, b_res, 0))
                 m.next = "TX_SEND"
             with m.State("TX_SEND"):
                 m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(tx_byte)]
                 with m.If(self.tx.ready):
                     m.d.sync += tcnt.eq(tcnt + 1)
-                    # the sync byte and the CRC itself are not covered
-                    with m.If((phase == 1) | ((phase == 0) & (tcnt != 0))):
+                    with m.If(covered):
                         m.d.sync += tx_crc.eq(crc16_step(tx_crc, tx_byte))
                     m.next = "TX_ADDR"
-                    with m.Switch(phase):
-                        with m.Case(0):
-                            with m.If(tcnt == 4):
-                                m.d.sync += [tcnt.eq(0), phase.eq(Mux(r_len == 0, 2, 1))]
-                        with m.Case(1):
-                            with m.If(src == SRC_RESULTS):
-                                m.d.sync += rd_lane.eq(rd_lane + 1)
-                                with m.If(rd_lane == 3):
-                                    m.d.sync += rd_addr.eq(rd_addr + 1)
-                            with m.Else():
+                    with m.If(ph_hdr & hdr_last):
+                        m.d.sync += [tcnt.eq(0), ph_hdr.eq(0), ph_pay.eq(~r_len_zero),
+                                     ph_crc.eq(r_len_zero)]
+                    with m.If(ph_pay):
+                        with m.If(s_res):
+                            m.d.sync += rd_lane.eq(rd_lane + 1)
+                            with m.If(rd_lane == 3):
                                 m.d.sync += rd_addr.eq(rd_addr + 1)
-                            with m.If(t_last):
-                                m.d.sync += [tcnt.eq(0), phase.eq(2)]
-                        with m.Case(2):
-                            with m.If(tcnt == 1):
-                                # the reply is out: back to the start values for the next
-                                m.d.sync += [tcnt.eq(0), phase.eq(0), tx_crc.eq(0xFFFF)]
-                                with m.If(r_bad):
-                                    m.d.sync += bad_frames.eq(bad_frames + 1)
-                                with m.Else():
-                                    m.d.sync += good_frames.eq(good_frames + 1)
-                                m.next = "IDLE"
+                        with m.Else():
+                            m.d.sync += rd_addr.eq(rd_addr + 1)
+                        with m.If(t_last):
+                            m.d.sync += [tcnt.eq(0), ph_pay.eq(0), ph_crc.eq(1)]
+                    with m.If(ph_crc & crc_last):
+                        # the reply is out: back to the start values for the next
+                        m.d.sync += [tcnt.eq(0), ph_crc.eq(0), ph_hdr.eq(1),
+                                     tx_crc.eq(0xFFFF), exec_done.eq(1)]
+                        with m.If(r_bad):
+                            m.d.sync += bad_frames.eq(bad_frames + 1)
+                        with m.Else():
+                            m.d.sync += good_frames.eq(good_frames + 1)
+                        m.next = "IDLE"
         return m

@@ -197,8 +197,15 @@ class WeightReader(wiring.Component):
         m_lim = Signal(16)
         k_lim = Signal(16)
         passes_left = Signal(16)
-        row = Signal(17)   # first row of the current beat's tile
-        col = Signal(17)   # first column of the current beat's tile
+        row_rem = Signal(16)   # rows of the layer from the current beat's tile on
+        col_rem = Signal(16)   # columns of the layer from the current beat's tile on
+        m_single = Signal()    # m <= rows
+        k_single = Signal()    # k <= cols
+        m_le2 = Signal()       # m <= 2 * rows
+        k_le2 = Signal()       # k <= 2 * cols
+        row_le2 = Signal()     # row_rem <= 2 * rows: the next row tile is the last
+        col_le2 = Signal()     # col_rem <= 2 * cols: the next beat ends its tile row
+        addr_end = Signal()    # addr == depth (registered with addr, no compare on the way)
         pending = Signal()
         flush = Signal()   # drop the buffered words (end of a pass, stop, start)
         fire = self.beats.valid & self.beats.ready
@@ -215,7 +222,7 @@ class WeightReader(wiring.Component):
                          self.beats.valid.eq(self.busy & (count != 0)),
                          held.eq(count - fire)]
             issue = Signal()
-            m.d.comb += issue.eq(self.busy & (count + pending <= 2) & (addr < self._depth))
+            m.d.comb += issue.eq(self.busy & (count + pending <= 2) & ~addr_end)
             with m.If(fire):
                 m.d.sync += [q[0].eq(q[1]), q[1].eq(q[2])]
             with m.If(pending):
@@ -246,7 +253,7 @@ class WeightReader(wiring.Component):
             with m.Else():
                 m.d.comb += [level2.eq(level1), buf2.eq(buf1)]
             issue = Signal()
-            m.d.comb += issue.eq(self.busy & (level2 + W <= CAP) & (addr < self._depth))
+            m.d.comb += issue.eq(self.busy & (level2 + W <= CAP) & ~addr_end)
             m.d.sync += [buf.eq(buf2), level.eq(level2)]
             starved = level < B
             with m.If(flush):
@@ -255,37 +262,40 @@ class WeightReader(wiring.Component):
         m.d.comb += [self.mem_en.eq(issue), self.mem_addr.eq(addr)]
         m.d.sync += pending.eq(issue)
         with m.If(issue):
-            m.d.sync += addr.eq(addr + 1)
+            m.d.sync += [addr.eq(addr + 1), addr_end.eq(addr == self._depth - 1)]
 
-        with m.If(self.busy & (addr == self._depth) & ~pending & starved):
+        with m.If(self.busy & addr_end & ~pending & starved):
             m.d.sync += [self.range_error.eq(1), self.busy.eq(0)]
 
         # "this beat ends its tile row / the pass" flags are registered, so the sink's
-        # ``ready`` only gates register enables (no adder between it and the counters)
-        col_last = Signal()
-        row_last = Signal()
+        # ``ready`` only gates register enables (no adder between it and the counters); the
+        # tile counters count down, and each flag is set from the one "a tile further" (a
+        # compare of a register with a constant, in parallel with the counter's subtraction)
+        R, C = cfg.rows, cfg.cols
+        col_last = Signal()      # col_rem <= C
+        row_last = Signal()      # row_rem <= R
         last_beat = Signal()     # col_last & row_last, as its own register
         final_pass = Signal()    # passes_left == 1, as its own register
         with m.If(fire):
             with m.If(last_beat):
                 # last beat of this pass: flush the buffer, restart at base
                 m.d.comb += flush.eq(1)
-                m.d.sync += [col.eq(0), col_last.eq(cfg.cols >= k_lim),
-                             row.eq(0), row_last.eq(cfg.rows >= m_lim),
-                             last_beat.eq((cfg.cols >= k_lim) & (cfg.rows >= m_lim)),
-                             pending.eq(0), addr.eq(base), passes_left.eq(passes_left - 1),
-                             final_pass.eq(passes_left == 2)]
+                m.d.sync += [col_rem.eq(k_lim), col_last.eq(k_single), col_le2.eq(k_le2),
+                             row_rem.eq(m_lim), row_last.eq(m_single), row_le2.eq(m_le2),
+                             last_beat.eq(k_single & m_single),
+                             pending.eq(0), addr.eq(base), addr_end.eq(base >= self._depth),
+                             passes_left.eq(passes_left - 1), final_pass.eq(passes_left == 2)]
                 with m.If(final_pass):
                     m.d.sync += self.busy.eq(0)
             with m.Elif(col_last):
-                m.d.sync += [col.eq(0), col_last.eq(cfg.cols >= k_lim),
-                             row.eq(row + cfg.rows),
-                             row_last.eq(row + 2 * cfg.rows >= m_lim),
-                             last_beat.eq((cfg.cols >= k_lim)
-                                          & (row + 2 * cfg.rows >= m_lim))]
+                m.d.sync += [col_rem.eq(k_lim), col_last.eq(k_single), col_le2.eq(k_le2),
+                             row_rem.eq(row_rem - R), row_last.eq(row_le2),
+                             row_le2.eq(row_rem <= 3 * R),
+                             last_beat.eq(k_single & row_le2)]
             with m.Else():
-                m.d.sync += [col.eq(col + cfg.cols), col_last.eq(col + 2 * cfg.cols >= k_lim),
-                             last_beat.eq((col + 2 * cfg.cols >= k_lim) & row_last)]
+                m.d.sync += [col_rem.eq(col_rem - C), col_last.eq(col_le2),
+                             col_le2.eq(col_rem <= 3 * C),
+                             last_beat.eq(col_le2 & row_last)]
 
         with m.If(self.stop):
             m.d.comb += flush.eq(1)
@@ -293,10 +303,14 @@ class WeightReader(wiring.Component):
         with m.If(self.start):
             m.d.comb += flush.eq(1)
             m.d.sync += [
-                base.eq(self.base), addr.eq(self.base), m_lim.eq(self.m), k_lim.eq(self.k),
-                passes_left.eq(self.tokens), row.eq(0), col.eq(0),
-                col_last.eq(cfg.cols >= self.k), row_last.eq(cfg.rows >= self.m),
-                last_beat.eq((cfg.cols >= self.k) & (cfg.rows >= self.m)),
+                base.eq(self.base), addr.eq(self.base), addr_end.eq(self.base >= self._depth),
+                m_lim.eq(self.m), k_lim.eq(self.k), passes_left.eq(self.tokens),
+                row_rem.eq(self.m), col_rem.eq(self.k),
+                m_single.eq(self.m <= R), k_single.eq(self.k <= C),
+                m_le2.eq(self.m <= 2 * R), k_le2.eq(self.k <= 2 * C),
+                row_le2.eq(self.m <= 2 * R), col_le2.eq(self.k <= 2 * C),
+                col_last.eq(self.k <= C), row_last.eq(self.m <= R),
+                last_beat.eq((self.k <= C) & (self.m <= R)),
                 final_pass.eq(self.tokens == 1),
                 pending.eq(0), self.range_error.eq(0),
                 self.busy.eq((self.tokens != 0) & (self.m != 0) & (self.k != 0)),

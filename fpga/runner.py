@@ -113,14 +113,20 @@ class LayerRunner(wiring.Component):
         # activation feeder
         act_active = Signal()
         act_row = Signal(range(self._act_rows + 1))
-        act_col = Signal(17)
         act_tokens_left = Signal(16)
+        act_last_token = Signal()   # act_tokens_left == 1
+        act_krem = Signal(17)       # codes of the current token from the next row on
+        act_tile_last = Signal()    # act_krem <= C: this row ends the token
+        k_single = Signal()         # k <= C: every row ends a token
+        act_row_end = Signal()      # act_row == act_rows
         act_have = Signal()     # act_rdata holds a row not yet accepted by the engine
         act_range = Signal()
 
         # result writer
         res_idx = Signal(range(self._result_depth + 1))
-        lasts = Signal(16)
+        res_left = Signal(16)       # tokens whose last result has not come yet
+        res_last_token = Signal()   # res_left == 1
+        res_full = Signal()         # res_idx == result_depth
         res_range = Signal()
 
         m.d.comb += self.cmd.valid.eq(cmd_valid)
@@ -137,15 +143,48 @@ class LayerRunner(wiring.Component):
         with m.If(counting):
             m.d.sync += cycles.eq(cycles + 1)
 
+        # -- activations, outside the FSM (`act_active` is set by `start` and cleared by the
+        #    last token, a range error or an abort, so no state decode is on this path): one
+        #    row per cycle; the next row is read in the cycle the current one is accepted (the
+        #    read port holds its data while en is low). The token/column counters advance when
+        #    a row is *issued*; the "last row of the token", "last token" and "end of memory"
+        #    conditions are registered flags kept with their counters (no compare in front of
+        #    the enables).
+        act_fire = self.act.valid & self.act.ready
+        m.d.comb += self.act.valid.eq(act_have)
+        with m.If((~act_have | act_fire) & act_active):
+            with m.If(act_row_end):
+                m.d.sync += [act_range.eq(1), act_active.eq(0), act_have.eq(0)]
+            with m.Else():
+                m.d.comb += [self.act_addr.eq(act_row), self.act_en.eq(1)]
+                m.d.sync += [act_have.eq(1), act_row.eq(act_row + 1),
+                             act_row_end.eq(act_row == self._act_rows - 1)]
+                with m.If(act_tile_last):
+                    m.d.sync += [act_krem.eq(k_r),
+                                 act_tile_last.eq(k_single),
+                                 act_tokens_left.eq(act_tokens_left - 1),
+                                 act_last_token.eq(act_tokens_left == 2)]
+                    with m.If(act_last_token):
+                        m.d.sync += act_active.eq(0)
+                with m.Else():
+                    m.d.sync += [act_krem.eq(act_krem - C),
+                                 act_tile_last.eq(act_krem <= 2 * C)]
+        with m.Elif(act_fire):
+            m.d.sync += act_have.eq(0)
+
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [
                         m_r.eq(self.m), k_r.eq(self.k), tokens_r.eq(self.tokens),
                         cmd_valid.eq(1), counting.eq(0), cycles.eq(0),
-                        act_active.eq(1), act_row.eq(0), act_col.eq(0),
+                        act_active.eq(1), act_row.eq(0),
                         act_tokens_left.eq(self.tokens), act_have.eq(0), act_range.eq(0),
-                        res_idx.eq(0), lasts.eq(0), res_range.eq(0),
+                        act_last_token.eq(self.tokens == 1), act_krem.eq(self.k),
+                        act_tile_last.eq(self.k <= C), k_single.eq(self.k <= C),
+                        act_row_end.eq(0),
+                        res_idx.eq(0), res_range.eq(0), res_full.eq(0),
+                        res_left.eq(self.tokens), res_last_token.eq(self.tokens == 1),
                     ]
                     m.d.comb += reader.start.eq(1)
                     m.next = "RUN"
@@ -154,46 +193,29 @@ class LayerRunner(wiring.Component):
                 # -- command
                 with m.If(self.cmd.valid & self.cmd.ready):
                     m.d.sync += [cmd_valid.eq(0), counting.eq(1)]
-                # -- activations: one row per cycle; the next row is read in the cycle the
-                #    current one is accepted (the read port holds its data while en is low).
-                #    The token/column counters advance when a row is *issued*.
-                act_fire = self.act.valid & self.act.ready
-                m.d.comb += self.act.valid.eq(act_have)
-                with m.If((~act_have | act_fire) & act_active):
-                    with m.If(act_row == self._act_rows):
-                        m.d.sync += [act_range.eq(1), act_active.eq(0), act_have.eq(0)]
-                    with m.Else():
-                        m.d.comb += [self.act_addr.eq(act_row), self.act_en.eq(1)]
-                        m.d.sync += [act_have.eq(1), act_row.eq(act_row + 1)]
-                        with m.If(act_col + C >= k_r):
-                            m.d.sync += [act_col.eq(0),
-                                         act_tokens_left.eq(act_tokens_left - 1)]
-                            with m.If(act_tokens_left == 1):
-                                m.d.sync += act_active.eq(0)
-                        with m.Else():
-                            m.d.sync += act_col.eq(act_col + C)
-                with m.Elif(act_fire):
-                    m.d.sync += act_have.eq(0)
                 # -- results
                 m.d.comb += [self.res_addr.eq(res_idx), self.res_data.eq(self.result.payload.acc)]
                 with m.If(self.result.valid):
-                    with m.If(res_idx == self._result_depth):
+                    with m.If(res_full):
                         m.d.sync += res_range.eq(1)
                     with m.Else():
                         m.d.comb += self.res_en.eq(1)
-                        m.d.sync += res_idx.eq(res_idx + 1)
+                        m.d.sync += [res_idx.eq(res_idx + 1),
+                                     res_full.eq(res_idx == self._result_depth - 1)]
                     with m.If(self.result.payload.last):
-                        m.d.sync += lasts.eq(lasts + 1)
-                        with m.If(lasts + 1 == tokens_r):
+                        m.d.sync += [res_left.eq(res_left - 1),
+                                     res_last_token.eq(res_left == 2)]
+                        with m.If(res_last_token):
                             m.d.sync += [counting.eq(0), self.cycles.eq(cycles)]
                             m.next = "FINISH"
                 # -- aborts
                 with m.If(self.engine_error):
                     m.d.sync += [self.status.eq(Status.ENGINE_ERROR), counting.eq(0),
-                                 cmd_valid.eq(0)]
+                                 cmd_valid.eq(0), act_active.eq(0), act_have.eq(0)]
                     m.next = "ABORT"
                 with m.Elif(reader.range_error | act_range | res_range):
-                    m.d.sync += [self.status.eq(Status.RANGE), counting.eq(0), cmd_valid.eq(0)]
+                    m.d.sync += [self.status.eq(Status.RANGE), counting.eq(0), cmd_valid.eq(0),
+                                 act_active.eq(0), act_have.eq(0)]
                     m.next = "ABORT"
             with m.State("FINISH"):
                 with m.If(res_range):

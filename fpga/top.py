@@ -34,12 +34,13 @@ DEFAULT_BAUD = 1_000_000
 BOARD_CONFIG = AccelConfig(rows=5, cols=8, act_bits=8, packing="tq1", max_k=1024, max_m=4096,
                            adder_stages=1)
 #: The PLL output the board design runs from (``SB_PLL40_PAD`` on the 12 MHz oscillator:
-#: DIVR 0, DIVF 79, DIVQ 5, FILTER_RANGE 1 -> VCO 960 MHz / 32 = exactly 30 MHz, 30 clocks per
-#: bit at 1 Mbaud). Place and route (nextpnr seed 1) reaches 32.9 MHz, about 10 % slack; the
-#: limit is the UART link's frame FSM, not the engine (docs/fpga.md, "Clock and line rate").
-BOARD_PLL_MHZ = 30
+#: DIVR 0, DIVF 55, DIVQ 4, FILTER_RANGE 1 -> VCO 672 MHz / 16 = exactly 42 MHz, 42 clocks per
+#: bit at 1 Mbaud). Place and route (nextpnr seed 1) reaches 42.4 MHz; the paths at the limit
+#: are the engine's and the runner's issue handshakes, spread over a 90 %-full device
+#: (docs/fpga.md, "Clock and line rate").
+BOARD_PLL_MHZ = 42
 #: The clock frequency (MHz) of the default board build.
-BOARD_CLOCK_MHZ = 30.0
+BOARD_CLOCK_MHZ = 42.0
 
 
 def board_top(platform=None, *, config=None, pll_mhz=None, **kwargs):
@@ -189,17 +190,21 @@ class BoardCore(wiring.Component):
 
         m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx),
                      link.uart_overrun.eq(rx.overrun), link.uart_frame_error.eq(rx.frame_error)]
-        # the link's FSM decides ready/valid of the byte streams; skid buffers keep those
-        # decisions away from the UARTs' own state (a two-byte queue on each side)
-        m.submodules.skid_rx = skid_rx = SkidBuffer(shape=8)
+        # the link takes every received byte into a register (always ready); its FSM decides
+        # valid of the reply bytes, and a skid buffer keeps that decision away from the UART
+        # transmitter's own state
+        wiring.connect(m, rx.data, link.rx)
         m.submodules.skid_tx = skid_tx = SkidBuffer(shape=8)
-        wiring.connect(m, rx.data, skid_rx.i)
-        wiring.connect(m, skid_rx.o, link.rx)
         wiring.connect(m, link.tx, skid_tx.i)
         wiring.connect(m, skid_tx.o, tx.data)
 
         # activation memory: C bytes per row, byte write enables, read by the runner
-        m.submodules.act_mem = act_mem = Memory(shape=8 * C, depth=self._act_rows, init=[])
+        # ``no_rw_check``: the link writes this memory and the runner reads it, never in the
+        # same cycle (the link waits for the run), so Yosys need not emulate the read-old-data
+        # behaviour of a same-address read and write (an address compare and a bypass register
+        # per bit, in front of the runner's read path). Likewise for the result memory.
+        m.submodules.act_mem = act_mem = Memory(shape=8 * C, depth=self._act_rows, init=[],
+                                                attrs={"no_rw_check": 1})
         act_w = act_mem.write_port(granularity=8)
         act_r = act_mem.read_port()
         m.d.comb += [act_w.addr.eq(link.act_waddr), act_w.en.eq(link.act_wen),
@@ -208,7 +213,8 @@ class BoardCore(wiring.Component):
                      runner.act_rdata.eq(act_r.data)]
 
         # result memory: written by the runner, read by the link
-        m.submodules.res_mem = res_mem = Memory(shape=32, depth=self._result_depth, init=[])
+        m.submodules.res_mem = res_mem = Memory(shape=32, depth=self._result_depth, init=[],
+                                                attrs={"no_rw_check": 1})
         res_w = res_mem.write_port()
         res_r = res_mem.read_port()
         m.d.comb += [res_w.addr.eq(runner.res_addr), res_w.en.eq(runner.res_en),
@@ -247,25 +253,25 @@ class BoardCore(wiring.Component):
             runner.result.payload.acc.eq(engine.result.payload.acc),
             runner.result.payload.last.eq(engine.result.payload.last),
         ]
-        # act and weights pass through skid buffers (registered valid, payload and ready): the
-        # engine's issue condition and the runner's memory readers are each several LUT levels
-        # deep, and a direct handshake chains them into one path. The buffers are reset with
-        # the engine, so an aborted run leaves no beat behind. They add one cycle of latency,
-        # which the runner's start-up covers (the RUN cycle count is unchanged).
+        # act passes through a skid buffer (registered valid, payload and ready): the engine's
+        # issue condition and the runner's activation reader are each several LUT levels deep,
+        # and a direct handshake chains them into one path. The buffer is reset with the
+        # engine, so an aborted run leaves no beat behind; its cycle of latency is covered by
+        # the runner's start-up (the RUN cycle count is unchanged). The weight stream needs
+        # none: the engine's ``weights.ready`` is a register function (its two-entry input
+        # buffer) and the reader's ``valid`` / payload are registers.
         skid_act = SkidBuffer(shape=engine.act.payload.shape())
-        skid_w = SkidBuffer(shape=engine.weights.payload.shape())
         m.submodules.skid_act = ResetInserter({"sync": engine_reset})(skid_act)
-        m.submodules.skid_weights = ResetInserter({"sync": engine_reset})(skid_w)
         wiring.connect(m, skid_act.o, engine.act)
-        wiring.connect(m, skid_w.o, engine.weights)
         m.d.comb += [
             skid_act.i.valid.eq(runner.act.valid), runner.act.ready.eq(skid_act.i.ready),
-            skid_w.i.valid.eq(runner.weights.valid), runner.weights.ready.eq(skid_w.i.ready),
+            engine.weights.valid.eq(runner.weights.valid),
+            runner.weights.ready.eq(engine.weights.ready),
         ]
         for i in range(C):
             m.d.comb += skid_act.i.payload[i].eq(runner.act.payload[i])
         for i in range(cfg.bytes_per_beat):
-            m.d.comb += skid_w.i.payload[i].eq(runner.weights.payload[i])
+            m.d.comb += engine.weights.payload[i].eq(runner.weights.payload[i])
         return m
 
 

@@ -144,6 +144,17 @@ def make_dut(kind, config):
     raise BuildError(f"unknown top {kind!r}")
 
 
+#: Memories that carry the ``no_rw_check`` attribute are never read and written at the same
+#: address in one cycle (their writer and reader take turns), so the result of such a
+#: collision does not matter. Amaranth emits every non-transparent read port as "read the old
+#: data", which the iCE40 EBR does not guarantee: Yosys then emulates it with an address
+#: compare and a bypass register per data bit, in front of the read path. For those memories
+#: (one read and one write port) this marks the collision result undefined, so each maps to
+#: plain EBR.
+NO_RW_CHECK_SCRIPT = ("memory_collect; setparam -set RD_COLLISION_X_MASK 1'1 "
+                      "t:$mem_v2 a:no_rw_check %i r:RD_PORTS=1 %i r:WR_PORTS=1 %i; ")
+
+
 def build_ice40(config, *, top="engine", board="icebreaker", out, freq_mhz=48.0,
                 allow_mul=False, use_dsp=True, unfit_ok=False, t0=None, pll_mhz=None):
     """Synthesize / place / route / pack ``top`` for ``board``; return the report dict.
@@ -181,6 +192,7 @@ def build_ice40(config, *, top="engine", board="icebreaker", out, freq_mhz=48.0,
                           # equal to its reset value, which the synchronous reset applies
                           # anyway (board tops are held in reset until the PLL locks)
                           script_after_read="hierarchy -top top; proc; "
+                                            + NO_RW_CHECK_SCRIPT +
                                             "setattr -unset init w:*fsm_state; opt_expr; "
                                             "tee -q -o stat_rtl.json stat -json",
                           script_after_synth="tee -q -o stat.json stat -json")

@@ -141,9 +141,14 @@ class BitLinearEngine(wiring.Component):
         act_wr = act_mem.write_port()
         act_rd = act_mem.read_port(transparent_for=(act_wr,))
 
-        # -- weight input buffer: one beat, the first ENGINE_PRE_STEPS decoding steps done -------
+        # -- weight input buffer: one beat, the first ENGINE_PRE_STEPS decoding steps done, and a
+        #    spare entry (packed bytes) for the beat that arrives while the buffer is held -------
         pre_steps = ENGINE_PRE_STEPS[cfg.packing]
-        raw = initial_state(m, cfg.packing, self.weights.payload, name="w_raw")
+        spare = Signal.like(self.weights.payload, name="w_spare")
+        spare_valid = Signal()
+        packed = Signal.like(self.weights.payload, name="w_packed")
+        m.d.comb += packed.eq(Mux(spare_valid, spare, self.weights.payload))
+        raw = initial_state(m, cfg.packing, packed, name="w_raw")
         pre = decode_steps(m, cfg.packing, raw, 0, pre_steps, name="w_pre")
         buf = Signal(pre.shape(), name="w_buf")
         buf_valid = Signal()
@@ -199,15 +204,29 @@ class BitLinearEngine(wiring.Component):
         # -- issue: one weight beat (and, in the first row tile, one act chunk) per cycle -------
         en = Signal()                    # the array pipeline advances
         fire = Signal()                  # a beat enters the array this cycle
+        # The weight input is two entries deep: `buf` feeds the issue, `spare` catches the beat
+        # that arrives in a cycle `buf` is held. So `weights.ready` is `~spare_valid` (and the
+        # command state), registers only: the issue condition `fire` reaches no stream
+        # handshake outside the engine. The buffer fills only once a good command has started,
+        # so the weight stream of a command always starts in its start cycle (nothing taken
+        # early, no gap after beat 0).
+        take = Signal()
         m.d.comb += [
             fire.eq(issuing & en & buf_valid & (~use_stream | self.act.valid)),
-            # the buffer fills only once a good command has started, so the weight stream of a
-            # command always starts in its start cycle (nothing taken early, no gap after beat 0)
-            self.weights.ready.eq(fire | (~buf_valid & (issuing | (starting & ~cmd_bad)))),
+            self.weights.ready.eq(~spare_valid & (issuing | (starting & ~cmd_bad))),
+            take.eq(self.weights.valid & self.weights.ready),
             self.act.ready.eq(fire & use_stream),
         ]
-        with m.If(self.weights.ready):
-            m.d.sync += [buf_valid.eq(self.weights.valid), buf.eq(pre)]
+        with m.If(~buf_valid | fire):
+            # `buf` is free this cycle: refill it, from `spare` first
+            with m.If(spare_valid):
+                m.d.sync += [buf.eq(pre), buf_valid.eq(1), spare_valid.eq(0)]   # pre of spare
+            with m.Else():
+                m.d.sync += buf_valid.eq(take)
+                with m.If(take):
+                    m.d.sync += buf.eq(pre)
+        with m.Elif(take):
+            m.d.sync += [spare.eq(self.weights.payload), spare_valid.eq(1)]
         with m.If(fire):
             with m.If(last_k):
                 m.d.sync += [kt.eq(0), k_left.eq(k_size), last_k.eq(k_single)]

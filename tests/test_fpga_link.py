@@ -193,6 +193,31 @@ def test_silence_after_reply_and_gaps_inside_frame():
     run_board(body)
 
 
+def test_bytes_during_a_request_are_dropped_and_flagged():
+    """Bytes that arrive while a request executes (here: during its 200-byte reply) are
+    dropped, even a sync byte; the reply is whole, STATUS shows the overrun until RESET."""
+    data = bytes(range(200))
+
+    async def body(ctx, dut, req, mon):
+        ok(await req(encode_request(Op.WRITE_WEIGHTS, struct.pack("<I", 0) + data)),
+           Op.WRITE_WEIGHTS)
+        st = StatusInfo.unpack(ok(await req(encode_request(Op.STATUS)), Op.STATUS))
+        assert not st.overrun
+        await uart_send(ctx, dut.rx, encode_request(Op.READ_WEIGHTS, struct.pack("<IH", 0, 200)),
+                        DIV)
+        await ctx.tick().repeat(100 * DIV)          # the reply is on its way out
+        await uart_send(ctx, dut.rx, bytes([0xA5, Op.INFO, 0, 0]), DIV)
+        assert ok(await wait_reply(ctx, mon), Op.READ_WEIGHTS) == data
+        await ctx.tick().repeat(200 * DIV)
+        assert not mon.data                          # the dropped bytes started no frame
+        st = StatusInfo.unpack(ok(await req(encode_request(Op.STATUS)), Op.STATUS))
+        assert st.overrun and (st.good_frames, st.bad_frames) == (3, 0)
+        ok(await req(encode_request(Op.RESET)), Op.RESET)
+        st = StatusInfo.unpack(ok(await req(encode_request(Op.STATUS)), Op.STATUS))
+        assert st.flags == 0
+    run_board(body)
+
+
 def _cases():
     rng = np.random.default_rng(7)
     yield "random", rng.integers(-1, 2, (5, 10)), rng.integers(-128, 128, (3, 10))

@@ -125,6 +125,15 @@ CASES = [
     (AccelConfig(rows=2, cols=20), (3, 41), 2),     # 8-byte beats: exactly one word
     (AccelConfig(rows=5, cols=8), (12, 37), 3),     # the board shape: one word per beat
     (AccelConfig(rows=4, cols=16, packing="i2"), (4, 16), 2),
+    # tile-count edges of the board shape (the row/column flags are set a tile ahead)
+    (AccelConfig(rows=5, cols=8), (1, 1), 3),       # one beat per pass
+    (AccelConfig(rows=5, cols=8), (5, 8), 2),       # exactly one tile
+    (AccelConfig(rows=5, cols=8), (10, 16), 2),     # exactly 2 x 2 tiles
+    (AccelConfig(rows=5, cols=8), (15, 24), 1),     # exactly 3 x 3 tiles
+    (AccelConfig(rows=5, cols=8), (11, 17), 2),     # 3 x 3 tiles, short last ones
+    (AccelConfig(rows=5, cols=8), (6, 40), 1),      # 2 x 5 tiles
+    (AccelConfig(rows=5, cols=8), (20, 9), 1),      # 4 x 2 tiles
+    (AccelConfig(rows=5, cols=8), (16, 32), 1),     # 4 x 4 tiles, the last row tile short
 ]
 
 
