@@ -222,13 +222,14 @@ class Link(wiring.Component):
         # -- receiver. The idle timer counts up from 2**N - timeout; its top bit is the
         # timeout (a carry out, not a compare)
         tw = self._timeout.bit_length()
-        idle = Signal(tw + 1, init=(1 << tw) - self._timeout)
+        idle_start = (1 << tw) - self._timeout
+        idle = Signal(tw + 1, init=idle_start)
         timed_out = idle[tw]
         receiving = Signal()
         with m.If(receiving & ~rv & ~timed_out):
             m.d.sync += idle.eq(idle + 1)
         with m.Elif(~receiving | rv):
-            m.d.sync += idle.eq((1 << tw) - self._timeout)
+            m.d.sync += idle.eq(idle_start)
 
         cnt = Signal(plen)       # payload index = staging address
         rem = Signal(plen)       # payload bytes still to come

@@ -302,15 +302,15 @@ class WeightReader(wiring.Component):
             m.d.sync += [self.busy.eq(0), pending.eq(0)]
         with m.If(self.start):
             m.d.comb += flush.eq(1)
+            m1, k1 = self.m <= R, self.k <= C            # one tile row / one column tile
+            m2, k2 = self.m <= 2 * R, self.k <= 2 * C
             m.d.sync += [
                 base.eq(self.base), addr.eq(self.base), addr_end.eq(self.base >= self._depth),
                 m_lim.eq(self.m), k_lim.eq(self.k), passes_left.eq(self.tokens),
                 row_rem.eq(self.m), col_rem.eq(self.k),
-                m_single.eq(self.m <= R), k_single.eq(self.k <= C),
-                m_le2.eq(self.m <= 2 * R), k_le2.eq(self.k <= 2 * C),
-                row_le2.eq(self.m <= 2 * R), col_le2.eq(self.k <= 2 * C),
-                col_last.eq(self.k <= C), row_last.eq(self.m <= R),
-                last_beat.eq((self.k <= C) & (self.m <= R)),
+                m_single.eq(m1), k_single.eq(k1), m_le2.eq(m2), k_le2.eq(k2),
+                row_last.eq(m1), col_last.eq(k1), row_le2.eq(m2), col_le2.eq(k2),
+                last_beat.eq(k1 & m1),
                 final_pass.eq(self.tokens == 1),
                 pending.eq(0), self.range_error.eq(0),
                 self.busy.eq((self.tokens != 0) & (self.m != 0) & (self.k != 0)),
