@@ -374,6 +374,15 @@ class Link(wiring.Component):
             m.d.sync += [r_status.eq(st), r_ok.eq(ok)]
             m.next = "REPLY"
 
+        # The weight memory's address, mask and data are set from registers in every state
+        # (the memory only acts on them with `w_en`): the address of the weight write or of
+        # the reply's read, the byte enable of the write, the staged byte in every lane. So
+        # the executor's state only reaches `w_en` and `w_we`.
+        m.d.comb += [
+            self.w_addr.eq(Mux(op_is[Op.WRITE_WEIGHTS], wa[3:], rd_addr[3:])),
+            self.w_wmask.eq(Const(1, WORD_BYTES) << wa[:3]),
+            self.w_wdata.eq(st_r.data.replicate(WORD_BYTES)),
+        ]
         with m.FSM(name="fsm"):
             with m.State("IDLE"):
                 with m.If(frame_ok):
@@ -447,11 +456,7 @@ class Link(wiring.Component):
                 m.d.sync += ci_last.eq(ci == len_m1)
                 m.next = "WW_WRITE"
             with m.State("WW_WRITE"):
-                m.d.comb += [
-                    self.w_addr.eq(wa[3:]), self.w_en.eq(1), self.w_we.eq(1),
-                    self.w_wmask.eq(Const(1, WORD_BYTES) << wa[:3]),
-                    self.w_wdata.eq(st_r.data.replicate(WORD_BYTES)),
-                ]
+                m.d.comb += [self.w_en.eq(1), self.w_we.eq(1)]
                 m.d.sync += [ci.eq(ci + 1), wa.eq(wa + 1)]
                 with m.If(ci_last):
                     m.next = "REPLY"
@@ -526,7 +531,7 @@ class Link(wiring.Component):
             # -- reply: every byte goes ADDR (memory read) -> LOAD (each source's byte) ->
             # MUX (the byte) -> SEND. tcnt counts within a phase; ph_* are one-hot
             with m.State("TX_ADDR"):
-                m.d.comb += [self.w_addr.eq(rd_addr[3:]), self.w_en.eq(s_w),
+                m.d.comb += [self.w_en.eq(s_w),
                              self.res_raddr.eq(rd_addr), self.res_ren.eq(s_res)]
                 m.next = "TX_LOAD"
             with m.State("TX_LOAD"):

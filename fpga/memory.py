@@ -14,7 +14,7 @@ beats per cycle at most (e.g. 0.615 for a 13-byte 4 x 16 ``tq1`` beat): the weig
 bound of this board.
 """
 
-from amaranth import Cat, ClockSignal, Module, Signal, unsigned
+from amaranth import Cat, ClockSignal, Module, Mux, Signal, unsigned
 from amaranth.hdl import Instance
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
@@ -192,37 +192,56 @@ class WeightReader(wiring.Component):
         cfg = self._config
         B, W, CAP = self._beat, WORD_BYTES, self._cap
 
-        addr = Signal(range(self._depth + 1))
-        base = Signal(range(self._depth))
-        m_lim = Signal(16)
-        k_lim = Signal(16)
-        passes_left = Signal(16)
-        row_rem = Signal(16)   # rows of the layer from the current beat's tile on
-        col_rem = Signal(16)   # columns of the layer from the current beat's tile on
-        m_single = Signal()    # m <= rows
-        k_single = Signal()    # k <= cols
-        m_le2 = Signal()       # m <= 2 * rows
-        k_le2 = Signal()       # k <= 2 * cols
-        row_le2 = Signal()     # row_rem <= 2 * rows: the next row tile is the last
-        col_le2 = Signal()     # col_rem <= 2 * cols: the next beat ends its tile row
-        addr_end = Signal()    # addr == depth (registered with addr, no compare on the way)
+        # the layer's counters and flags are all loaded by `start` and only used while `busy`:
+        # they need no reset (a reset would reach every enable that updates them)
+        rl = {"reset_less": True}
+        addr = Signal(range(self._depth + 1), **rl)
+        base = Signal(range(self._depth), **rl)
+        m_lim = Signal(16, **rl)
+        k_lim = Signal(16, **rl)
+        passes_left = Signal(16, **rl)
+        row_rem = Signal(16, **rl)  # rows of the layer from the current beat's tile on
+        col_rem = Signal(16, **rl)  # columns of the layer from the current beat's tile on
+        m_single = Signal(**rl)  # m <= rows
+        k_single = Signal(**rl)  # k <= cols
+        m_le2 = Signal(**rl)  # m <= 2 * rows
+        k_le2 = Signal(**rl)  # k <= 2 * cols
+        row_le2 = Signal(**rl)  # row_rem <= 2 * rows: the next row tile is the last
+        col_le2 = Signal(**rl)  # col_rem <= 2 * cols: the next beat ends its tile row
+        addr_end = Signal(**rl)  # addr == depth (registered with addr, no compare on the way)
         pending = Signal()
         flush = Signal()   # drop the buffered words (end of a pass, stop, start)
         fire = self.beats.valid & self.beats.ready
+        # One word per beat: the layer counters follow the memory *reads* (each word read is
+        # the next beat), so they advance with `issue` (registers only) and a pass ends by
+        # reading `base` next; the queue alone sees the sink's `ready`. `active`: reads remain;
+        # `busy` also covers the words in flight and queued. Otherwise (a gearbox) the
+        # counters follow the beats handed out, and a pass end drops the words read ahead.
+        by_read = B == W
+        active = Signal() if by_read else self.busy
 
         if B == W:
             # one word per beat: no gearbox, a three-word queue (q[0] drives the stream). The
             # read request depends on registers only (not on the sink's ``ready``), so a read
             # is issued when the queue has room for it and the one in flight: three words
             # keep one beat per cycle going.
-            q = [Signal(8 * W, name=f"q{i}") for i in range(3)]
+            q = [Signal(8 * W, name=f"q{i}", **rl) for i in range(3)]
             count = Signal(range(4))     # words held
+            # count != 0, registered with it; every cycle that clears `busy` also empties the
+            # queue (a pass end and `stop` flush it, a range error stops a starved reader), and
+            # nothing is read while idle, so it is the stream's `valid` as it is
+            count_nz = Signal()
             held = Signal(range(4))      # words held after this cycle's transfer
             m.d.comb += [self.beats.payload.eq(q[0]),
-                         self.beats.valid.eq(self.busy & (count != 0)),
+                         self.beats.valid.eq(count_nz),
                          held.eq(count - fire)]
             issue = Signal()
-            m.d.comb += issue.eq(self.busy & (count + pending <= 2) & ~addr_end)
+            # room for one more word after those held and in flight, registered: the next
+            # cycle's count and in-flight read, computed now
+            room = Signal(init=1)
+            m.d.comb += [issue.eq(active & room & ~addr_end),
+                         self.busy.eq(active | pending | count_nz)]
+            m.d.sync += room.eq(Mux(flush, 0, held + pending) + (issue & ~self.stop) <= 2)
             with m.If(fire):
                 m.d.sync += [q[0].eq(q[1]), q[1].eq(q[2])]
             with m.If(pending):
@@ -230,10 +249,11 @@ class WeightReader(wiring.Component):
                     for i in range(3):
                         with m.Case(i):
                             m.d.sync += q[i].eq(self.mem_rdata)
-            m.d.sync += count.eq(held + pending)
-            starved = count == 0
+            m.d.sync += [count.eq(held + pending),
+                         count_nz.eq(pending | count[1] | (count[0] & ~fire))]
+            starved = ~count_nz
             with m.If(flush):
-                m.d.sync += count.eq(0)
+                m.d.sync += [count.eq(0), count_nz.eq(0)]
         else:
             buf = Signal(8 * CAP)
             level = Signal(range(CAP + 1))
@@ -264,29 +284,32 @@ class WeightReader(wiring.Component):
         with m.If(issue):
             m.d.sync += [addr.eq(addr + 1), addr_end.eq(addr == self._depth - 1)]
 
-        with m.If(self.busy & addr_end & ~pending & starved):
-            m.d.sync += [self.range_error.eq(1), self.busy.eq(0)]
+        with m.If(active & addr_end & ~pending & starved):
+            m.d.sync += [self.range_error.eq(1), active.eq(0)]
 
         # "this beat ends its tile row / the pass" flags are registered, so the sink's
         # ``ready`` only gates register enables (no adder between it and the counters); the
         # tile counters count down, and each flag is set from the one "a tile further" (a
         # compare of a register with a constant, in parallel with the counter's subtraction)
         R, C = cfg.rows, cfg.cols
-        col_last = Signal()      # col_rem <= C
-        row_last = Signal()      # row_rem <= R
-        last_beat = Signal()     # col_last & row_last, as its own register
-        final_pass = Signal()    # passes_left == 1, as its own register
-        with m.If(fire):
+        col_last = Signal(**rl)  # col_rem <= C
+        row_last = Signal(**rl)  # row_rem <= R
+        last_beat = Signal(**rl)  # col_last & row_last, as its own register
+        final_pass = Signal(**rl)  # passes_left == 1, as its own register
+        with m.If(issue if by_read else fire):
             with m.If(last_beat):
-                # last beat of this pass: flush the buffer, restart at base
-                m.d.comb += flush.eq(1)
+                # last beat of this pass: restart at base (and without a gearbox, drop what
+                # was read ahead)
+                if not by_read:
+                    m.d.comb += flush.eq(1)
+                    m.d.sync += pending.eq(0)
                 m.d.sync += [col_rem.eq(k_lim), col_last.eq(k_single), col_le2.eq(k_le2),
                              row_rem.eq(m_lim), row_last.eq(m_single), row_le2.eq(m_le2),
                              last_beat.eq(k_single & m_single),
-                             pending.eq(0), addr.eq(base), addr_end.eq(base >= self._depth),
+                             addr.eq(base), addr_end.eq(base >= self._depth),
                              passes_left.eq(passes_left - 1), final_pass.eq(passes_left == 2)]
                 with m.If(final_pass):
-                    m.d.sync += self.busy.eq(0)
+                    m.d.sync += active.eq(0)
             with m.Elif(col_last):
                 m.d.sync += [col_rem.eq(k_lim), col_last.eq(k_single), col_le2.eq(k_le2),
                              row_rem.eq(row_rem - R), row_last.eq(row_le2),
@@ -299,7 +322,7 @@ class WeightReader(wiring.Component):
 
         with m.If(self.stop):
             m.d.comb += flush.eq(1)
-            m.d.sync += [self.busy.eq(0), pending.eq(0)]
+            m.d.sync += [active.eq(0), pending.eq(0)]
         with m.If(self.start):
             m.d.comb += flush.eq(1)
             m1, k1 = self.m <= R, self.k <= C            # one tile row / one column tile
@@ -313,6 +336,6 @@ class WeightReader(wiring.Component):
                 last_beat.eq(k1 & m1),
                 final_pass.eq(self.tokens == 1),
                 pending.eq(0), self.range_error.eq(0),
-                self.busy.eq((self.tokens != 0) & (self.m != 0) & (self.k != 0)),
+                active.eq((self.tokens != 0) & (self.m != 0) & (self.k != 0)),
             ]
         return m

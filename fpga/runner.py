@@ -94,40 +94,44 @@ class LayerRunner(wiring.Component):
         cfg = self._config
         C = cfg.cols
 
-        m.submodules.reader = reader = WeightReader(config=cfg, depth=self._weight_depth)
-        m.d.comb += [
-            self.w_addr.eq(reader.mem_addr), self.w_en.eq(reader.mem_en),
-            reader.mem_rdata.eq(self.w_rdata),
-            reader.base.eq(self.wbase), reader.m.eq(self.m), reader.k.eq(self.k),
-            reader.tokens.eq(self.tokens),
-        ]
-        wiring.connect(m, wiring.flipped(self.weights), reader.beats)
-
-        m_r = Signal(16)
-        k_r = Signal(16)
-        tokens_r = Signal(16)
+        # layer registers loaded by `start` and used only during the run: no reset (it would
+        # reach every enable that updates them)
+        rl = {"reset_less": True}
+        m_r = Signal(16, **rl)
+        k_r = Signal(16, **rl)
+        tokens_r = Signal(16, **rl)
+        wbase_r = Signal(range(self._weight_depth), **rl)
         cmd_valid = Signal()    # a register (not decoded from the FSM state): short paths
         counting = Signal()
-        cycles = Signal(32)
+        cycles = Signal(32, **rl)
 
         # activation feeder
         act_active = Signal()
-        act_row = Signal(range(self._act_rows + 1))
-        act_tokens_left = Signal(16)
-        act_last_token = Signal()   # act_tokens_left == 1
-        act_krem = Signal(17)       # codes of the current token from the next row on
-        act_tile_last = Signal()    # act_krem <= C: this row ends the token
-        k_single = Signal()         # k <= C: every row ends a token
-        act_row_end = Signal()      # act_row == act_rows
+        act_row = Signal(range(self._act_rows + 1), **rl)
+        act_tokens_left = Signal(16, **rl)
+        act_last_token = Signal(**rl)  # act_tokens_left == 1
+        act_krem = Signal(17, **rl)  # codes of the current token from the next row on
+        act_tile_last = Signal(**rl)  # act_krem <= C: this row ends the token
+        k_single = Signal(**rl)  # k <= C: every row ends a token
+        act_row_end = Signal(**rl)  # act_row == act_rows
         act_have = Signal()     # act_rdata holds a row not yet accepted by the engine
         act_range = Signal()
 
         # result writer
-        res_idx = Signal(range(self._result_depth + 1))
-        res_left = Signal(16)       # tokens whose last result has not come yet
-        res_last_token = Signal()   # res_left == 1
-        res_full = Signal()         # res_idx == result_depth
+        res_idx = Signal(range(self._result_depth + 1), **rl)
+        res_left = Signal(16, **rl)  # tokens whose last result has not come yet
+        res_last_token = Signal(**rl)  # res_left == 1
+        res_full = Signal(**rl)  # res_idx == result_depth
         res_range = Signal()
+
+        m.submodules.reader = reader = WeightReader(config=cfg, depth=self._weight_depth)
+        m.d.comb += [
+            self.w_addr.eq(reader.mem_addr), self.w_en.eq(reader.mem_en),
+            reader.mem_rdata.eq(self.w_rdata),
+            reader.base.eq(wbase_r), reader.m.eq(m_r), reader.k.eq(k_r),
+            reader.tokens.eq(tokens_r),
+        ]
+        wiring.connect(m, wiring.flipped(self.weights), reader.beats)
 
         m.d.comb += self.cmd.valid.eq(cmd_valid)
         # results are always taken (the result memory never stalls; outside a run the engine
@@ -174,20 +178,27 @@ class LayerRunner(wiring.Component):
 
         with m.FSM():
             with m.State("IDLE"):
+                # the layer's arguments are registered first; everything derived from them is
+                # set up in LOAD from those registers (no compare of the link's registers in
+                # front of the runner's and the reader's state)
                 with m.If(self.start):
-                    m.d.sync += [
-                        m_r.eq(self.m), k_r.eq(self.k), tokens_r.eq(self.tokens),
-                        cmd_valid.eq(1), counting.eq(0), cycles.eq(0),
-                        act_active.eq(1), act_row.eq(0),
-                        act_tokens_left.eq(self.tokens), act_have.eq(0), act_range.eq(0),
-                        act_last_token.eq(self.tokens == 1), act_krem.eq(self.k),
-                        act_tile_last.eq(self.k <= C), k_single.eq(self.k <= C),
-                        act_row_end.eq(0),
-                        res_idx.eq(0), res_range.eq(0), res_full.eq(0),
-                        res_left.eq(self.tokens), res_last_token.eq(self.tokens == 1),
-                    ]
-                    m.d.comb += reader.start.eq(1)
-                    m.next = "RUN"
+                    m.d.sync += [m_r.eq(self.m), k_r.eq(self.k), tokens_r.eq(self.tokens),
+                                 wbase_r.eq(self.wbase)]
+                    m.next = "LOAD"
+            with m.State("LOAD"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [
+                    cmd_valid.eq(1), counting.eq(0), cycles.eq(0),
+                    act_active.eq(1), act_row.eq(0),
+                    act_tokens_left.eq(tokens_r), act_have.eq(0), act_range.eq(0),
+                    act_last_token.eq(tokens_r == 1), act_krem.eq(k_r),
+                    act_tile_last.eq(k_r <= C), k_single.eq(k_r <= C),
+                    act_row_end.eq(0),
+                    res_idx.eq(0), res_range.eq(0), res_full.eq(0),
+                    res_left.eq(tokens_r), res_last_token.eq(tokens_r == 1),
+                ]
+                m.d.comb += reader.start.eq(1)
+                m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += self.busy.eq(1)
                 # -- command

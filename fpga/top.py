@@ -32,15 +32,15 @@ DEFAULT_BAUD = 1_000_000
 #: (8 bytes x 5 trits per cycle) is used in full. Larger arrays cannot go faster on this board
 #: (the engine streams the weights once per token), only bigger. See ``docs/fpga.md``.
 BOARD_CONFIG = AccelConfig(rows=5, cols=8, act_bits=8, packing="tq1", max_k=1024, max_m=4096,
-                           adder_stages=1)
+                           adder_stages=2)
 #: The PLL output the board design runs from (``SB_PLL40_PAD`` on the 12 MHz oscillator:
-#: DIVR 0, DIVF 55, DIVQ 4, FILTER_RANGE 1 -> VCO 672 MHz / 16 = exactly 42 MHz, 42 clocks per
-#: bit at 1 Mbaud). Place and route (nextpnr seed 1) reaches 42.4 MHz; the paths at the limit
-#: are the engine's and the runner's issue handshakes, spread over a 90 %-full device
-#: (docs/fpga.md, "Clock and line rate").
-BOARD_PLL_MHZ = 42
+#: DIVR 0, DIVF 63, DIVQ 4, FILTER_RANGE 1 -> VCO 768 MHz / 16 = exactly 48 MHz, 48 clocks per
+#: bit at 1 Mbaud). The device is 95 % full and nextpnr's result varies with its seed by about
+#: +-2 MHz around 48, so the build tries seeds until one meets the clock (docs/fpga.md,
+#: "Clock and line rate").
+BOARD_PLL_MHZ = 48
 #: The clock frequency (MHz) of the default board build.
-BOARD_CLOCK_MHZ = 42.0
+BOARD_CLOCK_MHZ = 48.0
 
 
 def board_top(platform=None, *, config=None, pll_mhz=None, **kwargs):
@@ -222,13 +222,15 @@ class BoardCore(wiring.Component):
                      res_r.addr.eq(link.res_raddr), res_r.en.eq(link.res_ren),
                      link.res_rdata.eq(res_r.data)]
 
-        # weight memory: the runner reads while it runs, the link otherwise
+        # weight memory: the runner reads while it runs, the link otherwise. Only the address
+        # and the enable are switched: the link writes only outside a run (it waits for the
+        # run in its RUN_WAIT state), so `we`, `wmask` and `wdata` come from it directly
         with m.If(runner.busy):
-            m.d.comb += [wmem.addr.eq(runner.w_addr), wmem.en.eq(runner.w_en), wmem.we.eq(0)]
+            m.d.comb += [wmem.addr.eq(runner.w_addr), wmem.en.eq(runner.w_en)]
         with m.Else():
-            m.d.comb += [wmem.addr.eq(link.w_addr), wmem.en.eq(link.w_en),
-                         wmem.we.eq(link.w_we), wmem.wmask.eq(link.w_wmask),
-                         wmem.wdata.eq(link.w_wdata)]
+            m.d.comb += [wmem.addr.eq(link.w_addr), wmem.en.eq(link.w_en)]
+        m.d.comb += [wmem.we.eq(link.w_we), wmem.wmask.eq(link.w_wmask),
+                     wmem.wdata.eq(link.w_wdata)]
         m.d.comb += [runner.w_rdata.eq(wmem.rdata), link.w_rdata.eq(wmem.rdata)]
 
         # runner control
@@ -253,25 +255,28 @@ class BoardCore(wiring.Component):
             runner.result.payload.acc.eq(engine.result.payload.acc),
             runner.result.payload.last.eq(engine.result.payload.last),
         ]
-        # act passes through a skid buffer (registered valid, payload and ready): the engine's
-        # issue condition and the runner's activation reader are each several LUT levels deep,
-        # and a direct handshake chains them into one path. The buffer is reset with the
-        # engine, so an aborted run leaves no beat behind; its cycle of latency is covered by
-        # the runner's start-up (the RUN cycle count is unchanged). The weight stream needs
-        # none: the engine's ``weights.ready`` is a register function (its two-entry input
-        # buffer) and the reader's ``valid`` / payload are registers.
+        # act and weights pass through skid buffers (registered valid, payload and ready):
+        # the runner's activation feeder and weight reader sit by their memories, the engine's
+        # issue and sequencer by the array, and a direct handshake would be one path from one
+        # block's registers through the other's ready/valid logic and back (a transfer is seen
+        # by both sides in the same cycle). With the buffers every path between the blocks
+        # starts and ends at a register. They are reset with the engine, so an aborted run
+        # leaves no beat behind; their cycle of latency is covered by the engine's start-up
+        # (the RUN cycle count is unchanged).
         skid_act = SkidBuffer(shape=engine.act.payload.shape())
         m.submodules.skid_act = ResetInserter({"sync": engine_reset})(skid_act)
         wiring.connect(m, skid_act.o, engine.act)
+        skid_w = SkidBuffer(shape=engine.weights.payload.shape())
+        m.submodules.skid_w = ResetInserter({"sync": engine_reset})(skid_w)
+        wiring.connect(m, skid_w.o, engine.weights)
         m.d.comb += [
             skid_act.i.valid.eq(runner.act.valid), runner.act.ready.eq(skid_act.i.ready),
-            engine.weights.valid.eq(runner.weights.valid),
-            runner.weights.ready.eq(engine.weights.ready),
+            skid_w.i.valid.eq(runner.weights.valid), runner.weights.ready.eq(skid_w.i.ready),
         ]
         for i in range(C):
             m.d.comb += skid_act.i.payload[i].eq(runner.act.payload[i])
         for i in range(cfg.bytes_per_beat):
-            m.d.comb += engine.weights.payload[i].eq(runner.weights.payload[i])
+            m.d.comb += skid_w.i.payload[i].eq(runner.weights.payload[i])
         return m
 
 
@@ -378,5 +383,5 @@ class BoardTop(Elaboratable):
             except Exception:  # noqa: BLE001 - boards without that LED
                 continue
             m.submodules[f"{name}_buf"] = buf = io.Buffer("o", led)
-            m.d.comb += buf.o.eq(sig)
+            m.d.sync += buf.o.eq(sig)    # registered: the pins are far from the logic
         return m

@@ -51,9 +51,10 @@ class UARTRx(wiring.Component):
     data : stream, out
         Received bytes.
     overrun : Signal, out
-        One-cycle pulse: a byte was dropped because ``data`` was still full.
+        One-cycle pulse (a register, the cycle after the stop bit's decision): a byte was
+        dropped because ``data`` was still full.
     frame_error : Signal, out
-        One-cycle pulse: a stop bit read 0; the byte was dropped.
+        One-cycle pulse (likewise registered): a stop bit read 0; the byte was dropped.
     """
 
     rx: In(1, init=1)
@@ -81,45 +82,70 @@ class UARTRx(wiring.Component):
         bit = Signal(range(10))
         shreg = Signal(8)
         votes = Signal(2)  # ones among the first two samples of the current bit
+        # `cnt` counts the clocks of a bit (0 .. div-1, wrapping). What the FSM asks of it is
+        # kept in registered flags, each set a cycle ahead from `cnt` (a compare with a
+        # constant), so no counter compare sits in front of the FSM's decisions.
+        at_mid = Signal()     # cnt == mid (start bit: glitch check)
+        at_vote = Signal()    # cnt in (mid - 1, mid): sample for the vote
+        at_decide = Signal()  # cnt == mid + 1: decide the bit
+        at_end = Signal()     # cnt == div - 1: the bit ends
+        stop_bit = Signal()   # bit == 8
+
+        def load(value):
+            return [cnt.eq(value), at_mid.eq(value == mid),
+                    at_vote.eq(value in (mid - 1, mid)), at_decide.eq(value == mid + 1),
+                    at_end.eq(value == div - 1)]
+
+        def step():
+            # the next clock of the bit: `cnt + 1`, or 0 after the last one
+            with m.If(at_end):
+                m.d.sync += load(0)
+            with m.Else():
+                m.d.sync += [cnt.eq(cnt + 1), at_mid.eq(cnt == mid - 1),
+                             at_vote.eq((cnt == mid - 2) | (cnt == mid - 1)),
+                             at_decide.eq(cnt == mid), at_end.eq(cnt == div - 2)]
 
         with m.If(self.data.ready):
             m.d.sync += self.data.valid.eq(0)
+        # the error pulses are registered (one cycle after the decision)
+        m.d.sync += [self.frame_error.eq(0), self.overrun.eq(0)]
 
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(~line):
-                    m.d.sync += [cnt.eq(1), votes.eq(0)]
+                    m.d.sync += [*load(1), votes.eq(0)]
                     m.next = "START"
             with m.State("START"):
-                m.d.sync += cnt.eq(cnt + 1)
-                with m.If(cnt == mid):
+                step()
+                with m.If(at_mid):
                     with m.If(line):  # glitch, not a start bit
                         m.next = "IDLE"
-                with m.If(cnt == div - 1):
-                    m.d.sync += [cnt.eq(0), bit.eq(0), votes.eq(0)]
+                with m.If(at_end):
+                    m.d.sync += [bit.eq(0), stop_bit.eq(0), votes.eq(0)]
                     m.next = "BITS"
             with m.State("BITS"):
-                m.d.sync += cnt.eq(cnt + 1)
-                with m.If((cnt == mid - 1) | (cnt == mid)):
+                step()
+                with m.If(at_vote):
                     m.d.sync += votes.eq(votes + line)
                 value = Signal()
-                m.d.comb += value.eq((votes + line) >= 2)  # majority of 3 samples
-                with m.If(cnt == mid + 1):
-                    with m.If(bit == 8):  # stop bit: decide at mid-bit, then hunt again
+                # majority of 3 samples: two ones before, or one and this sample
+                m.d.comb += value.eq(votes[1] | (votes[0] & line))
+                with m.If(at_decide):
+                    with m.If(stop_bit):  # stop bit: decide at mid-bit, then hunt again
                         with m.If(~value):
-                            m.d.comb += self.frame_error.eq(1)
+                            m.d.sync += self.frame_error.eq(1)
                             m.next = "WAIT_IDLE"
                         with m.Else():
                             with m.If(self.data.valid & ~self.data.ready):
-                                m.d.comb += self.overrun.eq(1)
+                                m.d.sync += self.overrun.eq(1)
                             with m.Else():
                                 m.d.sync += [self.data.payload.eq(shreg),
                                              self.data.valid.eq(1)]
                             m.next = "IDLE"
                     with m.Else():
                         m.d.sync += shreg.eq(Cat(shreg[1:], value))
-                with m.If(cnt == div - 1):
-                    m.d.sync += [cnt.eq(0), votes.eq(0), bit.eq(bit + 1)]
+                with m.If(at_end):
+                    m.d.sync += [votes.eq(0), bit.eq(bit + 1), stop_bit.eq(bit == 7)]
             with m.State("WAIT_IDLE"):
                 # a framing error may leave the line low (break): wait for it to go high
                 with m.If(line):

@@ -141,95 +141,122 @@ class BitLinearEngine(wiring.Component):
         act_wr = act_mem.write_port()
         act_rd = act_mem.read_port(transparent_for=(act_wr,))
 
-        # -- weight input buffer: one beat, the first ENGINE_PRE_STEPS decoding steps done, and a
-        #    spare entry (packed bytes) for the beat that arrives while the buffer is held -------
+        # -- weight input: a one-beat buffer (`buf`, the first ENGINE_PRE_STEPS decoding steps
+        #    done) and a spare entry (packed bytes) for the beat that arrives while `buf` is
+        #    held. Each entry carries the beat's place in the layer (`BeatTag`).
         pre_steps = ENGINE_PRE_STEPS[cfg.packing]
-        spare = Signal.like(self.weights.payload, name="w_spare")
+        k_low_bits = C.bit_length()
+        beat_tag = data.StructLayout({
+            "kt": range(self.act_depth),     # column tile
+            "first": 1,                      # kt == 0
+            "use_stream": 1,                 # first row tile: the chunk comes from `act`
+            "last_k": 1,                     # the beat ends its row tile
+            "last_m": 1,                     # the row tile ends its token
+            "final": 1,                      # the beat ends the command
+            "rows": range(R + 1),            # rows of the row tile
+            "k_low": k_low_bits,             # K - kt * C (low bits; lanes >= it are 0 if last_k)
+        })
+        # the entries need no reset (`reset_less`): the valid flags say what they hold
+        spare = Signal.like(self.weights.payload, name="w_spare", reset_less=True)
+        spare_tag = Signal(beat_tag, name="w_spare_tag", reset_less=True)
         spare_valid = Signal()
         packed = Signal.like(self.weights.payload, name="w_packed")
         m.d.comb += packed.eq(Mux(spare_valid, spare, self.weights.payload))
         raw = initial_state(m, cfg.packing, packed, name="w_raw")
         pre = decode_steps(m, cfg.packing, raw, 0, pre_steps, name="w_pre")
-        buf = Signal(pre.shape(), name="w_buf")
+        buf = Signal(pre.shape(), name="w_buf", reset_less=True)
+        buf_tag = Signal(beat_tag, name="w_buf_tag", reset_less=True)
         buf_valid = Signal()
         dec_error = Signal()
 
         # -- command and sequencer state --------------------------------------------------------
+        # The sequencer describes the next beat to be *taken* from `weights` and advances with
+        # each transfer. A transfer is `weights.valid` and two registers, so the layer counters
+        # and their flags are one LUT level away from the stream; the tag travels with the beat
+        # through the input buffer, and the issue (`fire`) only moves beats and tags.
         cmd_error = Signal()
         busy = Signal()
-        issuing = Signal()               # weight beats of the command remain to be consumed
-        m_size = Signal(16)
-        k_size = Signal(16)
-        m_left = Signal(16)              # M - mt * R
-        k_left = Signal(16)              # K - kt * C
-        tok_left = Signal(16)
-        kt = Signal(range(self.act_depth))
-        use_stream = Signal()            # first row tile: activations come from the act stream
-        # registered flags (no wide comparison between a counter and `fire`):
-        last_k = Signal()                # k_left <= C: the current beat ends its row tile
-        last_m = Signal()                # m_left <= R: the current row tile ends its token
-        last_tok = Signal()              # tok_left == 1
-        k_single = Signal()              # K <= C
-        m_single = Signal()              # M <= R
-        # A command is range-checked in the cycle of its transfer (the check only reaches the
-        # `cmd_bad` and `busy` registers) and starts in the next one (`starting`): a good command
-        # then begins to issue, a bad one is dropped and shows `error`. So no wide comparison
-        # reaches the issue logic; it costs one cycle per command (``START_LATENCY``).
+        issuing = Signal()               # weight beats of the command remain to be taken
+        # The layer registers and flags below are loaded by each command before they are used,
+        # so they need no reset (`reset_less`): a reset would reach every enable that updates
+        # them. Only the control flags (busy, issuing, valid bits, drain state) are reset.
+        rl = {"reset_less": True}
+        m_size = Signal(16, **rl)
+        k_size = Signal(16, **rl)
+        m_left = Signal(16, **rl)        # M - mt * R
+        k_left = Signal(16, **rl)        # K - kt * C
+        tok_left = Signal(16, **rl)
+        kt = Signal(range(self.act_depth), **rl)
+        use_stream = Signal(**rl)        # first row tile: activations come from the act stream
+        # registered flags (no wide comparison between a counter and the transfer):
+        first = Signal(**rl)             # kt == 0
+        last_k = Signal(**rl)            # k_left <= C: the next beat ends its row tile
+        last_m = Signal(**rl)            # m_left <= R: the current row tile ends its token
+        last_tok = Signal(**rl)          # tok_left == 1
+        k_single = Signal(**rl)          # K <= C
+        m_single = Signal(**rl)          # M <= R
+        # A command is range-checked by registers that check the payload in every cycle
+        # (`m_bad`, `k_bad`, `tok_bad`: the checks and nothing else on their inputs), so in
+        # the cycle after a transfer (`starting`) they hold the transferred command's verdict:
+        # a good command begins to take beats in the cycle after, a bad one is dropped and
+        # shows `error`. No wide comparison reaches the stream logic; it costs two cycles per
+        # command (``START_LATENCY``).
         starting = Signal()
+        # the check of the payload seen in the last cycle, one register per field
+        m_bad, k_bad, tok_bad = (Signal(**rl) for _ in range(3))
         cmd_bad = Signal()
+        p = self.cmd.payload
+        m.d.sync += [m_bad.eq((p.m == 0) | (p.m > cfg.max_m)),
+                     k_bad.eq((p.k == 0) | (p.k > cfg.max_k)),
+                     tok_bad.eq(p.tokens == 0)]
+        # likewise the sequencer's start flags, loaded in the start cycle
+        m_one, k_one, tok_one = (Signal(**rl) for _ in range(3))
+        m.d.sync += [m_one.eq(p.m <= R), k_one.eq(p.k <= C), tok_one.eq(p.tokens == 1)]
+        m.d.comb += cmd_bad.eq(m_bad | k_bad | tok_bad)
+        dropped = Signal()               # a bad command was transferred in the last cycle
+        m.d.comb += dropped.eq(starting & cmd_bad)
         with m.If(starting):
-            m.d.sync += [starting.eq(0), issuing.eq(~cmd_bad)]
+            m.d.sync += [starting.eq(0), busy.eq(~cmd_bad), issuing.eq(~cmd_bad),
+                         last_k.eq(k_one), k_single.eq(k_one),
+                         last_m.eq(m_one), m_single.eq(m_one), last_tok.eq(tok_one)]
             with m.If(cmd_bad):
                 m.d.sync += cmd_error.eq(1)
         with m.If(self.cmd.valid & self.cmd.ready):
-            p = self.cmd.payload
-            bad = ((p.m == 0) | (p.m > cfg.max_m) | (p.k == 0) | (p.k > cfg.max_k)
-                   | (p.tokens == 0))
             m.d.sync += [
-                cmd_bad.eq(bad), busy.eq(~bad), starting.eq(1),
+                busy.eq(1), starting.eq(1),
                 m_size.eq(p.m), k_size.eq(p.k),
                 m_left.eq(p.m), k_left.eq(p.k), tok_left.eq(p.tokens),
-                kt.eq(0), use_stream.eq(1),
-                last_k.eq(p.k <= C), k_single.eq(p.k <= C),
-                last_m.eq(p.m <= R), m_single.eq(p.m <= R),
-                last_tok.eq(p.tokens == 1),
+                kt.eq(0), first.eq(1), use_stream.eq(1),
             ]
 
         m.d.comb += [
-            self.busy.eq(busy),
-            self.error.eq(cmd_error | (starting & cmd_bad) | dec_error),
+            # a dropped command holds `busy` (the register) for its start cycle only; the port
+            # never shows it, `cmd` is ready again in the cycle after
+            self.busy.eq(busy & ~dropped),
+            self.error.eq(cmd_error | dropped | dec_error),
             self.cmd.ready.eq(~busy),
         ]
 
-        # -- issue: one weight beat (and, in the first row tile, one act chunk) per cycle -------
-        en = Signal()                    # the array pipeline advances
-        fire = Signal()                  # a beat enters the array this cycle
-        # The weight input is two entries deep: `buf` feeds the issue, `spare` catches the beat
-        # that arrives in a cycle `buf` is held. So `weights.ready` is `~spare_valid` (and the
-        # command state), registers only: the issue condition `fire` reaches no stream
-        # handshake outside the engine. The buffer fills only once a good command has started,
-        # so the weight stream of a command always starts in its start cycle (nothing taken
-        # early, no gap after beat 0).
+        # the tag of the beat the sequencer describes
+        seq_tag = Signal(beat_tag)
+        m.d.comb += [
+            seq_tag.kt.eq(kt), seq_tag.first.eq(first), seq_tag.use_stream.eq(use_stream),
+            seq_tag.last_k.eq(last_k), seq_tag.last_m.eq(last_m),
+            seq_tag.final.eq(last_k & last_m & last_tok),
+            seq_tag.rows.eq(Mux(last_m, m_left, R)),
+            seq_tag.k_low.eq(k_left[:k_low_bits]),
+        ]
+
+        # `weights.ready` is a function of registers only; it is 0 once the command's last beat
+        # is taken, so exactly the command's beats are consumed
         take = Signal()
         m.d.comb += [
-            fire.eq(issuing & en & buf_valid & (~use_stream | self.act.valid)),
-            self.weights.ready.eq(~spare_valid & (issuing | (starting & ~cmd_bad))),
+            self.weights.ready.eq(~spare_valid & issuing),
             take.eq(self.weights.valid & self.weights.ready),
-            self.act.ready.eq(fire & use_stream),
         ]
-        with m.If(~buf_valid | fire):
-            # `buf` is free this cycle: refill it, from `spare` first
-            with m.If(spare_valid):
-                m.d.sync += [buf.eq(pre), buf_valid.eq(1), spare_valid.eq(0)]   # pre of spare
-            with m.Else():
-                m.d.sync += buf_valid.eq(take)
-                with m.If(take):
-                    m.d.sync += buf.eq(pre)
-        with m.Elif(take):
-            m.d.sync += [spare.eq(self.weights.payload), spare_valid.eq(1)]
-        with m.If(fire):
+        with m.If(take):
             with m.If(last_k):
-                m.d.sync += [kt.eq(0), k_left.eq(k_size), last_k.eq(k_single)]
+                m.d.sync += [kt.eq(0), first.eq(1), k_left.eq(k_size), last_k.eq(k_single)]
                 with m.If(last_m):
                     m.d.sync += [m_left.eq(m_size), last_m.eq(m_single), use_stream.eq(1),
                                  tok_left.eq(tok_left - 1), last_tok.eq(tok_left == 2)]
@@ -239,30 +266,51 @@ class BitLinearEngine(wiring.Component):
                     m.d.sync += [m_left.eq(m_left - R), last_m.eq(m_left <= (R << 1)),
                                  use_stream.eq(0)]
             with m.Else():
-                m.d.sync += [kt.eq(kt + 1), k_left.eq(k_left - C), last_k.eq(k_left <= (C << 1))]
+                m.d.sync += [kt.eq(kt + 1), first.eq(0), k_left.eq(k_left - C),
+                             last_k.eq(k_left <= (C << 1))]
+
+        # -- issue: one weight beat (and, in the first row tile, one act chunk) per cycle -------
+        en = Signal()                    # the array pipeline advances
+        fire = Signal()                  # a beat enters the array this cycle
+        m.d.comb += [
+            fire.eq(buf_valid & en & (~buf_tag.use_stream | self.act.valid)),
+            self.act.ready.eq(fire & buf_tag.use_stream),
+        ]
+        # The entries load with their enable alone (`buf` whenever it is free, `spare` whenever
+        # it is empty) and the valid flags say whether what they hold is a beat, so the
+        # transfer only reaches `buf_valid`, `spare_valid` and the sequencer.
+        with m.If(~buf_valid | fire):
+            # `buf` is free this cycle: refill it, from `spare` first (`pre` decodes `spare`
+            # then)
+            m.d.sync += [buf.eq(pre), buf_tag.eq(Mux(spare_valid, spare_tag, seq_tag)),
+                         buf_valid.eq(spare_valid | take), spare_valid.eq(0)]
+        with m.Elif(take):
+            m.d.sync += spare_valid.eq(1)
+        with m.If(~spare_valid):
+            m.d.sync += [spare.eq(self.weights.payload), spare_tag.eq(seq_tag)]
 
         # activation buffer: written during the first row tile, read during the others.
-        # The write is not gated by `fire`: during the first row tile, address `kt` is written
-        # every cycle with whatever `act` presents; the last write before `kt` moves on is the
-        # one of the issue cycle, with the chunk the beat used (earlier writes are overwritten,
-        # and no address is read before the first row tile has rewritten it).
-        # The read port is enabled by `fire` and addressed with the chunk after the current one,
-        # so its data is the next beat's chunk (transparent for the same-cycle write when
-        # K <= C) and `fire` does not reach the address.
+        # The write is not gated by `fire`: while `buf` holds a first-row-tile beat, its
+        # address is written every cycle with whatever `act` presents; the last write before
+        # the beat leaves is the one of its issue cycle, with the chunk it used (earlier writes
+        # are overwritten, and no address is read before the first row tile has rewritten it).
+        # The read port is enabled by `fire` and addressed with the column tile of the beat
+        # after the current one (`spare`, or the sequencer's next), so its data is that beat's
+        # chunk (transparent for the same-cycle write when K <= C) and `fire` does not reach
+        # the address.
         m.d.comb += [
-            act_wr.addr.eq(kt),
+            act_wr.addr.eq(buf_tag.kt),
             act_wr.data.eq(self.act.payload),
-            act_wr.en.eq(use_stream),
-            act_rd.addr.eq(Mux(last_k, 0, kt + 1)),
+            act_wr.en.eq(buf_valid & buf_tag.use_stream),
+            act_rd.addr.eq(Mux(spare_valid, spare_tag.kt, kt)),
             act_rd.en.eq(fire),
         ]
         chunk = Signal(data.ArrayLayout(signed(cfg.act_bits), C))
-        m.d.comb += chunk.eq(Mux(use_stream, self.act.payload, act_rd.data))
+        m.d.comb += chunk.eq(Mux(buf_tag.use_stream, self.act.payload, act_rd.data))
         x = Signal(data.ArrayLayout(signed(cfg.act_bits), C))
         # lanes >= K read as 0; in the last chunk k_left <= C, so its low bits suffice
-        k_low = k_left[:C.bit_length()]
         for c in range(C):
-            m.d.comb += x[c].eq(Mux(~last_k | (k_low > c), chunk[c], 0))
+            m.d.comb += x[c].eq(Mux(~buf_tag.last_k | (buf_tag.k_low > c), chunk[c], 0))
 
         # -- issue stage: the rest of the decoding, one register (with the activations) -------
         post = decode_steps(m, cfg.packing, buf, pre_steps, DECODE_STEPS[cfg.packing],
@@ -276,7 +324,7 @@ class BitLinearEngine(wiring.Component):
                 trits_r.eq(Cat(*state_trits(post, cfg.trits_per_beat))),
                 bad_r.eq(state_bad(post)),
                 x_r.eq(x),
-                first_r.eq(kt == 0),
+                first_r.eq(buf_tag.first),
             ]
 
         # -- tags travelling alongside the issue stage and the array pipeline -------------------
@@ -286,10 +334,10 @@ class BitLinearEngine(wiring.Component):
         tag = Signal(tag_layout)
         m.d.comb += [
             tag.valid.eq(fire),
-            tag.last_k.eq(fire & last_k),
-            tag.last_m.eq(last_m),
-            tag.final.eq(last_k & last_m & last_tok),
-            tag.rows.eq(Mux(last_m, m_left, R)),
+            tag.last_k.eq(fire & buf_tag.last_k),
+            tag.last_m.eq(buf_tag.last_m),
+            tag.final.eq(buf_tag.final),
+            tag.rows.eq(buf_tag.rows),
         ]
         stage_tag = None
         for stage in range(self.issue_latency + self.array_latency):

@@ -22,11 +22,15 @@ def tree_depth(cols):
 def register_levels(cols, adder_stages):
     """Tree levels (1-based: after that many adder levels) followed by a pipeline register.
 
-    The ``adder_stages`` registers are spread evenly over the ``tree_depth(cols)`` levels; with
-    ``adder_stages == tree_depth`` every level is registered.
+    The ``adder_stages`` registers are spread evenly over the ``tree_depth(cols)`` levels and
+    the accumulator adder after them, which counts as one more level (it is the widest adder):
+    with two stages on a three-level tree (``cols = 8``) the registers follow levels 2 and 3,
+    so the accumulator's adder has a stage of its own. With ``adder_stages == tree_depth``
+    every level is registered.
     """
     depth = tree_depth(cols)
-    levels = {-(-(i + 1) * depth // (adder_stages + 1)) for i in range(adder_stages)}  # int-only
+    levels = {-(-(i + 1) * (depth + 1) // (adder_stages + 1))                     # int-only
+              for i in range(adder_stages)}
     return sorted(levels)
 
 

@@ -38,8 +38,9 @@ def sweep(grid, *, top="engine", board="icebreaker", out, freq_mhz=48.0):
         shape = base.replace(rows=r, cols=c, adder_stages=0)
         config = shape.replace(adder_stages=min(base.adder_stages, shape.tree_depth))
         try:
+            # one seed per shape: the table compares shapes under the same placement effort
             rep = build_ice40(config, top=top, board=board, out=Path(out) / f"{r}x{c}",
-                              freq_mhz=freq_mhz, t0=t0)
+                              freq_mhz=freq_mhz, t0=t0, seeds=1)
         except BuildError as exc:
             rows.append({"rows": r, "cols": c, "macs": r * c, "error": str(exc)})
             continue

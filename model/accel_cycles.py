@@ -38,7 +38,7 @@ __all__ = ["cycles", "ideal_cycles", "stall_cycles", "array_latency", "pipeline_
 
 #: Extra cycles before a command's first beat can issue: the engine range-checks the command in
 #: its transfer cycle and starts it one cycle later (first beat in cycle ``START_LATENCY + 1``).
-START_LATENCY = 1
+START_LATENCY = 2
 #: Registers between the issue of a weight beat and the MAC array (``hw.engine`` issue stage).
 ISSUE_LATENCY = 1
 
