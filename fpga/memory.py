@@ -131,10 +131,13 @@ class WeightReader(wiring.Component):
     After ``start`` (with ``base`` word address, layer ``m x k`` and ``tokens``), each pass
     reads words from ``base`` on and cuts them into ``bytes_per_beat``-byte beats (one word per
     beat: a three-word queue; otherwise a byte gearbox); a pass ends after
-    ``ceil(m/R) * ceil(k/C)`` beats (counted with nested row/column counters, no multiplier),
-    the buffer is flushed and the next pass restarts at ``base``. With one-word beats the memory
-    reads are requested from registered state only, never from the sink's ``ready``. A pass that
-    would need a word beyond the memory raises ``range_error`` and stops.
+    ``ceil(m/R) * ceil(k/C)`` beats (counted with nested row/column counters, no multiplier)
+    and the next pass restarts at ``base``. With one-word beats the counters follow the memory
+    reads, which are requested from registered state only (never from the sink's ``ready``):
+    the read after a pass's last word is at ``base``, and only the queue sees ``ready``. With a
+    gearbox the counters follow the beats handed out and a pass end flushes the words read
+    ahead. A pass that would need a word beyond the memory raises ``range_error`` and stops
+    (after the beats before it have been handed out).
 
     Parameters
     ----------
@@ -150,7 +153,7 @@ class WeightReader(wiring.Component):
     stop : in
         Abandons the current read (``busy`` falls on the next cycle).
     busy : out
-        A read is in progress.
+        A read is in progress (words remain to be read, are in flight or are queued).
     range_error : out
         Sticky until the next ``start``: the layer runs past the end of the memory.
     mem_addr, mem_en : out
@@ -227,9 +230,8 @@ class WeightReader(wiring.Component):
             # keep one beat per cycle going.
             q = [Signal(8 * W, name=f"q{i}", **rl) for i in range(3)]
             count = Signal(range(4))     # words held
-            # count != 0, registered with it; every cycle that clears `busy` also empties the
-            # queue (a pass end and `stop` flush it, a range error stops a starved reader), and
-            # nothing is read while idle, so it is the stream's `valid` as it is
+            # count != 0, registered with it: the stream's `valid` (the queue only ever holds
+            # words of the layer; `stop` and `start` flush it)
             count_nz = Signal()
             held = Signal(range(4))      # words held after this cycle's transfer
             m.d.comb += [self.beats.payload.eq(q[0]),

@@ -54,7 +54,8 @@ class LayerRunner(wiring.Component):
     Attributes
     ----------
     start : in
-        One-cycle pulse; ``m``, ``k``, ``tokens``, ``wbase`` (word address) sampled then.
+        One-cycle pulse; ``m``, ``k``, ``tokens``, ``wbase`` (word address) sampled then (the
+        run is set up from the registered values in the next cycle, ``LOAD``).
     busy, done : out
         A run is in progress; one-cycle pulse at its end with ``status`` (a
         :class:`fpga.protocol.Status`) and ``cycles`` (``cmd`` transfer to final result).

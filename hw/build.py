@@ -188,6 +188,31 @@ def synth_ice40_scripts(device, *, use_dsp=True, wire_delay_ps=ABC9_WIRE_DELAY_P
 DEFAULT_SEEDS = 4
 
 
+def search_seeds(place_and_route, goal_mhz, seeds, progress=None):
+    """Run ``place_and_route(seed)`` for seeds 1, 2, ... until one meets ``goal_mhz``.
+
+    ``place_and_route`` returns a parsed nextpnr report (:func:`hw.report.parse_nextpnr_report`);
+    its slowest clock is the result's Fmax. At most ``seeds`` seeds are tried; the first that
+    meets the goal is kept, else the fastest (the earliest of equals). ``progress(seed, fmax,
+    goal)`` is called for every miss. Returns ``(seed, fmax, report, tried)`` with ``tried``
+    mapping each seed tried (as a string) to its Fmax, rounded to 0.01 MHz.
+    """
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise BuildError(f"seeds must be an int >= 1, got {seeds!r}")
+    tried, best = {}, None
+    for seed in range(1, seeds + 1):
+        pnr = place_and_route(seed)
+        fmax = min(pnr["fmax_mhz"].values()) if pnr["fmax_mhz"] else float("nan")
+        tried[str(seed)] = round(fmax, 2)
+        if best is None or fmax > best[1]:
+            best = (seed, fmax, pnr)
+        if fmax >= goal_mhz:
+            break
+        if progress is not None:
+            progress(seed, fmax, goal_mhz)
+    return (*best, tried)
+
+
 def build_ice40(config, *, top="engine", board="icebreaker", out, freq_mhz=48.0,
                 allow_mul=False, use_dsp=True, unfit_ok=False, t0=None, pll_mhz=None,
                 seeds=DEFAULT_SEEDS):
@@ -262,24 +287,17 @@ def build_ice40(config, *, top="engine", board="icebreaker", out, freq_mhz=48.0,
                     "throughput": {"macs_per_cycle": macs, "gops_at_fmax": None}}
     dev = platform._nextpnr_device_options[platform.device]
     pkg = platform.package.lower() + platform._nextpnr_package_options.get(platform.device, "")
-    goal = clock_mhz or freq_mhz
-    tried = {}
-    best = None
-    for seed in range(1, max(1, int(seeds)) + 1):
+    def place_and_route(seed):
         _stage(f"place and route (nextpnr-ice40, target {freq_mhz} MHz, seed {seed})", t0)
         _run([tools["nextpnr-ice40"], dev, "--package", pkg, "--json", "top.json", "--pcf",
               "top.pcf", "--asc", f"top.seed{seed}.asc", "--freq", str(freq_mhz), "--report",
               f"pnr.seed{seed}.json", "--timing-allow-fail", "--seed", str(seed)], out,
              f"nextpnr.seed{seed}.log")
-        pnr = parse_nextpnr_report((out / f"pnr.seed{seed}.json").read_text())
-        f = min(pnr["fmax_mhz"].values()) if pnr["fmax_mhz"] else float("nan")
-        tried[str(seed)] = round(f, 2)
-        if best is None or f > best[1]:
-            best = (seed, f, pnr)
-        if f >= goal:
-            break
-        _stage(f"seed {seed}: {f:.1f} MHz misses {goal:g} MHz", t0)
-    seed, fmax, pnr = best
+        return parse_nextpnr_report((out / f"pnr.seed{seed}.json").read_text())
+
+    seed, fmax, pnr, tried = search_seeds(
+        place_and_route, clock_mhz or freq_mhz, seeds,
+        progress=lambda s_, f_, g_: _stage(f"seed {s_}: {f_:.1f} MHz misses {g_:g} MHz", t0))
     # the kept result under the plain names; the other seeds' logs stay for reference
     (out / f"top.seed{seed}.asc").replace(out / "top.asc")
     (out / f"pnr.seed{seed}.json").replace(out / "pnr.json")
@@ -666,6 +684,8 @@ def main(argv=None):
     try:
         if args.target not in TARGETS:
             raise BuildError(f"unknown target {args.target!r}; known: {', '.join(TARGETS)}")
+        if args.seeds < 1:
+            raise BuildError(f"--seeds must be >= 1, got {args.seeds}")
         top = args.top or (DEFAULT_TOP if args.target == "ice40" else "engine")
         board_cfg = board_defaults() if top == "fpga" else None
         if args.config:

@@ -43,11 +43,12 @@ class BitLinearEngine(wiring.Component):
     results are not all out by the time the next tile completes (``ceil(K/C) < rows``), or on
     stream stalls / result backpressure.
 
-    Timing (for 48 MHz on the iCE40 UP5K, see ``docs/hardware.md``): a command is range-checked
-    in its transfer cycle and starts in the next; weight beats pass a one-beat input buffer
-    (the first ``tq1`` decoding step before it) and an issue register (the remaining decoding
-    steps and the masked activation chunk) before the array. Cycle counts:
-    :func:`model.accel_cycles.cycles`.
+    Timing (for 48 MHz on the iCE40 UP5K, see ``docs/hardware.md``): a command's checks are
+    registered in its transfer cycle and decided in the next, and its first weight beat is
+    taken in the one after; the sequencer advances per beat *taken* and each beat carries its
+    tag; weight beats pass a one-beat input buffer (the first ``tq1`` decoding step before it,
+    and a spare entry) and an issue register (the remaining decoding steps and the masked
+    activation chunk) before the array. Cycle counts: :func:`model.accel_cycles.cycles`.
 
     Parameters
     ----------
@@ -59,12 +60,14 @@ class BitLinearEngine(wiring.Component):
     cmd : In(stream.Signature(CmdLayout))
         ``{m, k, tokens}``: start a layer; accepted only when idle (``ready = ~busy``). A layer
         that does not fit (``k`` not in ``1..max_k``, ``m`` not in ``1..max_m``, ``tokens == 0``)
-        is dropped and sets ``error``.
+        is dropped and sets ``error`` in the cycle after its transfer (``ready`` is low in that
+        one cycle).
     act : In(stream.Signature(ArrayLayout(signed(act_bits), cols)))
         ``ceil(k / cols)`` activation chunks per token; lanes ``>= k`` of the last are ignored.
     weights : In(stream.Signature(ArrayLayout(unsigned(8), bytes_per_beat)))
         Packed weight beats in the order of ``docs/architecture.md`` section 4, one pass per token.
-        Taken only while a command runs (from the cycle after its ``cmd`` transfer on).
+        Exactly the command's beats are taken, from the second cycle after its ``cmd`` transfer
+        on (``START_LATENCY``).
     result : Out(stream.Signature(ResultLayout))
         ``m`` accumulators per token in row order, ``last`` set on the token's final row.
     error : Out(1)

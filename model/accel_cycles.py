@@ -12,16 +12,16 @@ command (it has finished any previous one); the next command can transfer in the
 
 Model
 -----
-With ``KT = ceil(K/C)``, ``MT = ceil(M/R)``, ``S = 1`` (``START_LATENCY``: the command is
-range-checked in cycle 0 and starts in cycle 1) and ``L = adder_stages + 2`` (pipeline latency:
-one issue register that finishes the weight decoding and holds the activation chunk, then the
-``adder_stages`` tree registers, then the accumulator), the engine takes one weight beat per
-cycle from cycle ``S + 1 = 2`` on. The ``N = tokens * MT`` row tiles finish
-in order; tile ``i`` delivers ``n_i`` results (``R``, except ``M - (MT-1) R`` for the last row
-tile of each token). Tile 0's accumulators are copied to the drain bank in cycle
-``E_0 = S + KT + L`` and its results transfer in cycles ``E_0 + 1 .. E_0 + n_0``. Tile ``i + 1``
-completes ``KT`` beats later, but its copy waits until the drain bank is free, so
-``E_{i+1} = E_i + max(KT, n_i)``. Hence::
+With ``KT = ceil(K/C)``, ``MT = ceil(M/R)``, ``S = 2`` (``START_LATENCY``: the command's
+checks are registered in cycle 0 and decided in cycle 1, its first beat is taken in cycle 2)
+and ``L = adder_stages + 2`` (pipeline latency: one issue register that finishes the weight
+decoding and holds the activation chunk, then the ``adder_stages`` tree registers, then the
+accumulator), the engine takes one weight beat per cycle from cycle ``S`` on and issues it to
+the array one cycle later. The ``N = tokens * MT`` row tiles finish in order; tile ``i``
+delivers ``n_i`` results (``R``, except ``M - (MT-1) R`` for the last row tile of each token).
+Tile 0's accumulators are copied to the drain bank in cycle ``E_0 = S + KT + L`` and its
+results transfer in cycles ``E_0 + 1 .. E_0 + n_0``. Tile ``i + 1`` completes ``KT`` beats
+later, but its copy waits until the drain bank is free, so ``E_{i+1} = E_i + max(KT, n_i)``. Hence::
 
     cycles = S + L + KT + sum_{i < N-1} max(KT, n_i) + n_{N-1}
 
@@ -36,8 +36,9 @@ from .accel import AccelConfig
 __all__ = ["cycles", "ideal_cycles", "stall_cycles", "array_latency", "pipeline_latency",
            "ISSUE_LATENCY", "START_LATENCY"]
 
-#: Extra cycles before a command's first beat can issue: the engine range-checks the command in
-#: its transfer cycle and starts it one cycle later (first beat in cycle ``START_LATENCY + 1``).
+#: Extra cycles before a command's first beat can issue: the engine registers the command's
+#: checks in its transfer cycle, decides in the next and takes the first beat in the one after
+#: (first beat issued in cycle ``START_LATENCY + 1``).
 START_LATENCY = 2
 #: Registers between the issue of a weight beat and the MAC array (``hw.engine`` issue stage).
 ISSUE_LATENCY = 1

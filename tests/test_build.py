@@ -40,6 +40,7 @@ def test_write_report(tmp_path):
     (["--target", "xilinx"], "unknown target 'xilinx'"),
     (["--board", "no_such_board"], "unknown board 'no_such_board'"),
     (["--rows", "0"], "rows"),
+    (["--seeds", "0"], "--seeds must be >= 1"),
 ])
 def test_cli_errors(argv, message, capsys, tmp_path):
     assert build.main([*argv, "--out", str(tmp_path)]) == 1
@@ -62,6 +63,10 @@ def test_small_build_end_to_end(tmp_path):
     assert report["device"]["SB_MAC16"]["used"] == 0
     assert report["device"]["LUT4"]["used"] > 0
     assert report["timing"]["fmax_mhz"] > 0
+    # the seed search: the kept seed is among those tried, with its Fmax
+    tried = report["timing"]["seeds_tried"]
+    assert tried[str(report["timing"]["seed"])] == round(report["timing"]["fmax_mhz"], 2)
+    assert (tmp_path / "top.asc").exists() and (tmp_path / "pnr.json").exists()
     assert report["throughput"]["macs_per_cycle"] == 8
     assert report["checks"]["sb_mac16"] == 0 and report["checks"]["rtl_mul_cells"] == 0
     comp = report["comparison"]
@@ -92,3 +97,44 @@ def test_energy_arithmetic():
 def test_multiplier_check_rejects_int8_baseline(tmp_path):
     with pytest.raises(build.BuildError, match=r"multiplier check failed: \d+ \$mul"):
         build.build_ice40(build.PRESETS["tiny"], top="baseline", out=tmp_path)
+
+
+def _fake_pnr(fmax_by_seed, calls):
+    def place_and_route(seed):
+        calls.append(seed)
+        return {"fmax_mhz": {"clk": fmax_by_seed[seed]}}
+    return place_and_route
+
+
+def test_search_seeds_stops_at_the_first_seed_that_meets_the_goal():
+    calls, misses = [], []
+    seed, fmax, pnr, tried = build.search_seeds(
+        _fake_pnr({1: 46.8, 2: 49.6, 3: 50.0}, calls), 48.0, 4,
+        progress=lambda *a: misses.append(a))
+    assert (seed, fmax, calls) == (2, 49.6, [1, 2])
+    assert tried == {"1": 46.8, "2": 49.6} and misses == [(1, 46.8, 48.0)]
+    assert pnr == {"fmax_mhz": {"clk": 49.6}}
+
+
+def test_search_seeds_keeps_the_fastest_when_none_meets_the_goal():
+    calls = []
+    seed, fmax, _, tried = build.search_seeds(
+        _fake_pnr({1: 45.0, 2: 47.5, 3: 47.5, 4: 46.0}, calls), 48.0, 4)
+    assert (seed, fmax, calls) == (2, 47.5, [1, 2, 3, 4])
+    assert list(tried) == ["1", "2", "3", "4"]
+    seed, fmax, _, _ = build.search_seeds(_fake_pnr({1: 30.0}, []), 48.0, 1)
+    assert (seed, fmax) == (1, 30.0)
+    with pytest.raises(build.BuildError, match="seeds"):
+        build.search_seeds(_fake_pnr({}, []), 48.0, 0)
+
+
+@pytest.mark.parametrize("device, dev", [("iCE40UP5K", "u"), ("iCE40HX8K", "hx"),
+                                         ("iCE40LP1K", "lp")])
+def test_synth_scripts_time_the_lut_mapping_for_the_device(device, dev):
+    opts, script = build.synth_ice40_scripts(device)
+    assert opts == f"-dsp -device {dev} -run :map_luts"
+    assert f"-D ICE40_{dev.upper()} " in script
+    assert f"abc9 -W {build.ABC9_WIRE_DELAY_PS};" in script
+    assert script.endswith(f"synth_ice40 -dsp -device {dev} -top top -run map_cells:")
+    opts, script = build.synth_ice40_scripts(device, use_dsp=False, wire_delay_ps=300)
+    assert "-dsp" not in opts + script and "abc9 -W 300;" in script

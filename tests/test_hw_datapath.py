@@ -56,6 +56,13 @@ def test_register_levels_spread():
         for stages in range(depth + 1):
             levels = register_levels(cols, stages)
             assert len(levels) == stages and all(1 <= lv <= depth for lv in levels)
+            # the accumulator adder counts as a level: with stages for at least half the
+            # levels, the last register follows the tree's last level (the accumulator's
+            # adder has a stage of its own)
+            if stages and 2 * stages >= depth:
+                assert levels[-1] == depth
+    # the board's 8 columns with two stages: after levels 2 and 3
+    assert register_levels(8, 2) == [2, 3] and register_levels(8, 1) == [2]
 
 
 def _row_reference(beats, latency):

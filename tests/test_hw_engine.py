@@ -117,10 +117,12 @@ def run_engine(config, jobs, *, seed=0, idle=0.0, backpressure=0.0, garbage_tail
     sim.add_clock(1e-6)
     sim.add_testbench(stream_source(e.cmd, cmds, rng=random.Random(rng.random()), idle=idle,
                                     log=cmd_log, cycle=h.cycle))
+    act_log, w_log = [], []
     sim.add_testbench(stream_source(e.act, acts + acts_extra, rng=random.Random(rng.random()),
-                                    idle=idle), background=True)
+                                    idle=idle, log=act_log, cycle=h.cycle), background=True)
     sim.add_testbench(stream_source(e.weights, beats + beats_extra,
-                                    rng=random.Random(rng.random()), idle=idle), background=True)
+                                    rng=random.Random(rng.random()), idle=idle, log=w_log,
+                                    cycle=h.cycle), background=True)
     sim.add_testbench(stream_sink(e.result, n_results, out, rng=random.Random(rng.random()),
                                   backpressure=backpressure, log=res_log, cycle=h.cycle,
                                   timeout=50 * (n_results + len(beats)) + 1000))
@@ -141,6 +143,8 @@ def run_engine(config, jobs, *, seed=0, idle=0.0, backpressure=0.0, garbage_tail
     sim.add_testbench(check_quiet)
     sim.run()
     assert tail == {"extra": 0, "busy": 0, "error": 0}
+    # exactly the commands' beats and chunks were taken: none of the garbage tail
+    assert (len(w_log), len(act_log)) == (len(beats), len(acts))
     results = [(int(p.acc), int(p.last)) for p in out]
     return results, cmd_log, res_log
 
