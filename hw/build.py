@@ -195,7 +195,7 @@ def search_seeds(place_and_route, goal_mhz, seeds, progress=None):
     its slowest clock is the result's Fmax. At most ``seeds`` seeds are tried; the first that
     meets the goal is kept, else the fastest (the earliest of equals). ``progress(seed, fmax,
     goal)`` is called for every miss. Returns ``(seed, fmax, report, tried)`` with ``tried``
-    mapping each seed tried (as a string) to its Fmax, rounded to 0.01 MHz.
+    mapping ``"seed N"`` for each seed tried to its Fmax, rounded to 0.01 MHz.
     """
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
         raise BuildError(f"seeds must be an int >= 1, got {seeds!r}")
@@ -203,7 +203,7 @@ def search_seeds(place_and_route, goal_mhz, seeds, progress=None):
     for seed in range(1, seeds + 1):
         pnr = place_and_route(seed)
         fmax = min(pnr["fmax_mhz"].values()) if pnr["fmax_mhz"] else float("nan")
-        tried[str(seed)] = round(fmax, 2)
+        tried[f"seed {seed}"] = round(fmax, 2)
         if best is None or fmax > best[1]:
             best = (seed, fmax, pnr)
         if fmax >= goal_mhz:
@@ -327,7 +327,7 @@ def build_ice40(config, *, top="engine", board="icebreaker", out, freq_mhz=48.0,
         "raw_cells": cells,
         "assumptions": ["GOPS counts 2 ops (add + select) per MAC per cycle at achieved Fmax",
                         f"nextpnr --seed {seed}, --freq {freq_mhz} (seeds tried, Fmax MHz: "
-                        + ", ".join(f"{k}: {v}" for k, v in tried.items()) + ")",
+                        + ", ".join(f"{k[5:]}: {v}" for k, v in tried.items()) + ")",
                         "harness overhead (serial-in shift register, XOR-reduced outputs) "
                         "included unless top=fpga"],
     }
