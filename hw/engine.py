@@ -215,9 +215,8 @@ class BitLinearEngine(wiring.Component):
         # likewise the sequencer's start flags, loaded in the start cycle
         m_one, k_one, tok_one = (Signal(**rl) for _ in range(3))
         m_two, k_two, tok_two = (Signal(**rl) for _ in range(3))
-        R2, R3, C2, C3 = 2 * R, 3 * R, 2 * C, 3 * C              # int-only (constants)
         m.d.sync += [m_one.eq(p.m <= R), k_one.eq(p.k <= C), tok_one.eq(p.tokens == 1),
-                     m_two.eq(p.m <= R2), k_two.eq(p.k <= C2), tok_two.eq(p.tokens == 2)]
+                     m_two.eq(p.m <= 2 * R), k_two.eq(p.k <= 2 * C), tok_two.eq(p.tokens == 2)]
         # the flags "a tile further": the value each `last_*` flag takes when its counter
         # next moves, kept as registers so that a transfer only selects between registers
         k_le2 = Signal(**rl)             # k_left <= 2C
@@ -281,10 +280,10 @@ class BitLinearEngine(wiring.Component):
                         m.d.sync += issuing.eq(0)
                 with m.Else():
                     m.d.sync += [m_left.eq(m_left - R), last_m.eq(m_le2),
-                                 m_le2.eq(m_left <= R3), use_stream.eq(0)]
+                                 m_le2.eq(m_left <= 3 * R), use_stream.eq(0)]
             with m.Else():
                 m.d.sync += [kt.eq(kt + 1), first.eq(0), k_left.eq(k_left - C),
-                             last_k.eq(k_le2), k_le2.eq(k_left <= C3)]
+                             last_k.eq(k_le2), k_le2.eq(k_left <= 3 * C)]
 
         # -- issue: one weight beat (and, in the first row tile, one act chunk) per cycle -------
         en = Signal()                    # the array pipeline advances
