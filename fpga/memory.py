@@ -243,10 +243,7 @@ class WeightReader(wiring.Component):
             room = Signal(init=1)
             m.d.comb += [issue.eq(active & room & ~addr_end),
                          self.busy.eq(active | pending | count_nz)]
-            # (the sink's transfer only selects between two compares of registers)
-            in_flight = Signal(range(5))   # words held and in flight next cycle, if none leaves
-            m.d.comb += in_flight.eq(count + pending + (issue & ~self.stop))
-            m.d.sync += room.eq(flush | Mux(fire, in_flight <= 3, in_flight <= 2))
+            m.d.sync += room.eq(Mux(flush, 0, held + pending) + (issue & ~self.stop) <= 2)
             with m.If(fire):
                 m.d.sync += [q[0].eq(q[1]), q[1].eq(q[2])]
             with m.If(pending):

@@ -113,9 +113,7 @@ class LayerRunner(wiring.Component):
         act_last_token = Signal(**rl)  # act_tokens_left == 1
         act_krem = Signal(17, **rl)  # codes of the current token from the next row on
         act_tile_last = Signal(**rl)  # act_krem <= C: this row ends the token
-        act_le2 = Signal(**rl)  # act_krem <= 2C: the next row ends the token
         k_single = Signal(**rl)  # k <= C: every row ends a token
-        k_le2 = Signal(**rl)  # k <= 2C
         act_row_end = Signal(**rl)  # act_row == act_rows
         act_have = Signal()     # act_rdata holds a row not yet accepted by the engine
         act_range = Signal()
@@ -168,14 +166,14 @@ class LayerRunner(wiring.Component):
                              act_row_end.eq(act_row == self._act_rows - 1)]
                 with m.If(act_tile_last):
                     m.d.sync += [act_krem.eq(k_r),
-                                 act_tile_last.eq(k_single), act_le2.eq(k_le2),
+                                 act_tile_last.eq(k_single),
                                  act_tokens_left.eq(act_tokens_left - 1),
                                  act_last_token.eq(act_tokens_left == 2)]
                     with m.If(act_last_token):
                         m.d.sync += act_active.eq(0)
                 with m.Else():
                     m.d.sync += [act_krem.eq(act_krem - C),
-                                 act_tile_last.eq(act_le2), act_le2.eq(act_krem <= 3 * C)]
+                                 act_tile_last.eq(act_krem <= 2 * C)]
         with m.Elif(act_fire):
             m.d.sync += act_have.eq(0)
 
@@ -196,7 +194,6 @@ class LayerRunner(wiring.Component):
                     act_tokens_left.eq(tokens_r), act_have.eq(0), act_range.eq(0),
                     act_last_token.eq(tokens_r == 1), act_krem.eq(k_r),
                     act_tile_last.eq(k_r <= C), k_single.eq(k_r <= C),
-                    act_le2.eq(k_r <= 2 * C), k_le2.eq(k_r <= 2 * C),
                     act_row_end.eq(0),
                     res_idx.eq(0), res_range.eq(0), res_full.eq(0),
                     res_left.eq(tokens_r), res_last_token.eq(tokens_r == 1),

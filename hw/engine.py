@@ -214,25 +214,14 @@ class BitLinearEngine(wiring.Component):
                      tok_bad.eq(p.tokens == 0)]
         # likewise the sequencer's start flags, loaded in the start cycle
         m_one, k_one, tok_one = (Signal(**rl) for _ in range(3))
-        m_two, k_two, tok_two = (Signal(**rl) for _ in range(3))
-        m.d.sync += [m_one.eq(p.m <= R), k_one.eq(p.k <= C), tok_one.eq(p.tokens == 1),
-                     m_two.eq(p.m <= 2 * R), k_two.eq(p.k <= 2 * C), tok_two.eq(p.tokens == 2)]
-        # the flags "a tile further": the value each `last_*` flag takes when its counter
-        # next moves, kept as registers so that a transfer only selects between registers
-        k_le2 = Signal(**rl)             # k_left <= 2C
-        m_le2 = Signal(**rl)             # m_left <= 2R
-        tok_is2 = Signal(**rl)           # tok_left == 2
-        k_le2_single = Signal(**rl)      # K <= 2C
-        m_le2_single = Signal(**rl)      # M <= 2R
+        m.d.sync += [m_one.eq(p.m <= R), k_one.eq(p.k <= C), tok_one.eq(p.tokens == 1)]
         m.d.comb += cmd_bad.eq(m_bad | k_bad | tok_bad)
         dropped = Signal()               # a bad command was transferred in the last cycle
         m.d.comb += dropped.eq(starting & cmd_bad)
         with m.If(starting):
             m.d.sync += [starting.eq(0), busy.eq(~cmd_bad), issuing.eq(~cmd_bad),
                          last_k.eq(k_one), k_single.eq(k_one),
-                         last_m.eq(m_one), m_single.eq(m_one), last_tok.eq(tok_one),
-                         k_le2.eq(k_two), k_le2_single.eq(k_two),
-                         m_le2.eq(m_two), m_le2_single.eq(m_two), tok_is2.eq(tok_two)]
+                         last_m.eq(m_one), m_single.eq(m_one), last_tok.eq(tok_one)]
             with m.If(cmd_bad):
                 m.d.sync += cmd_error.eq(1)
         with m.If(self.cmd.valid & self.cmd.ready):
@@ -270,20 +259,18 @@ class BitLinearEngine(wiring.Component):
         ]
         with m.If(take):
             with m.If(last_k):
-                m.d.sync += [kt.eq(0), first.eq(1), k_left.eq(k_size), last_k.eq(k_single),
-                             k_le2.eq(k_le2_single)]
+                m.d.sync += [kt.eq(0), first.eq(1), k_left.eq(k_size), last_k.eq(k_single)]
                 with m.If(last_m):
-                    m.d.sync += [m_left.eq(m_size), last_m.eq(m_single), m_le2.eq(m_le2_single),
-                                 use_stream.eq(1), tok_left.eq(tok_left - 1),
-                                 last_tok.eq(tok_is2), tok_is2.eq(tok_left == 3)]
+                    m.d.sync += [m_left.eq(m_size), last_m.eq(m_single), use_stream.eq(1),
+                                 tok_left.eq(tok_left - 1), last_tok.eq(tok_left == 2)]
                     with m.If(last_tok):
                         m.d.sync += issuing.eq(0)
                 with m.Else():
-                    m.d.sync += [m_left.eq(m_left - R), last_m.eq(m_le2),
-                                 m_le2.eq(m_left <= 3 * R), use_stream.eq(0)]
+                    m.d.sync += [m_left.eq(m_left - R), last_m.eq(m_left <= (R << 1)),
+                                 use_stream.eq(0)]
             with m.Else():
                 m.d.sync += [kt.eq(kt + 1), first.eq(0), k_left.eq(k_left - C),
-                             last_k.eq(k_le2), k_le2.eq(k_left <= 3 * C)]
+                             last_k.eq(k_left <= (C << 1))]
 
         # -- issue: one weight beat (and, in the first row tile, one act chunk) per cycle -------
         en = Signal()                    # the array pipeline advances
