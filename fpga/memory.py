@@ -223,7 +223,7 @@ class WeightReader(wiring.Component):
         by_read = B == W
         active = Signal() if by_read else self.busy
 
-        if B == W:
+        if by_read:
             # one word per beat: no gearbox, a three-word queue (q[0] drives the stream). The
             # read request depends on registers only (not on the sink's ``ready``), so a read
             # is issued when the queue has room for it and the one in flight: three words

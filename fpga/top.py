@@ -35,7 +35,7 @@ BOARD_CONFIG = AccelConfig(rows=5, cols=8, act_bits=8, packing="tq1", max_k=1024
                            adder_stages=2)
 #: The PLL output the board design runs from (``SB_PLL40_PAD`` on the 12 MHz oscillator:
 #: DIVR 0, DIVF 63, DIVQ 4, FILTER_RANGE 1 -> VCO 768 MHz / 16 = exactly 48 MHz, 48 clocks per
-#: bit at 1 Mbaud). The device is 95 % full and nextpnr's result varies with its seed by about
+#: bit at 1 Mbaud). The device is 93 % full and nextpnr's result varies with its seed by about
 #: +-2 MHz around 48, so the build tries seeds until one meets the clock (docs/fpga.md,
 #: "Clock and line rate").
 BOARD_PLL_MHZ = 48

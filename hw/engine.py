@@ -146,7 +146,7 @@ class BitLinearEngine(wiring.Component):
 
         # -- weight input: a one-beat buffer (`buf`, the first ENGINE_PRE_STEPS decoding steps
         #    done) and a spare entry (packed bytes) for the beat that arrives while `buf` is
-        #    held. Each entry carries the beat's place in the layer (`BeatTag`).
+        #    held. Each entry carries the beat's place in the layer (`beat_tag`).
         pre_steps = ENGINE_PRE_STEPS[cfg.packing]
         k_low_bits = C.bit_length()
         beat_tag = data.StructLayout({
