@@ -213,6 +213,22 @@ def search_seeds(place_and_route, goal_mhz, seeds, progress=None):
     return (*best, tried)
 
 
+def keep_seed(out, seed, n_tried):
+    """Put place-and-route result ``seed`` (of seeds ``1 .. n_tried``) under the plain names.
+
+    ``top.seed<N>.asc`` and ``pnr.seed<N>.json`` of the kept seed become ``top.asc`` and
+    ``pnr.json`` and its log is copied to ``nextpnr.log``; the other seeds' ``.asc`` and
+    ``.json`` are removed, their logs stay for reference.
+    """
+    out = Path(out)
+    (out / f"top.seed{seed}.asc").replace(out / "top.asc")
+    (out / f"pnr.seed{seed}.json").replace(out / "pnr.json")
+    shutil.copyfile(out / f"nextpnr.seed{seed}.log", out / "nextpnr.log")
+    for other in range(1, n_tried + 1):
+        (out / f"top.seed{other}.asc").unlink(missing_ok=True)
+        (out / f"pnr.seed{other}.json").unlink(missing_ok=True)
+
+
 def build_ice40(config, *, top="engine", board="icebreaker", out, freq_mhz=48.0,
                 allow_mul=False, use_dsp=True, unfit_ok=False, t0=None, pll_mhz=None,
                 seeds=DEFAULT_SEEDS):
@@ -298,13 +314,7 @@ def build_ice40(config, *, top="engine", board="icebreaker", out, freq_mhz=48.0,
     seed, fmax, pnr, tried = search_seeds(
         place_and_route, clock_mhz or freq_mhz, seeds,
         progress=lambda s_, f_, g_: _stage(f"seed {s_}: {f_:.1f} MHz misses {g_:g} MHz", t0))
-    # the kept result under the plain names; the other seeds' logs stay for reference
-    (out / f"top.seed{seed}.asc").replace(out / "top.asc")
-    (out / f"pnr.seed{seed}.json").replace(out / "pnr.json")
-    shutil.copyfile(out / f"nextpnr.seed{seed}.log", out / "nextpnr.log")
-    for other in tried:
-        (out / f"top.seed{other}.asc").unlink(missing_ok=True)
-        (out / f"pnr.seed{other}.json").unlink(missing_ok=True)
+    keep_seed(out, seed, len(tried))
     _stage("pack (icepack)", t0)
     _run([tools["icepack"], "top.asc", "top.bin"], out, "icepack.log")
     device = {k: {"used": v, "available": UP5K[k], "percent": round(100 * v / UP5K[k], 1)}

@@ -138,3 +138,16 @@ def test_synth_scripts_time_the_lut_mapping_for_the_device(device, dev):
     assert script.endswith(f"synth_ice40 -dsp -device {dev} -top top -run map_cells:")
     opts, script = build.synth_ice40_scripts(device, use_dsp=False, wire_delay_ps=300)
     assert "-dsp" not in opts + script and "abc9 -W 300;" in script
+
+
+def test_keep_seed_names_the_kept_result_and_removes_the_others(tmp_path):
+    for n in (1, 2, 3):
+        for name in (f"top.seed{n}.asc", f"pnr.seed{n}.json", f"nextpnr.seed{n}.log"):
+            (tmp_path / name).write_text(f"{name}")
+    build.keep_seed(tmp_path, 2, 3)
+    assert (tmp_path / "top.asc").read_text() == "top.seed2.asc"
+    assert (tmp_path / "pnr.json").read_text() == "pnr.seed2.json"
+    assert (tmp_path / "nextpnr.log").read_text() == "nextpnr.seed2.log"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "nextpnr.log", "nextpnr.seed1.log", "nextpnr.seed2.log", "nextpnr.seed3.log",
+        "pnr.json", "top.asc"]
