@@ -67,9 +67,9 @@ def layer_stream(trits: np.ndarray, config: AccelConfig) -> np.ndarray:
     """The weight stream of an ``M x K`` trit matrix (``docs/architecture.md`` section 4):
     ``(beats, bytes_per_beat)`` uint8; beat ``mt * ceil(K/C) + kt`` is the ``R x C`` tile at
     ``(mt, kt)``, zero-padded, packed with the config's packing (``tq1`` bytes from
-    ``model.checkpoint.pack_tq1``). ``tests/test_fpga_host.py`` checks it against
+    ``model.packing.pack_tq1``). ``tests/test_fpga_host.py`` checks it against
     ``model.packing.pack_layer_stream``."""
-    from model.checkpoint import pack_tq1
+    from model.packing import pack_tq1
 
     t = np.asarray(trits)
     if t.ndim != 2 or not np.isin(t, (-1, 0, 1)).all():

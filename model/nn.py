@@ -23,9 +23,11 @@ def rms_norm(x, weight, eps: float = 1e-5) -> np.ndarray:
 
 
 def silu(x) -> np.ndarray:
-    """``x * sigmoid(x)`` in float32."""
+    """``x * sigmoid(x)`` in float32, as ``x / (1 + exp(-x))``; for ``x < -88`` the exponential
+    overflows to infinity and the quotient is its exact limit, 0."""
     x = np.asarray(x, dtype=np.float32)
-    return x / (np.float32(1.0) + np.exp(-x))
+    with np.errstate(over="ignore"):
+        return x / (np.float32(1.0) + np.exp(-x))
 
 
 def relu2(x) -> np.ndarray:

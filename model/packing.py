@@ -85,31 +85,41 @@ def _as_bytes(data) -> np.ndarray:
 
 
 def _check_length(data: np.ndarray, n: int, per_byte: int) -> None:
-    if not isinstance(n, (int, np.integer)) or n < 0:
+    """``data`` must be exactly the ``ceil(n / per_byte)`` bytes of ``n`` trits."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"n must be an int >= 0, got {n!r}")
     need = -(-int(n) // per_byte)
     if data.size < need:
         raise ValueError(f"short stream: {n} trits need {need} bytes, got {data.size} "
                          f"(missing from byte offset {data.size})")
+    if data.size > need:
+        raise ValueError(f"long stream: {n} trits need {need} bytes, got {data.size} "
+                         f"(extra data from byte offset {need})")
+
+
+def _check_padding(trits: np.ndarray, n: int, nbytes: int) -> None:
+    """The pad trits after the first ``n`` (in the last of ``nbytes`` bytes) must be 0."""
+    if np.any(trits[n:]):
+        raise ValueError(f"non-zero pad trits in the last byte (offset {nbytes - 1})")
 
 
 def unpack_i2(data, n: int) -> np.ndarray:
     """Decode ``n`` trits from i2 bytes (inverse of :func:`pack_i2`).
 
-    Raises ``ValueError`` naming the byte offset of the first code 3 (in the bytes that carry the
-    ``n`` trits) or when ``data`` is shorter than ``ceil(n / 4)`` bytes.
+    ``data`` must be exactly ``ceil(n / 4)`` bytes with zero pad trits. Raises ``ValueError``
+    naming the byte offset of the first code 3, or for a short or long stream or a non-zero pad.
     """
     b = _as_bytes(data)
     _check_length(b, n, 4)
-    nbytes = -(-int(n) // 4)
-    b = b[:nbytes]
-    codes = np.stack([(b >> (2 * i)) & 3 for i in range(4)], axis=1).reshape(-1)[:n]
+    codes = np.stack([(b >> (2 * i)) & 3 for i in range(4)], axis=1).reshape(-1)
     bad = np.flatnonzero(codes == 3)
     if bad.size:
         off = int(bad[0]) // 4
         raise ValueError(f"invalid i2 code 3 at byte offset {off} (byte 0x{int(b[off]):02x}, "
                          f"trit {int(bad[0])})")
-    return codes.astype(np.int8) - 1
+    trits = codes.astype(np.int8) - 1
+    _check_padding(trits, int(n), b.size)
+    return trits[:n]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -194,18 +204,19 @@ def pack_tq1(trits) -> np.ndarray:
 def unpack_tq1(data, n: int) -> np.ndarray:
     """Decode ``n`` trits from tq1 bytes (inverse of :func:`pack_tq1`).
 
-    Raises ``ValueError`` naming the byte offset of the first invalid byte (one of
-    :data:`TQ1_INVALID_BYTES`) or when ``data`` is shorter than ``ceil(n / 5)`` bytes.
+    ``data`` must be exactly ``ceil(n / 5)`` bytes with zero pad trits. Raises ``ValueError``
+    naming the byte offset of the first invalid byte (one of :data:`TQ1_INVALID_BYTES`), or for
+    a short or long stream or a non-zero pad.
     """
     b = _as_bytes(data)
     _check_length(b, n, 5)
-    nbytes = -(-int(n) // 5)
-    b = b[:nbytes]
     bad = np.flatnonzero(~_TQ1_VALID[b])
     if bad.size:
         off = int(bad[0])
         raise ValueError(f"invalid tq1 byte 0x{int(b[off]):02x} at byte offset {off}")
-    return _TQ1_DECODE[b].reshape(-1)[:n].copy()
+    trits = _TQ1_DECODE[b].reshape(-1)
+    _check_padding(trits, int(n), b.size)
+    return trits[:n].copy()
 
 
 def pack_trits(trits, packing: str) -> np.ndarray:
@@ -250,9 +261,22 @@ class TritStreamDecoder:
         self.per_byte = TRITS_PER_BYTE[packing]
         self.offset = 0
         self._tail = np.zeros(0, dtype=np.int8)
+        self._error: str | None = None
 
     def feed(self, chunk) -> np.ndarray:
-        """Decode ``chunk`` (bytes or uint8 array); return its trits (int8, ``per_byte`` each)."""
+        """Decode ``chunk`` (bytes or uint8 array); return its trits (int8, ``per_byte`` each).
+
+        After an error the decoder stays failed: every later call raises the same error, so no
+        later offset is counted from a stream with a hole in it."""
+        if self._error is not None:
+            raise ValueError(f"decoder stopped at an earlier error: {self._error}")
+        try:
+            return self._feed(chunk)
+        except (TypeError, ValueError) as e:
+            self._error = str(e)
+            raise
+
+    def _feed(self, chunk) -> np.ndarray:
         b = _as_bytes(chunk)
         try:
             trits = unpack_trits(b, b.size * self.per_byte, self.packing)
@@ -272,6 +296,10 @@ class TritStreamDecoder:
 
     def finish(self, n_trits: int) -> None:
         """Check that exactly ``n_trits`` trits (plus zero padding) were fed."""
+        if self._error is not None:
+            raise ValueError(f"decoder stopped at an earlier error: {self._error}")
+        if isinstance(n_trits, bool) or not isinstance(n_trits, (int, np.integer)) or n_trits < 0:
+            raise ValueError(f"n_trits must be an int >= 0, got {n_trits!r}")
         need = -(-int(n_trits) // self.per_byte)
         if self.offset < need:
             raise ValueError(f"short stream: {n_trits} trits need {need} bytes, got "

@@ -25,12 +25,18 @@ import numpy as np
 from model.bitlinear import BitLinear, bitlinear_forward, check_acc, ternary_matmul
 from model.nn import causal_attention, relu2, rms_norm, rope, row_matmul, silu
 
-__all__ = ["KVCache", "ModelConfig", "Transformer", "init_params", "param_shapes",
-           "params_from_float", "params_from_ternary", "relu2_ffn", "swiglu_ffn"]
+__all__ = ["BITLINEAR_SUFFIXES", "LIMITS", "KVCache", "ModelConfig", "Transformer", "init_params",
+           "param_shapes", "params_from_float", "params_from_ternary", "relu2_ffn", "swiglu_ffn"]
 
 MatmulHook = Callable[[str, np.ndarray, np.ndarray], np.ndarray]
 
 _ALIASES = {"ffn_dim": "d_ff", "max_seq_len": "max_seq"}
+
+#: Upper bounds of the size fields (BitNet b1.58 2B4T: vocabulary 128,256, width 2560, FFN 6912,
+#: 30 layers, 20 heads; the bounds leave room for every published BitNet and reject configs whose
+#: shapes alone would exhaust memory).
+LIMITS = {"vocab_size": 1 << 20, "d_model": 1 << 16, "n_layers": 1024, "n_heads": 1024,
+          "n_kv_heads": 1024, "d_ff": 1 << 18, "max_seq": 1 << 20}
 
 
 @dataclasses.dataclass(frozen=True, init=False)
@@ -54,6 +60,11 @@ class ModelConfig:
     norm_eps : float
     subln : bool
         Use ``attn_sub_norm`` / ``ffn_sub_norm`` before ``o_proj`` / ``down_proj``.
+    tie_embeddings : bool
+        The LM head is the token embedding (``tie_word_embeddings``; no ``lm_head.weight``).
+
+    Sizes are bounded by :data:`LIMITS` so that a corrupt or hostile config fails here, before
+    anything is allocated for it.
     """
 
     vocab_size: int
@@ -68,12 +79,14 @@ class ModelConfig:
     rope_theta: float
     norm_eps: float
     subln: bool
+    tie_embeddings: bool
 
     def __init__(self, vocab_size: int = 256, d_model: int = 128, n_layers: int = 3,
                  n_heads: int = 4, n_kv_heads: int | None = None, d_ff: int | None = None,
                  ffn: str = "relu2", act_bits: int = 8, max_seq: int | None = None,
-                 rope_theta: float = 10000.0, norm_eps: float = 1e-5, subln: bool = True, *,
-                 ffn_dim: int | None = None, max_seq_len: int | None = None):
+                 rope_theta: float = 10000.0, norm_eps: float = 1e-5, subln: bool = True,
+                 tie_embeddings: bool = False, *, ffn_dim: int | None = None,
+                 max_seq_len: int | None = None):
         if d_ff is not None and ffn_dim is not None and d_ff != ffn_dim:
             raise ValueError("d_ff and its alias ffn_dim disagree")
         if max_seq is not None and max_seq_len is not None and max_seq != max_seq_len:
@@ -84,14 +97,22 @@ class ModelConfig:
         n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
         values = dict(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
                       n_kv_heads=n_kv_heads, d_ff=d_ff, ffn=ffn, act_bits=act_bits,
-                      max_seq=max_seq, rope_theta=float(rope_theta), norm_eps=float(norm_eps),
-                      subln=subln)
-        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff",
-                     "max_seq"):
+                      max_seq=max_seq, rope_theta=rope_theta, norm_eps=norm_eps, subln=subln,
+                      tie_embeddings=tie_embeddings)
+        for name, limit in LIMITS.items():
             v = values[name]
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"ModelConfig.{name} must be a positive int, got {v!r}")
+            if v > limit:
+                raise ValueError(f"ModelConfig.{name}={v} exceeds the limit {limit}")
             values[name] = int(v)
+        for name in ("rope_theta", "norm_eps"):
+            v = values[name]
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+                raise ValueError(f"ModelConfig.{name} must be a number, got {v!r}")
+            values[name] = float(v)
+            if not (np.isfinite(values[name]) and values[name] > 0):
+                raise ValueError(f"ModelConfig.{name} must be finite and > 0, got {v!r}")
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} not a multiple of n_heads={n_heads}")
         if (d_model // n_heads) % 2:
@@ -102,11 +123,10 @@ class ModelConfig:
             raise ValueError(f"ffn must be 'relu2' or 'swiglu', got {ffn!r}")
         if act_bits not in (4, 8):
             raise ValueError(f"act_bits must be 4 or 8, got {act_bits!r}")
-        if not isinstance(subln, (bool, np.bool_)):
-            raise ValueError(f"subln must be a bool, got {subln!r}")
-        values["subln"] = bool(subln)
-        if not values["rope_theta"] > 0 or not values["norm_eps"] > 0:
-            raise ValueError("rope_theta and norm_eps must be > 0")
+        for name in ("subln", "tie_embeddings"):
+            if not isinstance(values[name], (bool, np.bool_)):
+                raise ValueError(f"{name} must be a bool, got {values[name]!r}")
+            values[name] = bool(values[name])
         for k, v in values.items():
             object.__setattr__(self, k, v)
 
@@ -127,6 +147,8 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
         """Build from a dict; unknown keys raise ``ValueError`` (aliases accepted)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a ModelConfig needs a dict of fields, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)} | set(_ALIASES)
         unknown = sorted(set(data) - known)
         if unknown:
@@ -167,7 +189,8 @@ def param_shapes(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], bool]]
         if c.subln:
             out[p + "mlp.ffn_sub_norm.weight"] = ((f,), False)
     out["norm.weight"] = ((d,), False)
-    out["lm_head.weight"] = ((v, d), False)
+    if not c.tie_embeddings:
+        out["lm_head.weight"] = ((v, d), False)
     return out
 
 
@@ -377,7 +400,8 @@ class Transformer:
             x = self._block(i, x, positions, cache)
         cache.pos += tokens.size
         x = rms_norm(x, self.params["norm.weight"], c.norm_eps)
-        return row_matmul(x, self.params["lm_head.weight"])
+        head = "embed_tokens.weight" if c.tie_embeddings else "lm_head.weight"
+        return row_matmul(x, self.params[head])
 
     # -- public API ------------------------------------------------------------------------
     def forward(self, tokens) -> np.ndarray:

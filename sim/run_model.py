@@ -120,7 +120,7 @@ def layer_stream(trits: np.ndarray, config: AccelConfig) -> np.ndarray:
     """The weight stream of an ``M x K`` layer, ``(beats, bytes_per_beat)`` uint8, written from
     ``docs/architecture.md`` section 4 independently of ``model.packing.pack_layer_stream``
     (the two are compared in ``sim/test_model.py``)."""
-    from model.checkpoint import pack_tq1
+    from model.packing import pack_tq1
 
     m, k = trits.shape
     r, c = config.rows, config.cols
@@ -141,7 +141,7 @@ def layer_stream(trits: np.ndarray, config: AccelConfig) -> np.ndarray:
 
 def decode_beat(data: np.ndarray, config: AccelConfig) -> np.ndarray:
     """One beat's bytes -> ``rows * cols`` trits, rejecting invalid codes as the decoder does."""
-    from model.checkpoint import unpack_tq1
+    from model.packing import unpack_tq1
 
     n = config.rows * config.cols
     if config.packing == "tq1":
@@ -540,9 +540,9 @@ def run(checkpoint: Path, prompt: str, n_tokens: int, backend: str = DEFAULT_BAC
     tokens = list(prompt.encode("utf-8"))
     if not tokens:
         raise ValueError("the prompt must not be empty")
-    if len(tokens) + n_tokens > int(ck.config["max_seq_len"]):
+    if len(tokens) + n_tokens > int(ck.config.max_seq):
         raise ValueError(f"prompt + tokens = {len(tokens) + n_tokens} exceeds max_seq_len "
-                         f"{ck.config['max_seq_len']}")
+                         f"{ck.config.max_seq}")
     pure = generate_pure(ck, tokens, n_tokens)
     ref = generate(ck, tokens, n_tokens, None, config)
     if ref.tokens != pure:

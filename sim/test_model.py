@@ -70,7 +70,7 @@ def test_layer_stream_equals_model_packing(config):
 
 def test_decode_beat_rejects_invalid_codes():
     tq1 = AccelConfig(rows=1, cols=5, packing="tq1")
-    with pytest.raises(ValueError, match="invalid tq1 byte 20"):
+    with pytest.raises(ValueError, match="invalid tq1 byte 0x14"):
         rm.decode_beat(np.array([20], np.uint8), tq1)
     i2 = AccelConfig(rows=1, cols=4, packing="i2")
     with pytest.raises(ValueError, match="code 3"):
@@ -122,7 +122,7 @@ def test_pymodel_and_golden_backends_generate_like_the_golden_model(shipped):
         out = rm.generate(shipped, prompt, 6, cls(AccelConfig()).matmul, AccelConfig())
         rm.compare(ref, out)
     # 7 BitLinear calls per layer for the prompt and for each new token but the last
-    assert len(ref.calls) == 7 * shipped.config["n_layers"] * 6
+    assert len(ref.calls) == 7 * shipped.config.n_layers * 6
     # a wrong accumulator anywhere is caught and named
     bad = rm.generate(shipped, prompt, 6, rm.PyModelBackend(AccelConfig()).matmul, AccelConfig())
     bad.calls[10].acc[0, 0] += 1
@@ -204,7 +204,7 @@ def test_amaranth_backend_forward_pass(shipped):
     ref = rm.run_forward(shipped, prompt, None, config)
     hw = rm.run_forward(shipped, prompt, rm.AmaranthBackend(config).matmul, config)
     rm.compare(ref, hw)
-    assert len(hw.calls) == 7 * shipped.config["n_layers"]
+    assert len(hw.calls) == 7 * shipped.config.n_layers
     for c in hw.calls:
         assert c.cycles == cycles(config, c.m, c.k, c.tokens), c.name
 
@@ -231,7 +231,7 @@ def test_cosim_forward_pass_matches_golden(shipped, tmp_path):
     hw = rm.run_cosim(rm.DEFAULT_CHECKPOINT, prompt, 0, config, mode="forward",
                       work_dir=tmp_path)
     rm.compare(ref, hw)
-    assert len(hw.calls) == 7 * shipped.config["n_layers"]
+    assert len(hw.calls) == 7 * shipped.config.n_layers
     from model.accel_cycles import cycles
 
     for c in hw.calls:  # measured cycles against the cycle model

@@ -7,7 +7,7 @@ import struct
 import numpy as np
 
 from fpga.protocol import MAX_PAYLOAD, Info, Op, Status, crc16, encode_reply
-from model.checkpoint import unpack_tq1
+from model.packing import unpack_tq1
 
 
 class SoftBoard:

@@ -11,17 +11,18 @@ import pytest
 
 from model import checkpoint as ckpt
 from model.checkpoint import Checkpoint, CheckpointError, TernaryTensor
+from model.checkpoint.safetensors_file import read_safetensors
+from model.transformer import ModelConfig, param_shapes
 
-SMALL = {"vocab_size": 256, "d_model": 32, "n_layers": 2, "n_heads": 4, "ffn_dim": 48,
-         "max_seq_len": 64, "rope_theta": 10000.0, "norm_eps": 1e-5}
+SMALL = ModelConfig(vocab_size=256, d_model=32, n_layers=2, n_heads=4, d_ff=48, max_seq=64)
 # rows a multiple of 256: every BitLinear can be a TQ1_0 / TQ2_0 tensor
-TQ = dict(SMALL, d_model=256, n_layers=1, ffn_dim=256, n_heads=4)
+TQ = SMALL.replace(d_model=256, n_layers=1, d_ff=256)
 
 
 def random_float_params(config, seed=0):
     rng = np.random.default_rng(seed)
     out = {}
-    for name, (shape, _) in ckpt.param_shapes(config).items():
+    for name, (shape, _) in param_shapes(config).items():
         if name.endswith("norm.weight"):
             out[name] = (1 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
         else:
@@ -70,56 +71,6 @@ def test_absmean_definition():
 
 
 # ---------------------------------------------------------------------------------------------
-# packings: the spec of docs/architecture.md section 3, and agreement with model.packing
-# ---------------------------------------------------------------------------------------------
-def test_tq1_spec():
-    # digits d = trit + 1: (-1, 0, 1, 1, -1) -> q = 0*81 + 1*27 + 2*9 + 2*3 + 0 = 51
-    assert ckpt.pack_tq1(np.array([-1, 0, 1, 1, -1])).tolist() == [-(-51 * 256 // 243)]
-    assert ckpt.pack_tq1(np.array([1] * 5)).tolist() == [255]
-    assert ckpt.pack_tq1(np.array([-1] * 5)).tolist() == [0]
-    rng = np.random.default_rng(1)
-    for n in (1, 4, 5, 6, 64, 1001):
-        t = rng.integers(-1, 2, n).astype(np.int8)
-        assert np.array_equal(ckpt.unpack_tq1(ckpt.pack_tq1(t), n), t)
-    valid = {int(b) for b in ckpt.pack_tq1(
-        np.array(np.meshgrid(*[[-1, 0, 1]] * 5, indexing="ij")).reshape(5, -1).T.reshape(-1))}
-    assert len(valid) == 243
-    for b in sorted(set(range(256)) - valid):
-        with pytest.raises(ValueError, match=f"invalid tq1 byte {b}"):
-            ckpt.unpack_tq1(np.array([b], np.uint8), 5)
-    with pytest.raises(ValueError, match="padding"):
-        ckpt.unpack_tq1(ckpt.pack_tq1(np.array([0, 0, 1])), 2)
-    with pytest.raises(ValueError, match="bytes for"):
-        ckpt.unpack_tq1(np.zeros(2, np.uint8), 11)
-
-
-def test_i2_hf_spec():
-    # the worked example of transformers' unpack_weights docstring
-    packed = np.array([[0b10100001, 0b00011000], [0b10010000, 0b00001010]], np.uint8)
-    want = [[0, -1], [-1, 1], [-1, 1], [-1, 1], [1, 0], [0, -1], [1, -1], [1, -1]]
-    assert ckpt.unpack_i2_hf(packed, 8).tolist() == want
-    assert np.array_equal(ckpt.pack_i2_hf(np.array(want, np.int8)), packed)
-    with pytest.raises(ValueError, match="code 3 for trit row 3, column 1"):
-        ckpt.unpack_i2_hf(np.array([[0, 0], [0, 0b1100]], np.uint8), 8)
-
-
-def test_packings_agree_with_model_packing():
-    packing = pytest.importorskip("model.packing", reason="model/packing.py absent")
-    rng = np.random.default_rng(2)
-    t = rng.integers(-1, 2, (12, 37)).astype(np.int8)
-    assert np.array_equal(packing.pack_tq1(t.reshape(-1)), ckpt.pack_tq1(t))
-    assert np.array_equal(packing.pack_i2_hf(t), ckpt.pack_i2_hf(t))
-
-
-def test_absmean_agrees_with_model_quant():
-    quant = pytest.importorskip("model.quant", reason="model/quant.py absent")
-    w = np.random.default_rng(3).standard_normal((40, 72)).astype(np.float32)
-    trits, gamma = quant.absmean_quant(w)
-    t = ckpt.absmean_ternary(w)
-    assert np.array_equal(np.asarray(trits), t.trits) and np.float32(gamma) == t.gamma
-
-
-# ---------------------------------------------------------------------------------------------
 # round trips
 # ---------------------------------------------------------------------------------------------
 def test_npz_round_trip(small, tmp_path):
@@ -163,8 +114,8 @@ def test_gguf_llama_cpp_style_block_scale(tmp_path):
     ck = random_checkpoint(TQ, seed=5)
     path = tmp_path / "llama.gguf"
     w = gguf.GGUFWriter(str(path), "bitnet")
-    w.add_string("bitnet_accel.model_config", json.dumps(ck.config))
-    for name, (_, is_bit) in ckpt.param_shapes(ck.config).items():
+    w.add_string("bitnet_accel.model_config", ck.config.to_json())
+    for name, (_, is_bit) in param_shapes(ck.config).items():
         g = ckpt.gguf_name(name)
         if is_bit:
             t = ck.ternary[name]
@@ -191,8 +142,10 @@ def test_hf_round_trip(small, tmp_path):
     assert ckpt.load(d) == small
     cfg = json.loads((d / "config.json").read_text())
     assert cfg["model_type"] == "bitnet" and cfg["hidden_act"] == "relu2"
+    assert cfg["quantization_config"]["linear_class"] == "autobitlinear"
+    assert cfg["quantization_config"]["quantization_mode"] == "offline"
     # the file is a valid safetensors file for the reference reader, and the layout is
-    # transformers' row-interleaved i2 with weight_scale = 1 / gamma
+    # transformers' row-interleaved i2 with weight_scale = gamma (AutoBitLinear multiplies)
     from safetensors.numpy import load_file
 
     st = load_file(str(d / "model.safetensors"))
@@ -204,7 +157,7 @@ def test_hf_round_trip(small, tmp_path):
         assert np.array_equal(((packed >> (2 * i)) & 3).astype(np.int8) - 1,
                               trits[i * rows:(i + 1) * rows])
     ws = st["model.layers.1.mlp.gate_proj.weight_scale"]
-    assert np.float32(1.0 / ws[0]) == small.ternary[name].gamma
+    assert ws.dtype == np.float32 and ws[0] == small.ternary[name].gamma
 
 
 def test_hf_bf16_scales_and_prefix(small, tmp_path):
@@ -213,7 +166,7 @@ def test_hf_bf16_scales_and_prefix(small, tmp_path):
 
     d = tmp_path / "hf"
     ckpt.save_hf(d, small)
-    st = ckpt.read_safetensors(d / "model.safetensors")
+    st = read_safetensors(d / "model.safetensors")
     name = "model.layers.0.self_attn.v_proj.weight_scale"
     # write the file again with that scale as raw bf16 bytes
     header_tensors = {k: v for k, v in st.items() if k != name}
@@ -222,7 +175,7 @@ def test_hf_bf16_scales_and_prefix(small, tmp_path):
     _rewrite_with_extra(tmp_path / "tmp.safetensors", d / "model.safetensors", name, "BF16",
                         [1], bf16.tobytes())
     back = ckpt.load_hf(d)
-    assert back.ternary["layers.0.self_attn.v_proj.weight"].gamma == np.float32(0.5)
+    assert back.ternary["layers.0.self_attn.v_proj.weight"].gamma == np.float32(2.0)
 
 
 def _rewrite_with_extra(src, dst, name, dtype, shape, payload):
@@ -241,7 +194,7 @@ def test_float_import(tmp_path):
 
     params = random_float_params(SMALL, seed=7)
     (tmp_path / "config.json").write_text(json.dumps({
-        "vocab_size": 256, "hidden_size": 32, "num_hidden_layers": 2,
+        "model_type": "bitnet", "vocab_size": 256, "hidden_size": 32, "num_hidden_layers": 2,
         "num_attention_heads": 4, "intermediate_size": 48, "max_position_embeddings": 64,
         "rope_theta": 10000.0, "rms_norm_eps": 1e-5}))
     save_file({("" if k == "lm_head.weight" else "model.") + k: v for k, v in params.items()},
@@ -252,7 +205,7 @@ def test_float_import(tmp_path):
     t = ck.ternary["layers.0.mlp.up_proj.weight"]
     assert t.gamma == np.float32(np.abs(w).mean())
     np.savez(tmp_path / "f.npz", **params,
-             __config__=np.frombuffer(json.dumps(SMALL).encode(), np.uint8))
+             __config__=np.frombuffer(SMALL.to_json().encode(), np.uint8))
     assert ckpt.load_float(tmp_path / "f.npz") == ck
 
 
@@ -260,7 +213,6 @@ def test_float_import(tmp_path):
 # into the golden model
 # ---------------------------------------------------------------------------------------------
 def test_all_formats_give_the_same_golden_logits(small, tmp_path):
-    pytest.importorskip("model.transformer", reason="golden model (model/transformer.py) absent")
     ckpt.save(tmp_path / "m.npz", small)
     ckpt.save(tmp_path / "m.gguf", small)
     ckpt.save(tmp_path / "hf", small)
@@ -361,8 +313,8 @@ def test_gguf_wrong_type_and_shape(tmp_path):
 
     def write(path, override):
         w = gguf.GGUFWriter(str(path), "bitnet")
-        w.add_string("bitnet_accel.model_config", json.dumps(ck.config))
-        for name, (_, is_bit) in ckpt.param_shapes(ck.config).items():
+        w.add_string("bitnet_accel.model_config", ck.config.to_json())
+        for name, (_, is_bit) in param_shapes(ck.config).items():
             g = ckpt.gguf_name(name)
             a = ck.ternary[name].trits.astype(np.float32) if is_bit else ck.floats[name]
             if g in override:
@@ -388,14 +340,14 @@ def test_gguf_wrong_type_and_shape(tmp_path):
 def test_hf_errors_name_the_tensor(small, tmp_path):
     d = tmp_path / "hf"
     ckpt.save_hf(d, small)
-    st = ckpt.read_safetensors(d / "model.safetensors")
+    st = read_safetensors(d / "model.safetensors")
     from safetensors.numpy import save_file
 
     key = "model.layers.0.mlp.down_proj.weight"
     bad = dict(st)
     bad[key] = st[key].astype(np.int32)
     save_file(bad, str(d / "model.safetensors"))
-    with pytest.raises(CheckpointError, match=f"{key} has dtype int32"):
+    with pytest.raises(CheckpointError, match=f"{key} has dtype I32, want packed U8"):
         ckpt.load(d)
     bad = dict(st)
     bad[key] = st[key].copy()
@@ -426,5 +378,72 @@ def test_checkpoint_validation():
         Checkpoint(ck.config, ck.floats, {**ck.ternary, name: TernaryTensor(t.trits, 0.0)})
     with pytest.raises(CheckpointError, match="missing tensor"):
         Checkpoint(ck.config, {}, ck.ternary)
-    with pytest.raises(CheckpointError, match="lacks field"):
+    with pytest.raises(CheckpointError, match="invalid model config.*d_model=3 not a multiple"):
         Checkpoint({"d_model": 3}, {}, {})
+
+
+# ---------------------------------------------------------------------------------------------
+# the schema is model.transformer.param_shapes: every ModelConfig works
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("changes", [
+    {"subln": False, "ffn": "swiglu"},                     # a LLaMA-style reproduction
+    {"n_kv_heads": 2, "tie_embeddings": True},              # GQA, tied head (2B4T-like)
+    {"act_bits": 4},
+])
+def test_every_model_config_round_trips(tmp_path, changes):
+    config = SMALL.replace(**changes)
+    ck = ckpt.from_float(random_float_params(config, seed=4), config)
+    assert ("layers.0.mlp.ffn_sub_norm.weight" in ck.floats) == config.subln
+    assert ("lm_head.weight" in ck.floats) == (not config.tie_embeddings)
+    tokens = np.arange(6)
+    want = ck.transformer().forward(tokens)
+    for p in ("m.npz", "m.gguf"):
+        ckpt.save(tmp_path / p, ck)
+        back = ckpt.load(tmp_path / p)
+        assert back == ck, p
+        assert np.array_equal(back.transformer().forward(tokens), want), p
+    if config.subln and config.act_bits == 8:
+        ckpt.save(tmp_path / "hf", ck)
+        assert ckpt.load(tmp_path / "hf") == ck
+    else:   # transformers' BitNet has neither 4-bit activations nor a model without sub-norms
+        with pytest.raises(CheckpointError, match="act_bits=4|subln=False"):
+            ckpt.save_hf(tmp_path / "hf", ck)
+        assert not (tmp_path / "hf").exists()
+
+
+def test_tied_head_is_the_embedding():
+    config = SMALL.replace(tie_embeddings=True)
+    ck = ckpt.from_float(random_float_params(config, seed=5), config)
+    untied = Checkpoint(config.replace(tie_embeddings=False),
+                        {**ck.floats, "lm_head.weight": ck.floats["embed_tokens.weight"]},
+                        ck.ternary)
+    tokens = np.arange(5)
+    assert np.array_equal(ck.transformer().forward(tokens), untied.transformer().forward(tokens))
+
+
+def test_gguf_names_and_keys_are_llama_cpps(tmp_path):
+    """A tied model's GGUF has exactly the tensors llama.cpp's bitnet loader creates
+    (gguf-py's MODEL_TENSORS[BITNET] names, optional <proj>.scale) and its bitnet.* keys."""
+    config = TQ.replace(tie_embeddings=True, n_kv_heads=2)
+    ck = ckpt.from_float(random_float_params(config, seed=6), config)
+    ckpt.save_gguf(tmp_path / "m.gguf", ck)
+    reader = gguf.GGUFReader(str(tmp_path / "m.gguf"))
+    arch = gguf.MODEL_ARCH.BITNET
+    known = set()
+    for t in gguf.MODEL_TENSORS[arch]:
+        for bid in range(config.n_layers):
+            known.add(gguf.TENSOR_NAMES[t].format(bid=bid) + ".weight")
+    scales = {n.removesuffix(".weight") + ".scale" for n in known
+              if n.split(".")[-2] in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate",
+                                      "ffn_up", "ffn_down")}
+    names = {t.name for t in reader.tensors}
+    assert names - scales == known and scales <= names
+    assert reader.get_field("general.architecture").contents() == gguf.MODEL_ARCH_NAMES[arch]
+    keys = {f.name for f in reader.fields.values()}
+    llm = gguf.Keys.LLM
+    for k in (llm.CONTEXT_LENGTH, llm.EMBEDDING_LENGTH, llm.BLOCK_COUNT,
+              llm.FEED_FORWARD_LENGTH, gguf.Keys.Attention.HEAD_COUNT,
+              gguf.Keys.Attention.HEAD_COUNT_KV, gguf.Keys.Attention.LAYERNORM_RMS_EPS,
+              gguf.Keys.Rope.FREQ_BASE):
+        assert k.format(arch="bitnet") in keys, k
+    assert reader.get_field("bitnet.attention.head_count_kv").contents() == 2

@@ -24,6 +24,8 @@ def test_activations():
     x = np.array([-2.0, -0.5, 0.0, 0.5, 3.0], np.float32)
     assert relu2(x).tolist() == [0, 0, 0, 0.25, 9]
     np.testing.assert_allclose(silu(x), x / (1 + np.exp(-x.astype(np.float64))), rtol=1e-6)
+    # far below -88 exp(-x) overflows float32: the limit 0, no warning (warnings are errors)
+    assert silu(np.array([-100.0, -1e30], np.float32)).tolist() == [0.0, 0.0]
     p = softmax(np.array([[1000.0, 1000.0, -1e30]], np.float32))
     assert p.tolist() == [[0.5, 0.5, 0.0]]
 

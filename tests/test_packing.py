@@ -130,6 +130,35 @@ def test_stream_decoder_errors():
         TritStreamDecoder("i3")
 
 
+@pytest.mark.parametrize("unpack, data, n, message", [
+    (unpack_i2, [0x55, 0xFD], 5, "code 3 at byte offset 1"),       # code 3 in the padding
+    (unpack_i2, [0x55, 0x59], 5, "non-zero pad trits"),            # pad trit +1
+    (unpack_i2, [0x55, 0x55, 0x55], 5, "long stream"),            # a trailing byte
+    (unpack_tq1, [*pack_tq1([0] * 5), 0xFF], 6, "non-zero pad trits"),
+    (unpack_tq1, [*pack_tq1([0] * 10)], 5, "long stream"),
+    (unpack_tq1, [*pack_tq1([0] * 5)], -1, "n must be an int >= 0"),
+])
+def test_unpack_is_strict(unpack, data, n, message):
+    """What the stream decoder, the checkpoint loaders and the hardware refuse, the unpackers
+    refuse too: trailing bytes, non-zero or invalid padding."""
+    with pytest.raises(ValueError, match=message):
+        unpack(bytes(data), n)
+
+
+def test_stream_decoder_stays_failed():
+    dec = TritStreamDecoder("tq1")
+    dec.feed(pack_tq1([1] * 5))
+    with pytest.raises(ValueError, match="byte offset 2"):
+        dec.feed(bytes([0, TQ1_INVALID_BYTES[0]]))
+    # the bad chunk is not skipped: a later chunk cannot be decoded at a wrong offset
+    with pytest.raises(ValueError, match="stopped at an earlier error.*byte offset 2"):
+        dec.feed(pack_tq1([0] * 5))
+    with pytest.raises(ValueError, match="stopped at an earlier error"):
+        dec.finish(5)
+    with pytest.raises(ValueError, match="n_trits must be an int >= 0"):
+        TritStreamDecoder("i2").finish(-1)
+
+
 def _reference_beats(W, cfg):
     m, k = W.shape
     beats = []
@@ -192,6 +221,14 @@ def test_hf_layout(m):
         j, i = r % R, r // R
         assert np.array_equal(((p[j] >> (2 * i)) & 3).astype(np.int8) - 1, W[r])
     assert np.array_equal(unpack_i2_hf(p, m), W)
+
+
+def test_hf_layout_reference_example():
+    # the worked example of transformers' unpack_weights docstring (integrations/bitnet.py)
+    packed = np.array([[0b10100001, 0b00011000], [0b10010000, 0b00001010]], np.uint8)
+    want = [[0, -1], [-1, 1], [-1, 1], [-1, 1], [1, 0], [0, -1], [1, -1], [1, -1]]
+    assert unpack_i2_hf(packed, 8).tolist() == want
+    assert np.array_equal(pack_i2_hf(np.array(want, np.int8)), packed)
 
 
 def test_hf_errors():

@@ -10,6 +10,7 @@ import pytest
 
 from model import checkpoint as ckpt
 from model import train
+from model.transformer import ModelConfig
 
 TINY = train.TrainConfig(d_model=32, n_layers=2, n_heads=4, ffn_dim=64, max_seq_len=64,
                          seq_len=32, batch_size=8, steps=40, warmup=5)
@@ -29,7 +30,7 @@ def test_corpus_is_the_documented_one():
 def test_shipped_model_fits_the_spram():
     cfg = train.TrainConfig()
     ck = ckpt.load(train.CHECKPOINT)
-    assert {k: ck.config[k] for k in cfg.model_dict()} == cfg.model_dict()
+    assert ck.config == ModelConfig(**cfg.model_dict())
     assert ck.ternary_weights == cfg.ternary_weights
     # 1.6 bits per weight (tq1) must fit the UP5K's four 16K x 16 SPRAMs (128 KiB)
     assert ck.ternary_weights * 8 / 5 / 8 <= 128 * 1024

@@ -1,0 +1,70 @@
+"""Checkpoints of the golden model: the project's ``.npz``, GGUF, Hugging Face, float.
+
+A :class:`Checkpoint` is the format-neutral content of a BitNet b1.58 model (its
+:class:`model.transformer.ModelConfig`, float tensors, ternary BitLinear weights with their
+scales). One module per format:
+
+* :mod:`model.checkpoint.npz`: the project's format (tq1-packed trits + gamma).
+* :mod:`model.checkpoint.gguf_file`: GGUF of architecture ``bitnet`` (llama.cpp's converter and
+  graph; TQ1_0 / TQ2_0 / F16 / F32).
+* :mod:`model.checkpoint.hf`: Hugging Face directories: BitNet packed (``bitlinear`` and
+  ``autobitlinear`` offline), BitNet float masters (``online``), LLaMA float reproductions;
+  sharded or single safetensors (:mod:`model.checkpoint.safetensors_file`).
+* :mod:`model.checkpoint.floats`: one float ``.safetensors`` / ``.npz`` file.
+
+Every loader validates names, shapes, dtypes, values and config fields and raises
+:class:`CheckpointError` naming the file and the tensor or field at fault.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from model.checkpoint.core import (
+    Checkpoint,
+    CheckpointError,
+    TernaryTensor,
+    absmean_ternary,
+    from_float,
+)
+from model.checkpoint.floats import load_float
+from model.checkpoint.gguf_file import gguf_name, load_gguf, save_gguf
+from model.checkpoint.hf import load_hf, save_hf
+from model.checkpoint.npz import load_npz, save_npz
+
+__all__ = ["Checkpoint", "CheckpointError", "TernaryTensor", "absmean_ternary", "from_float",
+           "gguf_name", "load", "load_float", "load_gguf", "load_hf", "load_npz", "save",
+           "save_gguf", "save_hf", "save_npz"]
+
+
+def save(path, ck: Checkpoint, **kw):
+    """Save by suffix: ``.npz`` (project format), ``.gguf``, or no suffix (an HF directory)."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        return save_npz(path, ck)
+    if path.suffix == ".gguf":
+        return save_gguf(path, ck, **kw)
+    if path.suffix == "":
+        return save_hf(path, ck)
+    raise CheckpointError(f"{path}: unknown checkpoint suffix {path.suffix!r}")
+
+
+def load(path) -> Checkpoint:
+    """Load by kind: a directory (Hugging Face: packed, float masters or LLaMA floats, single or
+    sharded), ``.npz`` (the project's format, or float arrays without its header), ``.gguf``,
+    ``.safetensors`` (one float file)."""
+    path = Path(path)
+    if path.is_dir():
+        return load_hf(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    if path.suffix == ".npz":
+        from model.checkpoint.npz import has_header
+
+        return load_npz(path) if has_header(path) else load_float(path)
+    if path.suffix == ".gguf":
+        return load_gguf(path)
+    if path.suffix == ".safetensors":
+        return load_float(path)
+    raise CheckpointError(f"{path}: unknown checkpoint suffix {path.suffix!r} (want a Hugging "
+                          "Face directory, .npz, .gguf or .safetensors)")
