@@ -245,8 +245,26 @@ def params_from_float(config: ModelConfig, params: dict) -> dict:
     return out
 
 
-def _check_params(config: ModelConfig, params: dict) -> dict:
+def _check_param(name: str, p, shape, is_bit: bool):
+    if is_bit:
+        if not isinstance(p, BitLinear):
+            raise TypeError(f"{name} must be a BitLinear, got {type(p).__name__}")
+        got = p.trits.shape
+    else:
+        if not hasattr(p, "blocks"):      # a row reader of a large matrix stays lazy
+            p = np.asarray(p, dtype=np.float32)
+        got = p.shape
+    if tuple(got) != shape:
+        raise ValueError(f"{name} has shape {tuple(got)}, expected {shape}")
+    return p
+
+
+def _check_params(config: ModelConfig, params):
+    """Checked parameters: a dict is checked whole now; a lazy mapping (``lazy = True``, e.g.
+    :class:`model.checkpoint.LazyParams`) parameter by parameter, when first used."""
     shapes = param_shapes(config)
+    if getattr(params, "lazy", False):
+        return _CheckedLazy(params, shapes)
     extra = sorted(set(params) - set(shapes))
     if extra:
         raise ValueError(f"unexpected parameter(s): {', '.join(extra)}")
@@ -254,18 +272,18 @@ def _check_params(config: ModelConfig, params: dict) -> dict:
     for name, (shape, is_bit) in shapes.items():
         if name not in params:
             raise ValueError(f"missing parameter {name}")
-        p = params[name]
-        if is_bit:
-            if not isinstance(p, BitLinear):
-                raise TypeError(f"{name} must be a BitLinear, got {type(p).__name__}")
-            got = p.trits.shape
-        else:
-            p = np.asarray(p, dtype=np.float32)
-            got = p.shape
-        if tuple(got) != shape:
-            raise ValueError(f"{name} has shape {tuple(got)}, expected {shape}")
-        out[name] = p
+        out[name] = _check_param(name, params[name], shape, is_bit)
     return out
+
+
+class _CheckedLazy:
+    def __init__(self, params, shapes):
+        self.params = params
+        self.shapes = shapes
+
+    def __getitem__(self, name):
+        shape, is_bit = self.shapes[name]
+        return _check_param(name, self.params[name], shape, is_bit)
 
 
 def _hooked(name: str, matmul: MatmulHook | None):
@@ -314,10 +332,12 @@ class Transformer:
     Parameters
     ----------
     config : ModelConfig
-    params : dict
+    params : dict or lazy mapping
         As produced by :func:`init_params` / :func:`params_from_ternary`: float32 arrays and
         :class:`~model.bitlinear.BitLinear` objects under the names of
-        ``docs/architecture.md`` section 6.
+        ``docs/architecture.md`` section 6; or a mapping with ``lazy = True`` that reads each
+        parameter when it is used (:meth:`model.checkpoint.CheckpointReader.params`), checked
+        on use.
     matmul : callable, optional
         ``matmul(name, xq, trits) -> acc``: ``name`` is the projection's parameter name (e.g.
         ``"layers.0.self_attn.q_proj.weight"``), ``xq`` int8 ``(T, K)`` activation codes,
@@ -400,8 +420,13 @@ class Transformer:
             x = self._block(i, x, positions, cache)
         cache.pos += tokens.size
         x = rms_norm(x, self.params["norm.weight"], c.norm_eps)
-        head = "embed_tokens.weight" if c.tie_embeddings else "lm_head.weight"
-        return row_matmul(x, self.params[head])
+        head = self.params["embed_tokens.weight" if c.tie_embeddings else "lm_head.weight"]
+        if isinstance(head, np.ndarray):
+            return row_matmul(x, head)
+        out = np.empty((x.shape[0], head.shape[0]), np.float32)
+        for r, block in head.blocks():       # a large head read a block of rows at a time
+            out[:, r:r + block.shape[0]] = row_matmul(x, block)
+        return out
 
     # -- public API ------------------------------------------------------------------------
     def forward(self, tokens) -> np.ndarray:

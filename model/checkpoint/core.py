@@ -9,14 +9,16 @@ and shapes) is :func:`model.transformer.param_shapes`; nothing here repeats it.
 from __future__ import annotations
 
 import dataclasses
+from collections import OrderedDict
+from collections.abc import Mapping
 
 import numpy as np
 
 from model.quant import absmean_quantize
 from model.transformer import ModelConfig, param_shapes
 
-__all__ = ["Checkpoint", "CheckpointError", "TernaryTensor", "absmean_ternary", "config_from",
-           "from_float"]
+__all__ = ["Checkpoint", "CheckpointError", "CheckpointReader", "LazyParams", "RowReader",
+           "TernaryTensor", "absmean_ternary", "config_from", "from_float"]
 
 
 class CheckpointError(ValueError):
@@ -199,3 +201,134 @@ def from_float(params: dict, config, source: str = "float checkpoint") -> Checkp
     if extra:
         raise CheckpointError(f"{source}: unexpected tensor(s): {', '.join(extra[:5])}")
     return Checkpoint.read_from(source, cfg, floats, ternary)
+
+
+# ----------------------------------------------------------------------------------------------
+# lazy access: one tensor at a time, from memory-mapped files
+# ----------------------------------------------------------------------------------------------
+class RowReader:
+    """Rows of a large float matrix (embedding, LM head) read on demand.
+
+    Parameters
+    ----------
+    raw : numpy.ndarray
+        The stored matrix, typically a view of a memory-mapped file (not read until indexed).
+    to_float : callable
+        Converts an array of stored rows to float32 (e.g. widens bf16 bit patterns).
+    source : str
+        Named in errors (non-finite values).
+    """
+
+    def __init__(self, raw: np.ndarray, to_float, source: str):
+        self.raw = raw
+        self.to_float = to_float
+        self.source = source
+        self.shape = (int(raw.shape[0]), int(raw.shape[1]))
+        self.dtype = np.dtype(np.float32)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        rows = np.asarray(self.to_float(self.raw[idx]), dtype=np.float32)
+        if not np.all(np.isfinite(rows)):
+            raise CheckpointError(f"{self.source}: non-finite values in rows {idx!r}")
+        return rows
+
+    def blocks(self, n: int = 4096):
+        """``(first row, float32 block)`` of up to ``n`` rows each, in order."""
+        for r in range(0, self.shape[0], n):
+            yield r, self[r:r + n]
+
+    def __array__(self, dtype=None, copy=None):
+        a = self[:]
+        return a if dtype is None else a.astype(dtype)
+
+
+class CheckpointReader:
+    """A checkpoint opened for reading one tensor at a time.
+
+    Opening validates the config and every tensor's name, dtype and shape from the file's
+    header (nothing else is read); :meth:`float` / :meth:`ternary` read and validate one tensor.
+    Subclasses (one per format) set :attr:`config` and :attr:`source` and implement
+    :meth:`float` and :meth:`ternary`; formats with memory-mapped storage also :meth:`rows`.
+    """
+
+    config: ModelConfig
+    source: str
+
+    def float(self, name: str) -> np.ndarray:
+        """The float32 parameter ``name`` (an embedding, norm or the LM head)."""
+        raise NotImplementedError
+
+    def ternary(self, name: str) -> TernaryTensor:
+        """The BitLinear parameter ``name``."""
+        raise NotImplementedError
+
+    def rows(self, name: str):
+        """A float matrix as a :class:`RowReader`, or the array itself where the format keeps
+        no memory map."""
+        return self.float(name)
+
+    def read(self) -> Checkpoint:
+        """Every tensor, as a :class:`Checkpoint`."""
+        floats, ternary = {}, {}
+        for name, (_, is_bit) in param_shapes(self.config).items():
+            if is_bit:
+                ternary[name] = self.ternary(name)
+            else:
+                floats[name] = self.float(name)
+        return Checkpoint.read_from(self.source, self.config, floats, ternary)
+
+    def params(self, keep_projections: int = 7) -> LazyParams:
+        """Golden-model parameters read on use (see :class:`LazyParams`)."""
+        return LazyParams(self, keep_projections)
+
+    def transformer(self, matmul=None):
+        """A golden :class:`model.transformer.Transformer` that reads each layer's weights when
+        it runs it: a layer of a 2B-class model at a time in memory."""
+        from model.transformer import Transformer
+
+        return Transformer(self.config, self.params(), matmul=matmul)
+
+
+class LazyParams(Mapping):
+    """The parameters of a :class:`CheckpointReader`, read when the golden model uses them.
+
+    Norms stay cached once read (they are small); the embedding and LM head are
+    :class:`RowReader` views; BitLinear weights are read per use, the last
+    ``keep_projections`` kept (7: one layer), so running layer after layer holds one layer's
+    trits at a time. :class:`model.transformer.Transformer` checks each on first use
+    (``lazy = True``)."""
+
+    lazy = True
+
+    def __init__(self, reader: CheckpointReader, keep_projections: int = 7):
+        self.reader = reader
+        self.shapes = param_shapes(reader.config)
+        self.keep = keep_projections
+        self._floats: dict = {}
+        self._recent: OrderedDict = OrderedDict()
+
+    def __getitem__(self, name):
+        from model.bitlinear import BitLinear
+
+        if name not in self.shapes:
+            raise KeyError(name)
+        if self.shapes[name][1]:
+            if name in self._recent:
+                self._recent.move_to_end(name)
+                return self._recent[name]
+            t = self.reader.ternary(name)
+            p = BitLinear(t.trits, t.gamma, self.reader.config.act_bits)
+            self._recent[name] = p
+            while len(self._recent) > self.keep:
+                self._recent.popitem(last=False)
+            return p
+        if name not in self._floats:
+            big = name in ("embed_tokens.weight", "lm_head.weight")
+            self._floats[name] = self.reader.rows(name) if big else self.reader.float(name)
+        return self._floats[name]
+
+    def __iter__(self):
+        return iter(self.shapes)
+
+    def __len__(self) -> int:
+        return len(self.shapes)

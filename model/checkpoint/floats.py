@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from model.checkpoint.core import Checkpoint, CheckpointError, config_from, from_float
-from model.checkpoint.hf import HFLayout, hf_layout, read_hf_config, tensors_to_checkpoint
+from model.checkpoint.hf import HFLayout, HFReader, hf_layout, read_hf_config
 from model.checkpoint.npz import json_array, read_npz
 from model.checkpoint.safetensors_file import SafetensorsFile, TensorSet
 
@@ -40,7 +40,7 @@ def load_float(path, config=None) -> Checkpoint:
         else:
             layout = HFLayout("float", config_from(config, str(path)), None, None)
         prefixed = any(k.startswith("model.") for k in ts.keys())
-        return tensors_to_checkpoint(ts, layout, path, prefix="model." if prefixed else "")
+        return HFReader(ts, layout, path, prefix="model." if prefixed else "").read()
     if path.suffix == ".npz":
         tensors = read_npz(path)
         stored = json_array(tensors, "__config__", path) if "__config__" in tensors else None

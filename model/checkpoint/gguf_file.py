@@ -32,11 +32,18 @@ from pathlib import Path
 
 import numpy as np
 
-from model.checkpoint.core import Checkpoint, CheckpointError, TernaryTensor, config_from
+from model.checkpoint.core import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointReader,
+    RowReader,
+    TernaryTensor,
+    config_from,
+)
 from model.checkpoint.hf import HIDDEN_ACT
 from model.transformer import LIMITS, ModelConfig, param_shapes
 
-__all__ = ["gguf_name", "load_gguf", "save_gguf"]
+__all__ = ["GGUFCheckpointReader", "gguf_name", "load_gguf", "save_gguf"]
 
 ARCH = "bitnet"
 #: The project's own key: the full ModelConfig as JSON (act_bits, ffn, subln have no GGUF key).
@@ -309,55 +316,90 @@ def _float(gname: str, rt, shape, path) -> np.ndarray:
     return a
 
 
+class GGUFCheckpointReader(CheckpointReader):
+    """A ``bitnet`` GGUF opened for lazy reading (gguf-py memory-maps the file).
+
+    Opening reads the metadata and checks every tensor's name and shape and the ``.scale``
+    tensors; :meth:`ternary` / :meth:`float` decode one tensor. ``hidden_act`` as in
+    :func:`load_gguf`."""
+
+    def __init__(self, path, hidden_act: str | None = None):
+        import gguf
+
+        path = Path(path)
+        self.source = str(path)
+        if hidden_act is not None and hidden_act not in HIDDEN_ACT:
+            raise ValueError(f"hidden_act must be one of {sorted(HIDDEN_ACT)}, got "
+                             f"{hidden_act!r}")
+        try:
+            reader = gguf.GGUFReader(str(path))
+            tensors = {t.name: t for t in reader.tensors}
+        except (ValueError, IndexError, KeyError, OSError, struct.error, TypeError,
+                UnicodeDecodeError, OverflowError) as e:
+            raise CheckpointError(f"{path}: malformed or truncated GGUF ({type(e).__name__}: "
+                                  f"{e})") from None
+        arch = _value(reader, "general.architecture", path, str)
+        if arch != ARCH:
+            raise CheckpointError(f"{path}: GGUF architecture {arch!r} is not supported (want "
+                                  f"{ARCH!r})")
+        self.config = config = _config(reader, tensors, path, hidden_act)
+        self.tensors = tensors
+        self.scales: dict[str, np.float32] = {}
+        used = set()
+        for name, (shape, is_bit) in param_shapes(config).items():
+            gname = gguf_name(name)
+            if gname not in tensors:
+                raise CheckpointError(f"{path}: missing tensor {gname} ({name})")
+            used.add(gname)
+            if _shape(tensors[gname]) != shape:
+                raise CheckpointError(f"{path}: tensor {gname} ({name}) has shape "
+                                      f"{_shape(tensors[gname])}, want {shape}")
+            sname = gname.removesuffix(".weight") + ".scale"
+            if is_bit and sname in tensors:
+                used.add(sname)
+                st = tensors[sname]
+                if st.tensor_type != gguf.GGMLQuantizationType.F32 or int(st.n_elements) != 1:
+                    raise CheckpointError(f"{path}: tensor {sname} must be one F32 value, got "
+                                          f"{st.tensor_type.name} x {int(st.n_elements)}")
+                scale = np.float32(np.asarray(st.data).reshape(-1)[0])
+                if not (np.isfinite(scale) and scale > 0):
+                    raise CheckpointError(f"{path}: tensor {sname} has invalid value "
+                                          f"{scale!r}")
+                self.scales[name] = scale
+        extra = sorted(set(tensors) - used)
+        if extra:
+            raise CheckpointError(f"{path}: unexpected tensor(s): {', '.join(extra[:5])}")
+
+    def ternary(self, name: str) -> TernaryTensor:
+        gname = gguf_name(name)
+        return _ternary(gname, self.tensors[gname], self.scales.get(name), self.source)
+
+    def float(self, name: str) -> np.ndarray:
+        gname = gguf_name(name)
+        return _float(gname, self.tensors[gname], param_shapes(self.config)[name][0],
+                      self.source)
+
+    def rows(self, name: str) -> RowReader:
+        import gguf
+
+        gname = gguf_name(name)
+        rt = self.tensors[gname]
+        qt = rt.tensor_type
+        raw = np.asarray(rt.data)
+        if qt in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+            def to_float(rows):
+                return rows.astype(np.float32)
+        else:
+            def to_float(rows):
+                return gguf.quants.dequantize(np.ascontiguousarray(rows), qt)
+        return RowReader(raw.reshape(_shape(rt)[0], -1), to_float,
+                         f"{self.source}: tensor {gname}")
+
+
 def load_gguf(path, hidden_act: str | None = None) -> Checkpoint:
     """Read a GGUF of architecture ``bitnet`` (llama.cpp's converter, or :func:`save_gguf`).
 
     ``hidden_act`` (``"silu"`` or ``"relu2"``) overrides the FFN activation; by default it is
     the one the file's writer recorded (:data:`CONFIG_KEY`), else SiLU, as llama.cpp runs
     every ``bitnet`` GGUF."""
-    import gguf
-
-    path = Path(path)
-    if hidden_act is not None and hidden_act not in HIDDEN_ACT:
-        raise ValueError(f"hidden_act must be one of {sorted(HIDDEN_ACT)}, got {hidden_act!r}")
-    try:
-        reader = gguf.GGUFReader(str(path))
-        tensors = {t.name: t for t in reader.tensors}
-    except (ValueError, IndexError, KeyError, OSError, struct.error, TypeError,
-            UnicodeDecodeError, OverflowError) as e:
-        raise CheckpointError(f"{path}: malformed or truncated GGUF ({type(e).__name__}: {e})") \
-            from None
-    arch = _value(reader, "general.architecture", path, str)
-    if arch != ARCH:
-        raise CheckpointError(f"{path}: GGUF architecture {arch!r} is not supported (want "
-                              f"{ARCH!r})")
-    config = _config(reader, tensors, path, hidden_act)
-    floats, ternary, used = {}, {}, set()
-    for name, (shape, is_bit) in param_shapes(config).items():
-        gname = gguf_name(name)
-        if gname not in tensors:
-            raise CheckpointError(f"{path}: missing tensor {gname} ({name})")
-        rt = tensors[gname]
-        used.add(gname)
-        if _shape(rt) != shape:
-            raise CheckpointError(f"{path}: tensor {gname} ({name}) has shape {_shape(rt)}, "
-                                  f"want {shape}")
-        if not is_bit:
-            floats[name] = _float(gname, rt, shape, path)
-            continue
-        sname = gname.removesuffix(".weight") + ".scale"
-        scale = None
-        if sname in tensors:
-            used.add(sname)
-            st = tensors[sname]
-            if st.tensor_type != gguf.GGMLQuantizationType.F32 or int(st.n_elements) != 1:
-                raise CheckpointError(f"{path}: tensor {sname} must be one F32 value, got "
-                                      f"{st.tensor_type.name} x {int(st.n_elements)}")
-            scale = np.float32(np.asarray(st.data).reshape(-1)[0])
-            if not (np.isfinite(scale) and scale > 0):
-                raise CheckpointError(f"{path}: tensor {sname} has invalid value {scale!r}")
-        ternary[name] = _ternary(gname, rt, scale, path)
-    extra = sorted(set(tensors) - used)
-    if extra:
-        raise CheckpointError(f"{path}: unexpected tensor(s): {', '.join(extra[:5])}")
-    return Checkpoint.read_from(path, config, floats, ternary)
+    return GGUFCheckpointReader(path, hidden_act).read()

@@ -37,12 +37,20 @@ from pathlib import Path
 
 import numpy as np
 
-from model.checkpoint.core import Checkpoint, CheckpointError, TernaryTensor, absmean_ternary
-from model.checkpoint.safetensors_file import TensorSet, open_safetensors
+from model.checkpoint.core import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointReader,
+    RowReader,
+    TernaryTensor,
+    absmean_ternary,
+)
+from model.checkpoint.safetensors_file import TensorSet, open_safetensors, to_native
 from model.packing import pack_i2_hf, unpack_i2_hf
 from model.transformer import LIMITS, ModelConfig, param_shapes
 
-__all__ = ["HFLayout", "hf_layout", "load_hf", "read_hf_config", "save_hf"]
+__all__ = ["HFLayout", "HFReader", "hf_config", "hf_layout", "load_hf", "open_hf",
+           "read_hf_config", "save_hf"]
 
 #: ``hidden_act`` -> the golden model's ``ffn`` (transformers ``ACT2FN``: ``relu2`` is
 #: ``ReLUSquaredActivation``, ``silu`` / ``swish`` are ``nn.SiLU``).
@@ -290,22 +298,12 @@ def _ternary_valued(a: np.ndarray, src, key) -> tuple[np.ndarray, np.float32]:
     return np.sign(a).astype(np.int8), np.float32(mags[0] if mags.size else 1.0)
 
 
-def _projection(ts, layout: HFLayout, name: str, key: str, shape, used: set) -> TernaryTensor:
+def _projection(ts, layout: HFLayout, key: str, shape) -> TernaryTensor:
     src = ts.source(key)
-    skey = key.removesuffix(".weight") + ".weight_scale"
     if not layout.packed:
-        if skey in ts:
-            raise CheckpointError(f"{ts.source(skey)}: unexpected tensor {skey} (float master "
-                                  "weights are quantized at load and carry no weight_scale)")
         return absmean_ternary(_float_tensor(ts, key, shape))
-    if skey not in ts:
-        raise CheckpointError(f"{src}: missing tensor {skey}")
-    used.add(skey)
-    ws = _weight_scale(ts, skey)
+    ws = _weight_scale(ts, key.removesuffix(".weight") + ".weight_scale")
     if layout.linear_class == "bitlinear":
-        if ts.dtype(key) != "U8":
-            raise CheckpointError(f"{src}: tensor {key} has dtype {ts.dtype(key)}, want packed "
-                                  "U8 (linear_class bitlinear)")
         return TernaryTensor(_packed_trits(ts, key, shape), np.float32(1.0 / ws))
     if ts.dtype(key) == "U8":
         trits, mag = _packed_trits(ts, key, shape), np.float32(1.0)
@@ -315,47 +313,106 @@ def _projection(ts, layout: HFLayout, name: str, key: str, shape, used: set) -> 
     return TernaryTensor(trits, np.float32(np.float64(mag) * ws))
 
 
-def tensors_to_checkpoint(ts: TensorSet, layout: HFLayout, source, prefix: str = "model."
-                          ) -> Checkpoint:
-    """The :class:`Checkpoint` of the tensors ``ts`` under ``layout`` (names
-    ``<prefix><parameter name>``, the LM head ``lm_head.weight``)."""
-    cfg = layout.config
-    floats, ternary, used = {}, {}, set()
-    for name, (shape, is_bit) in param_shapes(cfg).items():
-        key = name if name == "lm_head.weight" else prefix + name
-        if key not in ts:
-            raise CheckpointError(f"{source}: missing tensor {key}")
-        used.add(key)
-        if is_bit:
-            ternary[name] = _projection(ts, layout, name, key, shape, used)
-        else:
-            floats[name] = _float_tensor(ts, key, shape)
-    if cfg.tie_embeddings and "lm_head.weight" in ts:
-        used.add("lm_head.weight")   # transformers ties it to the embedding and ignores it
-    extra = sorted(k for k in set(ts.keys()) - used if not k.endswith(".rotary_emb.inv_freq"))
-    if extra:
-        raise CheckpointError(f"{ts.source(extra[0])}: unexpected tensor(s): "
-                              f"{', '.join(extra[:5])}")
-    return Checkpoint.read_from(source, cfg, floats, ternary)
+class HFReader(CheckpointReader):
+    """A Hugging Face checkpoint opened for lazy reading (memory-mapped safetensors).
+
+    Parameters
+    ----------
+    ts : TensorSet
+        The tensors (one file or the shards of an index).
+    layout : HFLayout
+        What ``config.json`` says.
+    source : path-like
+        Named in errors.
+    prefix : str
+        Name prefix of the model's tensors (``"model."``; the LM head is ``lm_head.weight``).
+
+    Opening checks that every tensor the layout needs is there with a plausible dtype and
+    shape and that nothing else is (names and headers only)."""
+
+    def __init__(self, ts: TensorSet, layout: HFLayout, source, prefix: str = "model."):
+        self.ts, self.layout, self.source, self.prefix = ts, layout, str(source), prefix
+        self.config = cfg = layout.config
+        used = set()
+        for name, (shape, is_bit) in param_shapes(cfg).items():
+            key = self.key(name)
+            if key not in ts:
+                raise CheckpointError(f"{source}: missing tensor {key}")
+            used.add(key)
+            dtype, got = ts.dtype(key), ts.shape(key)
+            if not is_bit or not layout.packed:
+                if dtype not in _FLOAT_DTYPES:
+                    raise CheckpointError(f"{ts.source(key)}: tensor {key} has dtype {dtype}, "
+                                          "want a float")
+                if got != shape:
+                    raise CheckpointError(f"{ts.source(key)}: tensor {key} has shape "
+                                          f"{list(got)}, want {list(shape)}")
+            skey = key.removesuffix(".weight") + ".weight_scale"
+            if is_bit and layout.packed:
+                if skey not in ts:
+                    raise CheckpointError(f"{source}: missing tensor {skey}")
+                used.add(skey)
+                if layout.linear_class == "bitlinear" and dtype != "U8":
+                    raise CheckpointError(f"{ts.source(key)}: tensor {key} has dtype {dtype}, "
+                                          "want packed U8 (linear_class bitlinear)")
+                if dtype == "U8" and (got != (shape[0] // 4, shape[1]) or shape[0] % 4):
+                    raise CheckpointError(f"{ts.source(key)}: tensor {key} has shape "
+                                          f"{list(got)}, want {[shape[0] // 4, shape[1]]} "
+                                          f"(packed {list(shape)}; rows a multiple of 4)")
+                if dtype != "U8" and dtype not in _FLOAT_DTYPES:
+                    raise CheckpointError(f"{ts.source(key)}: tensor {key} has dtype {dtype}, "
+                                          "want packed U8 or ternary-valued float")
+            elif is_bit and skey in ts:
+                raise CheckpointError(f"{ts.source(skey)}: unexpected tensor {skey} (float "
+                                      "master weights are quantized at load and carry no "
+                                      "weight_scale)")
+        if cfg.tie_embeddings and "lm_head.weight" in ts:
+            used.add("lm_head.weight")   # transformers ties it to the embedding and ignores it
+        extra = sorted(k for k in set(ts.keys()) - used
+                       if not k.endswith(".rotary_emb.inv_freq"))
+        if extra:
+            raise CheckpointError(f"{ts.source(extra[0])}: unexpected tensor(s): "
+                                  f"{', '.join(extra[:5])}")
+
+    def key(self, name: str) -> str:
+        return name if name == "lm_head.weight" else self.prefix + name
+
+    def float(self, name: str) -> np.ndarray:
+        return _float_tensor(self.ts, self.key(name), param_shapes(self.config)[name][0])
+
+    def ternary(self, name: str) -> TernaryTensor:
+        shape = param_shapes(self.config)[name][0]
+        return _projection(self.ts, self.layout, self.key(name), shape)
+
+    def rows(self, name: str) -> RowReader:
+        key = self.key(name)
+        dtype = self.ts.dtype(key)
+        return RowReader(self.ts.view(key), lambda raw: to_native(raw, dtype),
+                         f"{self.ts.source(key)}: tensor {key}")
+
+
+def open_hf(directory) -> HFReader:
+    """Open a Hugging Face directory for lazy reading (see :func:`load_hf`)."""
+    directory = Path(directory)
+    cfg_path = directory / "config.json"
+    layout = hf_layout(read_hf_config(cfg_path), cfg_path)
+    return HFReader(open_safetensors(directory), layout, directory)
 
 
 def load_hf(directory) -> Checkpoint:
     """Read a Hugging Face directory: ``config.json`` and ``model.safetensors`` or its shards
     (``model.safetensors.index.json``). BitNet packed (either linear class), BitNet float masters
     and LLaMA float reproductions; see the module docstring for the meaning of each."""
-    directory = Path(directory)
-    cfg_path = directory / "config.json"
-    layout = hf_layout(read_hf_config(cfg_path), cfg_path)
-    return tensors_to_checkpoint(open_safetensors(directory), layout, directory)
+    return open_hf(directory).read()
 
 
 # ----------------------------------------------------------------------------------------------
 # writer
 # ----------------------------------------------------------------------------------------------
-def hf_config(ck: Checkpoint) -> dict:
-    """The ``config.json`` of :func:`save_hf`: a transformers ``BitNetConfig`` (both RoPE
-    layouts) with ``AutoBitLinear`` offline quantization (the 2B4T layout)."""
-    c = ck.config
+def hf_config(c: ModelConfig) -> dict:
+    """The ``config.json`` of :func:`save_hf` for a model of shape ``c``: a transformers
+    ``BitNetConfig`` (both RoPE layouts) with ``AutoBitLinear`` offline quantization (the 2B4T
+    layout)."""
     return {
         "architectures": ["BitNetForCausalLM"], "model_type": "bitnet",
         "vocab_size": c.vocab_size, "hidden_size": c.d_model, "intermediate_size": c.d_ff,
@@ -404,4 +461,4 @@ def save_hf(directory, ck: Checkpoint) -> None:
         tensors["model." + name.removesuffix(".weight") + ".weight_scale"] = np.array(
             [t.gamma], dtype=np.float32)
     save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
-    (directory / "config.json").write_text(json.dumps(hf_config(ck), indent=2) + "\n")
+    (directory / "config.json").write_text(json.dumps(hf_config(ck.config), indent=2) + "\n")

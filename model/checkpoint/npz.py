@@ -14,11 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
-from model.checkpoint.core import Checkpoint, CheckpointError, TernaryTensor, config_from
+from model.checkpoint.core import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointReader,
+    TernaryTensor,
+    config_from,
+)
 from model.packing import pack_tq1, unpack_tq1
 from model.transformer import param_shapes
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "load_npz", "read_npz", "save_npz"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "NpzReader", "has_header", "load_npz", "read_npz",
+           "save_npz"]
 
 FORMAT_NAME = "bitnet-accel-checkpoint"
 FORMAT_VERSION = 1
@@ -67,33 +74,44 @@ def json_array(arrays: dict, key: str, path):
         raise CheckpointError(f"{path}: malformed {key} ({e})") from None
 
 
-def load_npz(path) -> Checkpoint:
-    """Read a checkpoint written by :func:`save_npz`."""
-    path = Path(path)
-    arrays = read_npz(path)
-    if "__header__" not in arrays:
-        raise CheckpointError(f"{path}: no __header__ (not a {FORMAT_NAME} file)")
-    header = json_array(arrays, "__header__", path)
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: malformed __header__ (not an object)")
-    if header.get("format") != FORMAT_NAME:
-        raise CheckpointError(f"{path}: format {header.get('format')!r}, want {FORMAT_NAME!r}")
-    if header.get("version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: unsupported version {header.get('version')!r}")
-    if header.get("packing") != "tq1":
-        raise CheckpointError(f"{path}: unsupported packing {header.get('packing')!r}")
-    config = config_from(header.get("config"), str(path))
-    floats, ternary = {}, {}
-    for name, (shape, is_bit) in param_shapes(config).items():
-        if not is_bit:
-            if name not in arrays:
-                raise CheckpointError(f"{path}: missing tensor {name}")
-            floats[name] = arrays.pop(name)
-            continue
-        for suffix in (".tq1", ".gamma"):
-            if name + suffix not in arrays:
-                raise CheckpointError(f"{path}: missing tensor {name}{suffix}")
-        packed, gamma = arrays.pop(name + ".tq1"), arrays.pop(name + ".gamma")
+class NpzReader(CheckpointReader):
+    """A project-format ``.npz`` opened for reading one tensor at a time (members of the zip
+    are decompressed when asked for)."""
+
+    def __init__(self, path):
+        path = Path(path)
+        self.source = str(path)
+        arrays = _LazyNpz(path)
+        if "__header__" not in arrays:
+            raise CheckpointError(f"{path}: no __header__ (not a {FORMAT_NAME} file)")
+        header = json_array({"__header__": arrays["__header__"]}, "__header__", path)
+        if not isinstance(header, dict):
+            raise CheckpointError(f"{path}: malformed __header__ (not an object)")
+        if header.get("format") != FORMAT_NAME:
+            raise CheckpointError(f"{path}: format {header.get('format')!r}, want "
+                                  f"{FORMAT_NAME!r}")
+        if header.get("version") != FORMAT_VERSION:
+            raise CheckpointError(f"{path}: unsupported version {header.get('version')!r}")
+        if header.get("packing") != "tq1":
+            raise CheckpointError(f"{path}: unsupported packing {header.get('packing')!r}")
+        self.config = config_from(header.get("config"), str(path))
+        self.arrays = arrays
+        names = {"__header__"}
+        for name, (_, is_bit) in param_shapes(self.config).items():
+            for key in ((name + ".tq1", name + ".gamma") if is_bit else (name,)):
+                if key not in arrays:
+                    raise CheckpointError(f"{path}: missing tensor {key}")
+                names.add(key)
+        extra = sorted(set(arrays.names) - names)
+        if extra:
+            raise CheckpointError(f"{path}: unexpected tensor(s): {', '.join(extra[:5])}")
+
+    def float(self, name: str) -> np.ndarray:
+        return self.arrays[name]
+
+    def ternary(self, name: str) -> TernaryTensor:
+        path, shape = self.source, param_shapes(self.config)[name][0]
+        packed, gamma = self.arrays[name + ".tq1"], self.arrays[name + ".gamma"]
         n = shape[0] * shape[1]
         if packed.dtype != np.uint8 or packed.ndim != 1:
             raise CheckpointError(f"{path}: tensor {name}.tq1 has dtype {packed.dtype} and "
@@ -108,7 +126,33 @@ def load_npz(path) -> Checkpoint:
             trits = unpack_tq1(packed, n)
         except ValueError as e:
             raise CheckpointError(f"{path}: tensor {name}.tq1: {e}") from None
-        ternary[name] = TernaryTensor(trits.reshape(shape), np.float32(gamma))
-    if arrays:
-        raise CheckpointError(f"{path}: unexpected tensor(s): {', '.join(sorted(arrays)[:5])}")
-    return Checkpoint.read_from(path, config, floats, ternary)
+        return TernaryTensor(trits.reshape(shape), np.float32(gamma))
+
+
+class _LazyNpz:
+    """The members of an ``.npz`` file, each read when indexed (no pickles)."""
+
+    def __init__(self, path):
+        self.path = path
+        try:
+            with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
+                self.names = list(z.files)
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{path}: not a readable .npz file ({type(e).__name__}: "
+                                  f"{e})") from None
+
+    def __contains__(self, name) -> bool:
+        return name in self.names
+
+    def __getitem__(self, name) -> np.ndarray:
+        try:
+            with open(self.path, "rb") as f, np.load(f, allow_pickle=False) as z:
+                return z[name]
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{self.path}: tensor {name} is unreadable "
+                                  f"({type(e).__name__}: {e})") from None
+
+
+def load_npz(path) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_npz`."""
+    return NpzReader(path).read()

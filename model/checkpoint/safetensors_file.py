@@ -17,7 +17,8 @@ import numpy as np
 
 from model.checkpoint.core import CheckpointError
 
-__all__ = ["SafetensorsFile", "TensorSet", "open_safetensors", "read_safetensors"]
+__all__ = ["SafetensorsFile", "TensorSet", "bf16_bits", "open_safetensors", "read_safetensors",
+           "to_native", "write_safetensors"]
 
 _DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "U8": "u1", "I8": "i1",
            "I16": "<i2", "I32": "<i4", "I64": "<i8", "BOOL": "?"}
@@ -93,19 +94,27 @@ class SafetensorsFile:
     def shape(self, name: str) -> tuple[int, ...]:
         return self.entries[name][1]
 
-    def get(self, name: str) -> np.ndarray:
-        """Tensor ``name`` as a numpy array (BF16 widened exactly to float32; a copy)."""
+    def view(self, name: str) -> np.ndarray:
+        """Tensor ``name`` as stored (BF16 as its uint16 bit patterns), a read-only view of the
+        memory-mapped file: nothing is read until it is used."""
         dtype, shape, lo, hi = self.entries[name]
+        if hi == lo:
+            return np.zeros(shape, _DTYPES[dtype])
         if self._map is None:
-            if self._base == self.path.stat().st_size:
-                self._map = np.zeros(0, np.uint8)
-            else:
-                self._map = np.memmap(self.path, dtype=np.uint8, mode="r", offset=self._base)
-        raw = np.frombuffer(self._map[lo:hi], dtype=_DTYPES[dtype]) if hi > lo else \
-            np.zeros(0, _DTYPES[dtype])
-        if dtype == "BF16":
-            return (raw.astype(np.uint32) << 16).view(np.float32).reshape(shape)
-        return raw.astype(raw.dtype.newbyteorder("=")).reshape(shape)
+            self._map = np.memmap(self.path, dtype=np.uint8, mode="r", offset=self._base)
+        return np.frombuffer(self._map[lo:hi], dtype=_DTYPES[dtype]).reshape(shape)
+
+    def get(self, name: str) -> np.ndarray:
+        """Tensor ``name`` as a numpy array in native byte order (BF16 widened exactly to
+        float32; a copy)."""
+        return to_native(self.view(name), self.dtype(name))
+
+
+def to_native(raw: np.ndarray, dtype: str) -> np.ndarray:
+    """Stored values -> a native numpy array (BF16 bit patterns widened to float32; a copy)."""
+    if dtype == "BF16":
+        return (raw.astype(np.uint32) << 16).view(np.float32)
+    return raw.astype(raw.dtype.newbyteorder("="))
 
 
 class TensorSet:
@@ -135,6 +144,9 @@ class TensorSet:
 
     def get(self, name: str) -> np.ndarray:
         return self.where[name].get(name)
+
+    def view(self, name: str) -> np.ndarray:
+        return self.where[name].view(name)
 
     def source(self, name: str) -> Path:
         return self.where[name].path
@@ -182,3 +194,39 @@ def read_safetensors(path) -> dict[str, np.ndarray]:
     """Every tensor of one ``.safetensors`` file (BF16 widened to float32)."""
     f = SafetensorsFile(path)
     return {name: f.get(name) for name in f.keys()}
+
+
+def bf16_bits(a: np.ndarray) -> np.ndarray:
+    """float32 -> the uint16 bit patterns of bfloat16, rounded to nearest even (finite input)."""
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+    return ((u + np.uint32(0x7FFF) + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def write_safetensors(path, tensors: dict, metadata: dict | None = None) -> None:
+    """Write a ``.safetensors`` file, streaming: ``tensors`` maps a name to ``(dtype, shape,
+    chunks)`` with ``dtype`` a safetensors name (``"BF16"``, ``"U8"`` ...) and ``chunks`` an
+    iterable of arrays whose bytes, in order, are the tensor's little-endian data (so a tensor
+    larger than memory can be produced piece by piece). Sizes are checked while writing."""
+    layout, offset = {}, 0
+    for name, (dtype, shape, _) in tensors.items():
+        if dtype not in _DTYPES:
+            raise ValueError(f"tensor {name}: unknown dtype {dtype}")
+        n = math.prod(shape) * np.dtype(_DTYPES[dtype]).itemsize
+        layout[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    if metadata:
+        layout["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    head = json.dumps(layout, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
+    with open(path, "wb") as f:
+        f.write(len(head).to_bytes(8, "little"))
+        f.write(head)
+        for name, (_, _, chunks) in tensors.items():
+            want = layout[name]["data_offsets"][1] - layout[name]["data_offsets"][0]
+            got = 0
+            for chunk in chunks:
+                data = np.ascontiguousarray(chunk).tobytes()
+                f.write(data)
+                got += len(data)
+            if got != want:
+                raise ValueError(f"tensor {name}: {got} bytes written, header says {want}")

@@ -1,0 +1,370 @@
+"""One real BitLinear layer through the simulated engine, bit-exact and cycle-exact.
+
+``python -m sim.run_layer --checkpoint DIR --layer 3 --proj down --tokens-in 1,2,3``
+
+The layer comes from a checkpoint (any layout :func:`model.checkpoint.open_checkpoint` reads,
+opened lazily: only the layers up to ``--layer`` are read) or from a file exported on its own
+(``--weights``). Its input is the real activation the golden model computes for a prompt
+(``--prompt`` for byte-level models, ``--tokens-in`` token ids for others), codes from a file
+(``--acts``), or seeded random codes (``--tokens`` rows). The product runs on the engine's
+Verilog under the Verilator-native driver (:class:`sim.native.NativeEngine`); the command exits
+0 only if every accumulator equals the golden model's and the cycle count equals
+``model.accel_cycles.cycles``. It prints the cycles, the weight bytes streamed, the wall time of
+the simulation and the time at the built clock (``build/ice40/report.json``, or ``--fmax``).
+
+Exported layers (``--weights FILE``):
+
+* ``.npy``: one ``(M, K)`` matrix: float (quantized with absmean) or integers in {-1, 0, 1};
+* ``.npz`` / ``.safetensors``: ``weight`` as above, or packed as transformers writes BitNet
+  (uint8 ``(M/4, K)`` plus ``weight_scale``), or ``tq1`` bytes with ``shape`` (and ``gamma``);
+  a file holding a single array is read as that array.
+
+``--acts FILE`` (same suffixes, one array or ``acts``): float ``(T, K)`` activations, quantized
+per token with absmax, or int8 codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from model.accel import AccelConfig
+
+__all__ = ["PROJECTIONS", "RunLayerError", "layer_input", "main", "read_acts", "read_weights",
+           "run"]
+
+#: ``--proj`` names -> parameter-name infix.
+PROJECTIONS = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj",
+               "o": "self_attn.o_proj", "gate": "mlp.gate_proj", "up": "mlp.up_proj",
+               "down": "mlp.down_proj"}
+#: Engine of the default run: 4 x 16 lanes, every 2B4T layer fits (K, M <= 6912).
+DEFAULT_CONFIG = AccelConfig(rows=4, cols=16, max_k=6912, max_m=6912)
+
+
+class RunLayerError(Exception):
+    """A bad input or a failed check: one line for the user, exit status 1."""
+
+
+# ----------------------------------------------------------------------------------------------
+# inputs
+# ----------------------------------------------------------------------------------------------
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    from model.checkpoint import CheckpointError
+    from model.checkpoint.safetensors_file import read_safetensors
+
+    try:
+        if path.suffix == ".npy":
+            return {"": np.load(path, allow_pickle=False)}
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        if path.suffix == ".safetensors":
+            return read_safetensors(path)
+    except CheckpointError as e:
+        raise RunLayerError(str(e)) from None
+    except (OSError, ValueError, EOFError) as e:
+        raise RunLayerError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
+    raise RunLayerError(f"{path}: want .npy, .npz or .safetensors")
+
+
+def _single(arrays: dict, key: str, path: Path) -> np.ndarray:
+    if key in arrays:
+        return arrays[key]
+    if len(arrays) == 1:
+        return next(iter(arrays.values()))
+    raise RunLayerError(f"{path}: holds {sorted(arrays)}; name the array {key!r}")
+
+
+def read_weights(path) -> tuple[np.ndarray, np.float32 | None]:
+    """An exported layer -> ``(trits (M, K) int8, gamma or None)`` (see the module docstring)."""
+    from model.packing import unpack_i2_hf, unpack_tq1
+    from model.quant import absmean_quantize
+
+    path = Path(path)
+    arrays = _read_arrays(path)
+    if "tq1" in arrays:
+        shape = arrays.get("shape")
+        if shape is None or np.asarray(shape).shape != (2,):
+            raise RunLayerError(f"{path}: tq1 bytes need 'shape' = [M, K]")
+        m, k = (int(v) for v in np.asarray(shape))
+        try:
+            trits = unpack_tq1(arrays["tq1"].astype(np.uint8), m * k).reshape(m, k)
+        except (ValueError, TypeError) as e:
+            raise RunLayerError(f"{path}: tq1: {e}") from None
+        gamma = arrays.get("gamma")
+        return trits, None if gamma is None else np.float32(np.asarray(gamma).reshape(-1)[0])
+    w = _single(arrays, "weight", path)
+    if w.ndim != 2 or w.size == 0:
+        raise RunLayerError(f"{path}: weight has shape {w.shape}, want a 2-D (M, K) matrix")
+    if w.dtype == np.uint8 and "weight_scale" in arrays:
+        try:
+            trits = unpack_i2_hf(w, 4 * w.shape[0])
+        except ValueError as e:
+            raise RunLayerError(f"{path}: packed weight: {e}") from None
+        return trits, np.float32(np.asarray(arrays["weight_scale"]).reshape(-1)[0])
+    if np.issubdtype(w.dtype, np.floating):
+        if not np.all(np.isfinite(w)):
+            raise RunLayerError(f"{path}: weight has non-finite values")
+        trits, gamma = absmean_quantize(w)
+        return trits, gamma
+    if np.issubdtype(w.dtype, np.integer) and w.dtype != np.uint8:
+        if not np.isin(w, (-1, 0, 1)).all():
+            raise RunLayerError(f"{path}: integer weights must be trits in {{-1, 0, 1}}")
+        return w.astype(np.int8), None
+    raise RunLayerError(f"{path}: weight dtype {w.dtype}: want float, trits, or packed uint8 "
+                        "with weight_scale")
+
+
+def read_acts(path, k: int, act_bits: int) -> np.ndarray:
+    """Exported activations -> int8 codes ``(T, K)`` (float rows quantized with absmax)."""
+    from model.quant import absmax_quantize
+
+    path = Path(path)
+    a = _single(_read_arrays(path), "acts", path)
+    if a.ndim == 1:
+        a = a.reshape(1, -1)
+    if a.ndim != 2 or a.shape[1] != k or a.shape[0] == 0:
+        raise RunLayerError(f"{path}: activations have shape {a.shape}, want (T, K={k})")
+    if np.issubdtype(a.dtype, np.floating):
+        if not np.all(np.isfinite(a)):
+            raise RunLayerError(f"{path}: activations have non-finite values")
+        return absmax_quantize(a, act_bits)[0]
+    lo, hi = -(1 << (act_bits - 1)), (1 << (act_bits - 1)) - 1
+    if not np.issubdtype(a.dtype, np.integer) or a.min() < lo or a.max() > hi:
+        raise RunLayerError(f"{path}: integer activations must be codes in [{lo}, {hi}]")
+    return a.astype(np.int8)
+
+
+class _Captured(Exception):
+    pass
+
+
+def layer_input(reader, tokens, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(xq, trits)`` of projection ``name`` when the golden model runs ``tokens``: the model
+    runs up to that projection and stops (later layers are never read)."""
+    from model.bitlinear import ternary_matmul
+
+    got = {}
+
+    def hook(n, xq, trits):
+        if n == name:
+            got["xq"], got["trits"] = xq.copy(), trits
+            raise _Captured
+        return ternary_matmul(xq, trits)
+
+    try:
+        reader.transformer(matmul=hook).forward(tokens)
+    except _Captured:
+        pass
+    return got["xq"], got["trits"]
+
+
+# ----------------------------------------------------------------------------------------------
+# the run
+# ----------------------------------------------------------------------------------------------
+def run(xq: np.ndarray, trits: np.ndarray, config: AccelConfig, fmax_mhz: float | None = None,
+        fmax_source: str = "") -> dict:
+    """Run ``acc = xq @ trits.T`` on the native engine; compare; return the figures."""
+    from model.accel_cycles import cycles as model_cycles
+    from model.bitlinear import ternary_matmul
+    from model.packing import pack_layer_stream
+    from sim.native import NativeEngine
+
+    m, k = trits.shape
+    t = xq.shape[0]
+    t0 = time.perf_counter()
+    stream = pack_layer_stream(trits, config)
+    pack_s = time.perf_counter() - t0
+    with NativeEngine(config) as eng:
+        t0 = time.perf_counter()
+        acc, cyc = eng.run_layer(xq, stream=stream, shape=(m, k))
+        call_s = time.perf_counter() - t0
+        sim_s = eng.last_sim_seconds
+    want = ternary_matmul(xq, trits)
+    want_cycles = model_cycles(config, m, k, t)
+    out = {"m": m, "k": k, "tokens": t, "accel_config": config.to_dict(),
+           "cycles": cyc, "model_cycles": want_cycles, "beats_per_token": config.beats(m, k),
+           "weight_bytes": t * config.beats(m, k) * config.bytes_per_beat,
+           "exact": bool(np.array_equal(acc, want)), "cycles_equal": cyc == want_cycles,
+           "pack_seconds": round(pack_s, 3), "sim_seconds": round(sim_s, 3),
+           "call_seconds": round(call_s, 3),
+           "sim_cycles_per_s": cyc / sim_s if sim_s > 0 else None,
+           "fmax_mhz": fmax_mhz, "fmax_source": fmax_source}
+    if fmax_mhz:
+        out["seconds_at_clock"] = cyc / (fmax_mhz * 1e6)
+    if not out["exact"]:
+        bad = np.argwhere(acc != want)[0]
+        raise RunLayerError(f"accumulator ({bad[0]}, {bad[1]}) = {acc[tuple(bad)]}, the golden "
+                            f"model says {want[tuple(bad)]}")
+    if not out["cycles_equal"]:
+        raise RunLayerError(f"{cyc} cycles, the cycle model says {want_cycles}")
+    return out
+
+
+def _config(text: str | None, m: int, k: int) -> AccelConfig:
+    if text is None:
+        return DEFAULT_CONFIG
+    p = Path(text)
+    try:
+        raw = p.read_text() if text.strip().endswith(".json") or p.is_file() else text
+        cfg = AccelConfig.from_dict(json.loads(raw))
+    except OSError as e:
+        raise RunLayerError(f"--config {text}: cannot read ({e})") from None
+    except (ValueError, TypeError) as e:
+        raise RunLayerError(f"--config: {e}") from None
+    try:
+        cfg.check_layer(m, k)
+    except ValueError as e:
+        raise RunLayerError(f"--config: the {m} x {k} layer does not fit: {e}") from None
+    return cfg
+
+
+def _tokens_in(text: str) -> list[int]:
+    try:
+        ids = [int(v) for v in text.replace(" ", "").split(",") if v != ""]
+    except ValueError:
+        raise RunLayerError(f"--tokens-in {text!r}: want comma-separated token ids") from None
+    if not ids:
+        raise RunLayerError("--tokens-in: no token ids")
+    return ids
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sim.run_layer", description=__doc__.split(
+        "\n\n")[0])
+    src = ap.add_argument_group("the layer")
+    src.add_argument("--checkpoint", type=Path, help="model checkpoint (HF directory, .gguf, "
+                                                     ".npz)")
+    src.add_argument("--layer", type=int, help="layer index (with --checkpoint)")
+    src.add_argument("--proj", help=f"projection: {', '.join(PROJECTIONS)}")
+    src.add_argument("--weights", type=Path, help="an exported layer instead of a checkpoint")
+    inp = ap.add_argument_group("its input")
+    inp.add_argument("--prompt", help="text (byte-level models): the golden model's activations")
+    inp.add_argument("--tokens-in", help="token ids, e.g. 1,2,3: the golden model's activations")
+    inp.add_argument("--acts", type=Path, help="activations from a file")
+    inp.add_argument("--tokens", type=int, default=1,
+                     help="rows of seeded random codes when no input is given (default 1)")
+    inp.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--config", help="engine AccelConfig as JSON text or a .json file "
+                                     f"(default: {DEFAULT_CONFIG.to_json()})")
+    ap.add_argument("--fmax", type=float, help="clock in MHz for the time at the clock "
+                                               "(default: build/ice40/report.json)")
+    ap.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    args = ap.parse_args(argv)
+    # -- argument checks, before any long work --------------------------------------------
+    if (args.checkpoint is None) == (args.weights is None):
+        ap.error("give exactly one of --checkpoint or --weights")
+    if args.checkpoint is not None and (args.layer is None or args.proj is None):
+        ap.error("--checkpoint needs --layer and --proj")
+    if args.proj is not None and args.proj.removesuffix("_proj") not in PROJECTIONS:
+        ap.error(f"--proj {args.proj!r}: want one of {', '.join(PROJECTIONS)}")
+    given = [n for n in ("prompt", "tokens_in", "acts") if getattr(args, n) is not None]
+    if len(given) > 1:
+        ap.error("give at most one of --prompt, --tokens-in, --acts")
+    if args.weights is not None and (args.prompt is not None or args.tokens_in is not None):
+        ap.error("--prompt / --tokens-in need a --checkpoint (the golden model computes the "
+                 "activations)")
+    if not 1 <= args.tokens <= 65535:
+        ap.error(f"--tokens {args.tokens}: want 1..65535")
+    if args.fmax is not None and not (np.isfinite(args.fmax) and args.fmax > 0):
+        ap.error(f"--fmax {args.fmax}: want a clock in MHz > 0")
+    if args.json is not None and not args.json.parent.is_dir():
+        ap.error(f"--json {args.json}: directory {args.json.parent} does not exist")
+    try:
+        return _main(args)
+    except RunLayerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def _main(args) -> int:
+    from model.checkpoint import CheckpointError, open_checkpoint
+    from sim.native import NativeEngineError
+    from sim.run_model import DEFAULT_FMAX_MHZ, read_build
+
+    rng = np.random.default_rng(args.seed)
+    what = ""
+    try:
+        if args.checkpoint is not None:
+            reader = open_checkpoint(args.checkpoint)
+            c = reader.config
+            if not 0 <= args.layer < c.n_layers:
+                raise RunLayerError(f"--layer {args.layer}: the model has layers "
+                                    f"0..{c.n_layers - 1}")
+            name = f"layers.{args.layer}.{PROJECTIONS[args.proj.removesuffix('_proj')]}.weight"
+            what = f"{args.checkpoint} {name}"
+            m, k = _shape(reader, name)
+            config = _config(args.config, m, k)
+            if args.prompt is not None or args.tokens_in is not None:
+                if args.prompt is not None:
+                    if c.vocab_size != 256:
+                        raise RunLayerError(f"--prompt: the model is not byte-level (vocabulary "
+                                            f"{c.vocab_size}); give --tokens-in")
+                    ids = list(args.prompt.encode())
+                else:
+                    ids = _tokens_in(args.tokens_in)
+                if not ids or len(ids) > c.max_seq:
+                    raise RunLayerError(f"the prompt has {len(ids)} tokens; the model takes "
+                                        f"1..{c.max_seq}")
+                if min(ids) < 0 or max(ids) >= c.vocab_size:
+                    raise RunLayerError(f"token ids must lie in [0, {c.vocab_size})")
+                xq, trits = layer_input(reader, np.array(ids), name)
+            else:
+                trits = reader.ternary(name).trits
+                xq = _codes(args, rng, k, config.act_bits)
+        else:
+            trits, _ = read_weights(args.weights)
+            m, k = trits.shape
+            what = str(args.weights)
+            config = _config(args.config, m, k)
+            xq = _codes(args, rng, k, config.act_bits)
+    except CheckpointError as e:
+        raise RunLayerError(str(e)) from None
+    m, k = trits.shape
+    build = read_build()
+    if args.fmax is not None:
+        fmax, source = args.fmax, "--fmax"
+    elif build["fmax_mhz"]:
+        fmax, source = build["fmax_mhz"], "build/ice40/report.json (the board's engine)"
+    else:
+        fmax, source = DEFAULT_FMAX_MHZ, "design target (no build report)"
+    try:
+        out = run(xq, trits, config, fmax, source)
+    except NativeEngineError as e:
+        raise RunLayerError(f"the simulated engine failed: {e}") from None
+    out["layer"] = what
+    print(f"layer     {what}: M={m} K={k}, {xq.shape[0]} token(s)")
+    print(f"engine    {config.to_json()}")
+    print(f"exact     all {xq.shape[0] * m} accumulators equal the golden model")
+    print(f"cycles    {out['cycles']} (cycle model {out['model_cycles']}), "
+          f"{out['beats_per_token']} beats per token")
+    print(f"weights   {out['weight_bytes']} bytes streamed ({config.packing})")
+    print(f"wall      {out['sim_seconds']:.2f} s simulating ({out['sim_cycles_per_s'] / 1e6:.2f} "
+          f"M cycles/s), {out['call_seconds']:.2f} s the whole call, {out['pack_seconds']:.2f} s "
+          "packing")
+    print(f"at clock  {out['seconds_at_clock'] * 1e3:.3f} ms at {fmax:.2f} MHz ({source})")
+    if args.json is not None:
+        args.json.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
+    return 0
+
+
+def _shape(reader, name):
+    from model.transformer import param_shapes
+
+    return param_shapes(reader.config)[name][0]
+
+
+def _codes(args, rng, k: int, act_bits: int) -> np.ndarray:
+    if args.acts is not None:
+        return read_acts(args.acts, k, act_bits)
+    lo = -(1 << (act_bits - 1))
+    return rng.integers(lo, -lo, size=(args.tokens, k)).astype(np.int8)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
