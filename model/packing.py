@@ -125,7 +125,8 @@ def unpack_i2(data, n: int) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # tq1
 # ----------------------------------------------------------------------------------------------
-_POW3 = np.array([81, 27, 9, 3, 1], dtype=np.int64)
+#: ``ceil(q * 256 / 243)`` for every group value ``q`` in 0..242.
+_TQ1_BYTE = ((np.arange(243, dtype=np.int64) * 256 + 242) // 243).astype(np.uint8)
 
 
 def encode_tq1_digits(digits) -> np.ndarray:
@@ -134,9 +135,12 @@ def encode_tq1_digits(digits) -> np.ndarray:
     ``q = 81 d0 + 27 d1 + 9 d2 + 3 d3 + d4`` and the byte is ``ceil(q * 256 / 243)``, computed in
     integers as ``(q * 256 + 242) // 243`` (llama.cpp TQ1_0 / gguf-py ``quants.py``).
     """
-    d = np.asarray(digits, dtype=np.int64)
-    q = d @ _POW3
-    return ((q * 256 + 242) // 243).astype(np.uint8)
+    d = np.asarray(digits)
+    if d.size and (d.min() < 0 or d.max() > 2):
+        raise ValueError("base-3 digits must be 0, 1 or 2")
+    d = d.astype(np.int16)
+    q = (((d[..., 0] * 3 + d[..., 1]) * 3 + d[..., 2]) * 3 + d[..., 3]) * 3 + d[..., 4]
+    return _TQ1_BYTE[q]
 
 
 def decode_tq1_byte(b: int) -> tuple[int, int, int, int, int]:
@@ -196,8 +200,8 @@ def pack_tq1(trits) -> np.ndarray:
     t = validate_trits(trits, ndim=1)
     n = t.size
     nbytes = -(-n // 5)
-    digits = np.ones(nbytes * 5, dtype=np.int64)
-    digits[:n] = t.astype(np.int64) + 1
+    digits = np.ones(nbytes * 5, dtype=np.int8)
+    digits[:n] = t + 1
     return encode_tq1_digits(digits.reshape(nbytes, 5))
 
 

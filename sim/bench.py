@@ -10,6 +10,9 @@ default :class:`model.accel.AccelConfig`, runs the same layer through
 
 * the **amaranth** path: the engine's Amaranth description in Amaranth's own simulator
   (:class:`sim.amaranth_engine.AmaranthEngine`, in this process, no Verilog);
+* the **native** path: the engine's Verilog (Yosys-optimized) under a C++ clock loop, no
+  Python or VPI per cycle (:class:`sim.native.NativeEngine`); its figure is the clock loop's
+  own time, its whole calls (packing, pipe transfer) are reported beside it;
 
 and prints / writes ``build/sim_bench.json`` and ``build/sim_bench.md``: simulated cycles per
 wall second of each path, with the setup (config, layer, simulator, machine). Results are
@@ -63,9 +66,52 @@ def _bench_amaranth(config: AccelConfig, m: int, k: int, tokens: int, repeats: i
             "process_seconds": time.monotonic() - t0}
 
 
+def _bench_native(config: AccelConfig, m: int, k: int, tokens: int, repeats: int) -> dict:
+    """The same layer ``repeats`` times on :class:`sim.native.NativeEngine`."""
+    import numpy as np
+
+    from model.accel_cycles import cycles as model_cycles
+    from model.packing import pack_layer_stream
+    from sim.engine_tb import golden_acc
+    from sim.native import NativeEngine
+
+    rng = np.random.default_rng(1)
+    lo = -(1 << (config.act_bits - 1))
+    xq = rng.integers(lo, -lo, (tokens, k)).astype(np.int8)
+    trits = rng.integers(-1, 2, (m, k)).astype(np.int8)
+    want = golden_acc(xq, trits)
+    t0 = time.monotonic()
+    with NativeEngine(config) as eng:
+        t1 = time.monotonic()
+        stream = pack_layer_stream(trits, config)
+        pack = time.monotonic() - t1
+        total = first = first_cycles = 0
+        t1 = time.monotonic()
+        for i in range(repeats):
+            ts = time.monotonic()
+            acc, cyc = eng.run_layer(xq, stream=stream, shape=(m, k))
+            if not np.array_equal(acc, want) or cyc != model_cycles(config, m, k, tokens):
+                raise AssertionError("native engine result or cycles differ from model/")
+            total += cyc
+            if i == 0:
+                first, first_cycles = time.monotonic() - ts, cyc
+        seconds = time.monotonic() - t1
+        loop = eng.sim_seconds
+    rest = seconds - first
+    return {"cycles": total, "seconds": loop, "cycles_per_second": total / loop,
+            "calls_per_second": repeats / seconds, "first_call_seconds": first,
+            "steady_cycles_per_second": ((total - first_cycles) / rest if rest > 0
+                                         else total / seconds),
+            "call_seconds": seconds, "call_cycles_per_second": total / seconds,
+            "pack_seconds": pack, "process_seconds": time.monotonic() - t0}
+
+
+PATHS = ("stream", "fast", "amaranth", "native")
+
+
 def run_bench(config: AccelConfig, m: int, k: int, tokens: int, repeats: int,
-              amaranth_repeats: int = 2) -> dict:
-    """Run every path; return the report dict."""
+              amaranth_repeats: int = 2, paths=PATHS) -> dict:
+    """Run the ``paths``; return the report dict."""
     from hw.engine import BitLinearEngine
     from sim.fast import build_fast_engine
 
@@ -75,11 +121,15 @@ def run_bench(config: AccelConfig, m: int, k: int, tokens: int, repeats: int,
                       f"Python {platform.python_version()}", "paths": {}}
     params = {"config": config.to_dict(), "m": m, "k": k, "tokens": tokens,
               "repeats": repeats, "out": None}
-    builds = {
-        "stream": SimBuild(BitLinearEngine(config=config), dut="bitlinear_engine",
-                           key=config.slug),
-        "fast": build_fast_engine(config),
-    }
+    builds = {}
+    if "stream" in paths:
+        builds["stream"] = SimBuild(BitLinearEngine(config=config), dut="bitlinear_engine",
+                                    key=config.slug)
+    if "fast" in paths:
+        beats = config.beats(m, k)
+        builds["fast"] = (build_fast_engine(config) if beats <= 16384 else build_fast_engine(
+            config, weight_depth=beats, act_depth=max(4096, tokens * config.k_tiles(k)),
+            result_depth=max(16384, tokens * m)))
     for name, build in builds.items():
         result = build.build_dir / f"bench_{name}.json"
         params["out"] = str(result)
@@ -89,11 +139,14 @@ def run_bench(config: AccelConfig, m: int, k: int, tokens: int, repeats: int,
         data = json.loads(result.read_text())
         data["process_seconds"] = time.monotonic() - t0
         out["paths"][name] = data
-    if amaranth_repeats:
+    if amaranth_repeats and "amaranth" in paths:
         out["paths"]["amaranth"] = _bench_amaranth(config, m, k, tokens, amaranth_repeats)
-    s, f = out["paths"]["stream"], out["paths"]["fast"]
-    out["speedup"] = f["cycles_per_second"] / s["cycles_per_second"]
-    out["steady_speedup"] = f["steady_cycles_per_second"] / s["steady_cycles_per_second"]
+    if "native" in paths:
+        out["paths"]["native"] = _bench_native(config, m, k, tokens, repeats)
+    base = out["paths"].get("stream")
+    if base:
+        out["speedup"] = {n: p["cycles_per_second"] / base["cycles_per_second"]
+                          for n, p in out["paths"].items()}
     return out
 
 
@@ -112,14 +165,20 @@ def _markdown(rep: dict) -> str:
                      f"{p['cycles_per_second']:.0f} | {p['calls_per_second']:.2f} | "
                      f"{p['first_call_seconds']:.3f} | {p['steady_cycles_per_second']:.0f} |")
     lines += ["", "The amaranth path runs fewer calls (`--amaranth-repeats`); its wall time "
-              "excludes nothing but the simulator construction.",
-              "", f"Fast path speed-up: {rep['speedup']:.1f}x over all calls, "
-              f"{rep['steady_speedup']:.1f}x once the layer's weights are resident. "
-              "Wall time excludes the Verilator build and simulator start-up; "
-              "the fast path includes loading weights through "
-              "simulator handles on the first call (later calls reuse the resident layer) and "
-              "reading the results back.", ""]
-    return "\n".join(lines)
+              "excludes nothing but the simulator construction. Wall time excludes the "
+              "Verilator build and simulator start-up; the fast path includes loading weights "
+              "through simulator handles on the first call (later calls reuse the resident "
+              "layer) and reading the results back. The native path's wall time is its C++ "
+              "clock loop alone (what the simulator does per cycle);"]
+    nat = rep["paths"].get("native")
+    if nat:
+        lines += [f"its whole calls, with the pipe transfer of the weight stream and the "
+                  f"results, ran {nat['call_cycles_per_second']:.0f} cycles/s; packing the "
+                  f"stream once took {nat['pack_seconds']:.2f} s."]
+    if "speedup" in rep:
+        lines += ["", "Speed-up over the stream path: " + ", ".join(
+            f"{n} {x:.1f}x" for n, x in rep["speedup"].items() if n != "stream") + "."]
+    return "\n".join(lines + [""])
 
 
 def main(argv=None) -> int:
@@ -130,16 +189,30 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=8)
     p.add_argument("--amaranth-repeats", type=int, default=2,
                    help="calls on the Amaranth-simulator path (0 skips it; it is slow)")
+    p.add_argument("--config", help="engine AccelConfig as JSON (default: AccelConfig())")
+    p.add_argument("--paths", default=",".join(PATHS),
+                   help=f"comma-separated subset of {','.join(PATHS)}")
+    p.add_argument("--out", default="sim_bench", help="report name under build/")
     args = p.parse_args(argv)
-    rep = run_bench(AccelConfig(), args.m, args.k, args.tokens, args.repeats,
-                    args.amaranth_repeats)
+    paths = [x for x in args.paths.split(",") if x]
+    if not paths or any(x not in PATHS for x in paths):
+        p.error(f"--paths: want a subset of {','.join(PATHS)}")
+    try:
+        config = AccelConfig.from_json(args.config) if args.config else AccelConfig()
+        config.check_layer(args.m, args.k)
+    except (ValueError, TypeError) as e:
+        p.error(f"--config / --m / --k: {e}")
+    if args.repeats < 1 or not 1 <= args.tokens <= 65535:
+        p.error("--repeats must be >= 1 and --tokens in 1..65535")
+    rep = run_bench(config, args.m, args.k, args.tokens, args.repeats,
+                    args.amaranth_repeats, paths)
     outdir = ROOT / "build"
     outdir.mkdir(exist_ok=True)
-    (outdir / "sim_bench.json").write_text(json.dumps(rep, indent=2))
+    (outdir / f"{args.out}.json").write_text(json.dumps(rep, indent=2))
     md = _markdown(rep)
-    (outdir / "sim_bench.md").write_text(md)
+    (outdir / f"{args.out}.md").write_text(md)
     print(md)
-    print(f"wrote {outdir / 'sim_bench.json'} and {outdir / 'sim_bench.md'}")
+    print(f"wrote {outdir / (args.out + '.json')} and {outdir / (args.out + '.md')}")
     return 0
 
 

@@ -12,6 +12,8 @@ BitLinear integer product ``acc = xq @ trits.T`` of every layer to a *backend*:
   rate by a small sequencer); cycles counted by the hardware;
 * ``cocotb-stream``: the same Verilog of the bare ``BitLinearEngine``, every stream driven cycle
   by cycle from Python (:class:`sim.engine_tb.EngineTB`, results also checked by its scoreboard);
+* ``native``: the engine's Verilog under the Verilator-native C++ driver
+  (:class:`sim.native.NativeEngine`, no Python per cycle: the backend for real-size models);
 * ``amaranth``: the engine's Amaranth description in Amaranth's own simulator
   (:class:`sim.amaranth_engine.AmaranthEngine`), no Verilog involved;
 * ``pymodel``: a Python model of the engine (no RTL): the layer's weight stream packed exactly
@@ -65,7 +67,7 @@ __all__ = [
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CHECKPOINT = ROOT / "model" / "data" / "bitnet_kjv.npz"
 REPORT = ROOT / "build" / "ice40" / "report.json"
-BACKENDS = ("cocotb-fast", "cocotb-stream", "amaranth", "pymodel", "golden")
+BACKENDS = ("cocotb-fast", "cocotb-stream", "native", "amaranth", "pymodel", "golden")
 DEFAULT_BACKEND = "cocotb-fast"
 #: Fmax (MHz) used when there is no build report and no --fmax: the design target of
 #: docs/architecture.md for the iCE40 UP5K (stated as such in the output)
@@ -224,6 +226,24 @@ class AmaranthBackend:
         return self.engine.run_layer(xq, trits)
 
 
+class NativeBackend:
+    """The engine's Verilog under the Verilator-native driver; cycles counted by the driver."""
+
+    name = "native"
+
+    def __init__(self, config: AccelConfig):
+        from sim.native import NativeEngine
+
+        self.config = config
+        self.engine = NativeEngine(config)
+
+    def matmul(self, name: str, xq: np.ndarray, trits: np.ndarray) -> tuple[np.ndarray, int]:
+        return self.engine.run_layer(xq, trits)
+
+    def close(self) -> None:
+        self.engine.close()
+
+
 @dataclasses.dataclass
 class GenerationResult:
     """Tokens and per-call records of one generation."""
@@ -234,6 +254,7 @@ class GenerationResult:
     seconds: float
 
     def text(self) -> str:
+        """The tokens as the text of a byte-level model."""
         return bytes(self.tokens).decode("utf-8", errors="replace")
 
     def per_step(self, key: str) -> list[int]:
@@ -264,6 +285,9 @@ class Progress:
         self._drawn = now
         phase = "prefill" if self.tokens == 0 else f"token {self.tokens}/{self.n}"
         line = f"{self.prefix}: {phase}, {self.calls} BitLinear calls, {now - self.t0:.0f} s"
+        if self.tokens:
+            eta = (now - self.t0) / self.tokens * (self.n - self.tokens)
+            line += f", ETA {eta:.0f} s"
         if tty:
             print("\r" + line, end="", file=self.stream, flush=True)
         else:
@@ -522,10 +546,14 @@ def summarize(res: GenerationResult, config: AccelConfig, fmax_mhz: float | None
     return out
 
 
-def run(checkpoint: Path, prompt: str, n_tokens: int, backend: str = DEFAULT_BACKEND,
+def run(checkpoint: Path, prompt: str | None, n_tokens: int, backend: str = DEFAULT_BACKEND,
         config: AccelConfig | None = None, fmax: float | None = None,
-        report: Path = REPORT, quiet: bool = False) -> dict:
-    """Run the golden reference and the backend, compare, and return the summary dict."""
+        report: Path = REPORT, quiet: bool = False, token_ids: list[int] | None = None) -> dict:
+    """Run the golden reference and the backend, compare, and return the summary dict.
+
+    The prompt is ``prompt`` as UTF-8 bytes (byte-level models) or ``token_ids``. The
+    checkpoint is opened lazily (:func:`model.checkpoint.open_checkpoint`), so a 2B-class
+    model runs a layer at a time."""
     from model import checkpoint as ckpt
 
     if backend not in BACKENDS:
@@ -536,10 +564,18 @@ def run(checkpoint: Path, prompt: str, n_tokens: int, backend: str = DEFAULT_BAC
     if config is None:
         config, config_source = ((build["config"], f"the build in {report}") if build["config"]
                                  else (AccelConfig(), "AccelConfig() (no build report)"))
-    ck = ckpt.load(checkpoint)
-    tokens = list(prompt.encode("utf-8"))
+    ck = ckpt.open_checkpoint(checkpoint)
+    if token_ids is not None:
+        tokens = list(token_ids)
+    elif ck.config.vocab_size != 256:
+        raise ValueError(f"the model is not byte-level (vocabulary {ck.config.vocab_size}): "
+                         "give token ids (--tokens-in)")
+    else:
+        tokens = list(prompt.encode("utf-8"))
     if not tokens:
         raise ValueError("the prompt must not be empty")
+    if min(tokens) < 0 or max(tokens) >= ck.config.vocab_size:
+        raise ValueError(f"token ids must lie in [0, {ck.config.vocab_size})")
     if len(tokens) + n_tokens > int(ck.config.max_seq):
         raise ValueError(f"prompt + tokens = {len(tokens) + n_tokens} exceeds max_seq_len "
                          f"{ck.config.max_seq}")
@@ -556,8 +592,12 @@ def run(checkpoint: Path, prompt: str, n_tokens: int, backend: str = DEFAULT_BAC
                        progress=show)
     else:
         impl = {"golden": GoldenBackend, "pymodel": PyModelBackend,
-                "amaranth": AmaranthBackend}[backend](config)
-        hw = generate(ck, tokens, n_tokens, impl.matmul, config, show)
+                "amaranth": AmaranthBackend, "native": NativeBackend}[backend](config)
+        try:
+            hw = generate(ck, tokens, n_tokens, impl.matmul, config, show)
+        finally:
+            if hasattr(impl, "close"):
+                impl.close()
     compare(ref, hw)
     if fmax is not None:
         fmax_mhz, source = fmax, "--fmax"
@@ -578,7 +618,8 @@ def run(checkpoint: Path, prompt: str, n_tokens: int, backend: str = DEFAULT_BAC
                   "(run python -m hw.build for this config or pass --fmax)")
     out = summarize(hw, config, fmax_mhz, source, backend)
     out["config_source"] = config_source
-    out["text"] = hw.text()
+    out["text"] = (hw.text() if ck.config.vocab_size == 256
+                   else ",".join(str(t) for t in hw.tokens))
     out["golden_equal"] = True
     from model.accel_cycles import cycles
 
@@ -597,7 +638,10 @@ def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
     p = argparse.ArgumentParser(prog="python -m sim.run_model", description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
-    p.add_argument("--prompt", default="And God said")
+    p.add_argument("--prompt", default="And God said", help="text prompt (byte-level models)")
+    p.add_argument("--prompt-file", type=Path, default=None, help="read the text prompt here")
+    p.add_argument("--tokens-in", default=None,
+                   help="token ids of the prompt, e.g. 1,2,3 (models that are not byte-level)")
     p.add_argument("--tokens", type=int, default=16)
     p.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
                    help=f"what computes every BitLinear (default {DEFAULT_BACKEND})")
@@ -609,12 +653,26 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.tokens < 1:
         p.error("--tokens must be >= 1")
+    token_ids = None
+    if args.tokens_in is not None:
+        try:
+            token_ids = [int(t) for t in args.tokens_in.replace(" ", "").split(",") if t]
+        except ValueError:
+            p.error(f"--tokens-in {args.tokens_in!r}: want comma-separated token ids")
+        if not token_ids:
+            p.error("--tokens-in: no token ids")
+    if args.prompt_file is not None:
+        try:
+            args.prompt = args.prompt_file.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            p.error(f"--prompt-file {args.prompt_file}: {e}")
     config = None
     if args.config:
         text = Path(args.config).read_text() if os.path.exists(args.config) else args.config
         config = AccelConfig.from_json(text)
     try:
-        out = run(args.checkpoint, args.prompt, args.tokens, args.backend, config, args.fmax)
+        out = run(args.checkpoint, args.prompt, args.tokens, args.backend, config, args.fmax,
+                  token_ids=token_ids)
     except ModuleNotFoundError as e:
         print(f"error: {e.name} is needed for this backend and is not importable", file=sys.stderr)
         return 2
@@ -626,7 +684,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         raise
-    print(f"prompt:    {args.prompt!r}")
+    print(f"prompt:    {args.prompt!r}" if token_ids is None else f"prompt:    {token_ids}")
     print(f"generated: {out['text']!r}")
     print(f"backend {out['backend']}: tokens and all {out['bitlinear_calls']} BitLinear "
           "accumulators equal the golden model bit for bit; every call's cycles equal "

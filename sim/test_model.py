@@ -265,3 +265,28 @@ def test_cli_every_backend(capsys):
                         "--config", AccelConfig().to_json()]) == 0
         out = capsys.readouterr().out
         assert f"backend {backend}: tokens and all" in out and "cycles/token" in out
+
+
+def test_native_backend_generates_like_the_golden_model(capsys):
+    """``--backend native``: the shipped model, every accumulator and cycle count checked."""
+    assert rm.main(["--prompt", "And God", "--tokens", "3", "--backend", "native",
+                    "--config", AccelConfig().to_json()]) == 0
+    out = capsys.readouterr().out
+    assert "backend native: tokens and all 63 BitLinear accumulators equal" in out
+
+
+def test_token_ids_for_models_that_are_not_byte_level(capsys, tmp_path):
+    """A 2B4T-layout checkpoint (vocabulary 320 here), opened lazily: --tokens-in."""
+    from model.checkpoint.synthetic import BITNET_2B4T, write_hf
+
+    path = write_hf(tmp_path / "m", BITNET_2B4T.replace(
+        vocab_size=320, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=128, max_seq=64))
+    config = AccelConfig(max_k=128, max_m=320)
+    assert rm.main(["--checkpoint", str(path), "--tokens-in", "7,300,2", "--tokens", "2",
+                    "--backend", "native", "--config", config.to_json()]) == 0
+    out = capsys.readouterr().out
+    assert "prompt:    [7, 300, 2]" in out and "all 28 BitLinear accumulators equal" in out
+    with pytest.raises(ValueError, match="not byte-level"):
+        rm.run(path, "hi", 1, "golden", config)
+    with pytest.raises(SystemExit):
+        rm.main(["--checkpoint", str(path), "--tokens-in", "1,x"])

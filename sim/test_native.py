@@ -132,3 +132,22 @@ def test_act_chunk_layout():
     assert chunks.tolist() == [[0xE1, 0x07], [0x08, 0x00]]
     cfg8 = AccelConfig(rows=1, cols=2)
     assert act_chunks(np.array([[-1, 2, 3]], np.int8), cfg8).tolist() == [[255, 2], [3, 0]]
+
+
+def test_real_layer_engine_holds_the_largest_accumulator():
+    """The default engine for real layers (K, M <= 6912): its accumulator width is proven for
+    K = 6912 (|acc| <= 6912 * 128 = 884,736, 21 bits); the extreme values come out exact."""
+    from sim.run_layer import DEFAULT_CONFIG
+    from sim.runner import SimulatorUnavailable
+
+    assert DEFAULT_CONFIG.acc_width == 21
+    try:
+        eng = NativeEngine(DEFAULT_CONFIG)
+    except SimulatorUnavailable as exc:
+        pytest.skip(str(exc))
+    with eng:
+        for fill in (-1, 1):
+            xq, trits = _layer(None, DEFAULT_CONFIG, 6, 6912, 1, fill=fill)
+            acc, cyc = eng.run_layer(xq, trits)
+            assert acc.tolist() == [[-128 * 6912 * fill] * 6]
+            assert cyc == cycles(DEFAULT_CONFIG, 6, 6912, 1)

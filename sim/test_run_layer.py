@@ -101,3 +101,32 @@ def test_bad_files_and_configs_are_refused(capsys, tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["--weights", str(tmp_path / "ok.npy"), "--checkpoint", str(tmp_path)])
     assert e.value.code == 2
+
+
+@pytest.fixture(scope="module")
+def real_width(tmp_path_factory):
+    """One 2B4T layer at its real width (2560, FFN 6912, 20/5 heads), a small vocabulary."""
+    return write_hf(tmp_path_factory.mktemp("rw") / "m",
+                    BITNET_2B4T.replace(n_layers=1, vocab_size=1024), seed=7)
+
+
+def test_real_width_layer_every_projection(real_width, capsys, tmp_path):
+    """Every projection of a real-width layer on the default engine for real layers (4 x 16,
+    K, M <= 6912): 2560 x 2560, 640 x 2560, 6912 x 2560 and 2560 x 6912, exact and cycle-exact,
+    with the golden model's activations."""
+    for proj in ("q", "k", "v", "o", "gate", "up", "down"):
+        code = main(["--checkpoint", str(real_width), "--layer", "0", "--proj", proj,
+                     "--tokens-in", "17,1000", "--json", str(tmp_path / f"{proj}.json")])
+        assert code == 0, capsys.readouterr().err
+        fig = json.loads((tmp_path / f"{proj}.json").read_text())
+        assert fig["exact"] and fig["cycles_equal"] and fig["tokens"] == 2
+    assert (fig["m"], fig["k"]) == (2560, 6912)
+
+
+@pytest.mark.slow
+def test_2b4t_shaped_checkpoint_two_layers(tmp_path, capsys):
+    """The full 2B4T shape (vocabulary 128,256 and its 656 MB embedding) with two layers: the
+    last layer's down projection, through the lazily read checkpoint."""
+    path = write_hf(tmp_path / "m", BITNET_2B4T.replace(n_layers=2), seed=1)
+    assert main(["--checkpoint", str(path), "--layer", "1", "--proj", "down",
+                 "--tokens-in", "128000,42,7"]) == 0, capsys.readouterr().err

@@ -10,7 +10,14 @@ import pytest
 
 from model import checkpoint as ckpt
 from model.checkpoint.safetensors_file import SafetensorsFile, bf16_bits, open_safetensors
-from model.checkpoint.synthetic import BITNET_2B4T, DENSITY, main, random_trits, write_hf
+from model.checkpoint.synthetic import (
+    BITNET_2B4T,
+    DENSITY,
+    main,
+    random_trits,
+    write_gguf,
+    write_hf,
+)
 from model.transformer import param_shapes
 
 #: 2B4T's layout and ratios at a size the suite can afford
@@ -111,3 +118,25 @@ def test_random_trits_and_generator_cli(tmp_path):
     assert e.value.code == 2
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "n"), "--layers", "0"])
+
+
+def test_generator_gguf_is_the_same_model(tmp_path):
+    """write_gguf writes what llama.cpp's converter writes for these weights; it loads (as
+    relu2, 2B4T's activation) into the same model as the HF directory of the same seed."""
+    import gguf
+
+    config = SMALL_2B4T.replace(d_model=256, d_ff=512)
+    hf = ckpt.load(write_hf(tmp_path / "hf", config, seed=4))
+    for qtype in ("TQ1_0", "TQ2_0"):
+        path = write_gguf(tmp_path / f"m-{qtype}.gguf", config, seed=4, qtype=qtype)
+        reader = gguf.GGUFReader(str(path))
+        types = {t.name: t.tensor_type.name for t in reader.tensors}
+        assert types["token_embd.weight"] == "F16" and types["blk.1.ffn_down.weight"] == qtype
+        assert "output.weight" not in types and not any(n.endswith(".scale") for n in types)
+        g = ckpt.load_gguf(path, hidden_act="relu2")
+        assert g.config == config.replace(norm_eps=float(np.float32(config.norm_eps)))
+        for name, t in hf.ternary.items():
+            assert np.array_equal(g.ternary[name].trits, t.trits), name
+            assert g.ternary[name].gamma == t.gamma, name      # bf16 values are exact in f16
+        tokens = np.arange(3)
+        assert np.array_equal(g.transformer().forward(tokens), hf.transformer().forward(tokens))
