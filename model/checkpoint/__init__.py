@@ -90,17 +90,5 @@ class _Loaded(CheckpointReader):
 def load(path) -> Checkpoint:
     """Load by kind: a directory (Hugging Face: packed, float masters or LLaMA floats, single or
     sharded), ``.npz`` (the project's format, or float arrays without its header), ``.gguf``,
-    ``.safetensors`` (one float file)."""
-    path = Path(path)
-    if path.is_dir():
-        return load_hf(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint")
-    if path.suffix == ".npz":
-        return load_npz(path) if has_header(path) else load_float(path)
-    if path.suffix == ".gguf":
-        return load_gguf(path)
-    if path.suffix == ".safetensors":
-        return load_float(path)
-    raise CheckpointError(f"{path}: unknown checkpoint suffix {path.suffix!r} (want a Hugging "
-                          "Face directory, .npz, .gguf or .safetensors)")
+    ``.safetensors`` (one float file): :func:`open_checkpoint`, every tensor read."""
+    return open_checkpoint(path).read()

@@ -43,7 +43,7 @@ from model.checkpoint.core import (
 from model.checkpoint.hf import HIDDEN_ACT
 from model.transformer import LIMITS, ModelConfig, param_shapes
 
-__all__ = ["GGUFCheckpointReader", "gguf_name", "load_gguf", "save_gguf"]
+__all__ = ["GGUFCheckpointReader", "bitnet_writer", "gguf_name", "load_gguf", "save_gguf"]
 
 ARCH = "bitnet"
 #: The project's own key: the full ModelConfig as JSON (act_bits, ffn, subln have no GGUF key).
@@ -80,6 +80,28 @@ def gguf_name(name: str) -> str:
 # ----------------------------------------------------------------------------------------------
 # writer
 # ----------------------------------------------------------------------------------------------
+def bitnet_writer(path, c: ModelConfig, qtype: str, name: str):
+    """A ``gguf.GGUFWriter`` of architecture ``bitnet`` holding the metadata keys llama.cpp's
+    converter writes for a model of shape ``c`` (``BitnetModel.set_gguf_parameters``)."""
+    import gguf
+
+    w = gguf.GGUFWriter(str(path), ARCH)
+    w.add_name(name)
+    w.add_block_count(c.n_layers)
+    w.add_context_length(c.max_seq)
+    w.add_embedding_length(c.d_model)
+    w.add_feed_forward_length(c.d_ff)
+    w.add_head_count(c.n_heads)
+    w.add_head_count_kv(c.n_kv_heads)
+    w.add_rope_freq_base(c.rope_theta)
+    w.add_layer_norm_rms_eps(c.norm_eps)
+    w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+    w.add_rope_scaling_factor(1.0)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_TQ1_0 if qtype == "TQ1_0"
+                    else gguf.LlamaFileType.MOSTLY_TQ2_0)
+    return w
+
+
 def save_gguf(path, ck: Checkpoint, qtype: str = "TQ1_0", fallback: str | None = "F16") -> dict:
     """Write ``ck`` as a GGUF of architecture ``bitnet``; return ``{parameter: GGUF type}``.
 
@@ -108,21 +130,8 @@ def save_gguf(path, ck: Checkpoint, qtype: str = "TQ1_0", fallback: str | None =
             raise CheckpointError(f"{path}: tensor {name}: row length "
                                   f"{ck.ternary[name].trits.shape[1]} is not a multiple of the "
                                   f"{qtype} block size {block}")
-    w = gguf.GGUFWriter(str(path), ARCH)
-    w.add_name("bitnet-accel")
-    w.add_context_length(c.max_seq)
-    w.add_embedding_length(c.d_model)
-    w.add_block_count(c.n_layers)
-    w.add_feed_forward_length(c.d_ff)
-    w.add_head_count(c.n_heads)
-    w.add_head_count_kv(c.n_kv_heads)
-    w.add_rope_freq_base(c.rope_theta)
-    w.add_layer_norm_rms_eps(c.norm_eps)
+    w = bitnet_writer(path, c, qtype, "bitnet-accel")
     w.add_vocab_size(c.vocab_size)
-    w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-    w.add_rope_scaling_factor(1.0)
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_TQ1_0 if qtype == "TQ1_0"
-                    else gguf.LlamaFileType.MOSTLY_TQ2_0)
     w.add_string(CONFIG_KEY, c.to_json())
     types = {}
     for name, (_, is_bit) in param_shapes(c).items():

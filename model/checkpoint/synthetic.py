@@ -166,24 +166,11 @@ def write_gguf(path, config: ModelConfig = BITNET_2B4T, *, seed: int = 0, qtype:
         if is_bit and shape[1] % block:
             raise CheckpointError(f"{path}: {name} rows of {shape[1]} are not a multiple of the "
                                   f"{qtype} block {block}")
-    from model.checkpoint.gguf_file import gguf_name
+    from model.checkpoint.gguf_file import bitnet_writer, gguf_name
 
     path = Path(path)
-    w = gguf.GGUFWriter(str(path), "bitnet")
+    w = bitnet_writer(path, config, qtype, "bitnet-2b4t-synthetic")
     c = config
-    w.add_name("bitnet-2b4t-synthetic")
-    w.add_block_count(c.n_layers)
-    w.add_context_length(c.max_seq)
-    w.add_embedding_length(c.d_model)
-    w.add_feed_forward_length(c.d_ff)
-    w.add_head_count(c.n_heads)
-    w.add_head_count_kv(c.n_kv_heads)
-    w.add_rope_freq_base(c.rope_theta)
-    w.add_layer_norm_rms_eps(c.norm_eps)
-    w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-    w.add_rope_scaling_factor(1.0)
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_TQ1_0 if qtype == "TQ1_0"
-                    else gguf.LlamaFileType.MOSTLY_TQ2_0)
     # tensor infos in the order the data is drawn and written below (_draws' shard order)
     for s in range(1 + c.n_layers):
         names = (["embed_tokens.weight", "norm.weight"] if s == 0 else
