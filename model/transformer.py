@@ -261,7 +261,7 @@ def _check_param(name: str, p, shape, is_bit: bool):
 
 def _check_params(config: ModelConfig, params):
     """Checked parameters: a dict is checked whole now; a lazy mapping (``lazy = True``, e.g.
-    :class:`model.checkpoint.LazyParams`) parameter by parameter, when first used."""
+    :class:`model.checkpoint.LazyParams`) parameter by parameter, each time one is used."""
     shapes = param_shapes(config)
     if getattr(params, "lazy", False):
         return _CheckedLazy(params, shapes)
