@@ -56,9 +56,10 @@ def check_layer_args(config: AccelConfig, xq, trits):
     lo, hi = -(1 << (config.act_bits - 1)), (1 << (config.act_bits - 1)) - 1
     if xq.min() < lo or xq.max() > hi:
         raise ValueError(f"activation codes outside [{lo}, {hi}]")
-    if not np.isin(trits, (-1, 0, 1)).all():
+    if (not np.issubdtype(trits.dtype, np.integer) or trits.min() < -1
+            or trits.max() > 1):
         raise ValueError("trits must be in {-1, 0, 1}")
-    return xq, trits.astype(np.int8), t, m, k
+    return xq, trits.astype(np.int8, copy=False), t, m, k
 
 
 def layer_stream(trits, config: AccelConfig) -> np.ndarray:
