@@ -55,14 +55,14 @@ class RunLayerError(Exception):
 # ----------------------------------------------------------------------------------------------
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     from model.checkpoint import CheckpointError
+    from model.checkpoint.npz import read_npz
     from model.checkpoint.safetensors_file import read_safetensors
 
     try:
         if path.suffix == ".npy":
             return {"": np.load(path, allow_pickle=False)}
         if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
+            return read_npz(path)
         if path.suffix == ".safetensors":
             return read_safetensors(path)
     except CheckpointError as e:
