@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model import cli
 from model.accel import AccelConfig
 
 __all__ = ["PROJECTIONS", "RunLayerError", "layer_input", "main", "read_acts", "read_weights",
@@ -206,32 +207,13 @@ def run(xq: np.ndarray, trits: np.ndarray, config: AccelConfig, fmax_mhz: float 
     return out
 
 
-def _config(text: str | None, m: int, k: int) -> AccelConfig:
-    if text is None:
-        return DEFAULT_CONFIG
-    p = Path(text)
-    try:
-        raw = p.read_text() if text.strip().endswith(".json") or p.is_file() else text
-        cfg = AccelConfig.from_dict(json.loads(raw))
-    except OSError as e:
-        raise RunLayerError(f"--config {text}: cannot read ({e})") from None
-    except (ValueError, TypeError) as e:
-        raise RunLayerError(f"--config: {e}") from None
+def _config(cfg: AccelConfig | None, m: int, k: int) -> AccelConfig:
+    cfg = DEFAULT_CONFIG if cfg is None else cfg
     try:
         cfg.check_layer(m, k)
     except ValueError as e:
         raise RunLayerError(f"--config: the {m} x {k} layer does not fit: {e}") from None
     return cfg
-
-
-def _tokens_in(text: str) -> list[int]:
-    try:
-        ids = [int(v) for v in text.replace(" ", "").split(",") if v != ""]
-    except ValueError:
-        raise RunLayerError(f"--tokens-in {text!r}: want comma-separated token ids") from None
-    if not ids:
-        raise RunLayerError("--tokens-in: no token ids")
-    return ids
 
 
 def main(argv=None) -> int:
@@ -245,16 +227,20 @@ def main(argv=None) -> int:
     src.add_argument("--weights", type=Path, help="an exported layer instead of a checkpoint")
     inp = ap.add_argument_group("its input")
     inp.add_argument("--prompt", help="text (byte-level models): the golden model's activations")
-    inp.add_argument("--tokens-in", help="token ids, e.g. 1,2,3: the golden model's activations")
+    inp.add_argument("--tokens-in", type=cli.token_ids,
+                     help="token ids, e.g. 1,2,3: the golden model's activations")
     inp.add_argument("--acts", type=Path, help="activations from a file")
     inp.add_argument("--tokens", type=int, default=1,
                      help="rows of seeded random codes when no input is given (default 1)")
     inp.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--config", help="engine AccelConfig as JSON text or a .json file "
-                                     f"(default: {DEFAULT_CONFIG.to_json()})")
-    ap.add_argument("--fmax", type=float, help="clock in MHz for the time at the clock "
-                                               "(default: build/ice40/report.json)")
-    ap.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    ap.add_argument("--config", type=cli.accel_config,
+                    help="engine AccelConfig as JSON text or a .json file "
+                         f"(default: {DEFAULT_CONFIG.to_json()})")
+    ap.add_argument("--fmax", type=cli.positive_float,
+                    help="clock in MHz for the time at the clock (default: "
+                         "build/ice40/report.json)")
+    ap.add_argument("--json", type=cli.output_file,
+                    help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
     # -- argument checks, before any long work --------------------------------------------
     if (args.checkpoint is None) == (args.weights is None):
@@ -271,10 +257,6 @@ def main(argv=None) -> int:
                  "activations)")
     if not 1 <= args.tokens <= 65535:
         ap.error(f"--tokens {args.tokens}: want 1..65535")
-    if args.fmax is not None and not (np.isfinite(args.fmax) and args.fmax > 0):
-        ap.error(f"--fmax {args.fmax}: want a clock in MHz > 0")
-    if args.json is not None and not args.json.parent.is_dir():
-        ap.error(f"--json {args.json}: directory {args.json.parent} does not exist")
     try:
         return _main(args)
     except RunLayerError as e:
@@ -307,7 +289,7 @@ def _main(args) -> int:
                                             f"{c.vocab_size}); give --tokens-in")
                     ids = list(args.prompt.encode())
                 else:
-                    ids = _tokens_in(args.tokens_in)
+                    ids = args.tokens_in
                 if not ids or len(ids) > c.max_seq:
                     raise RunLayerError(f"the prompt has {len(ids)} tokens; the model takes "
                                         f"1..{c.max_seq}")

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -42,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model import cli
 from model.accel import AccelConfig
 
 __all__ = [
@@ -60,6 +60,11 @@ __all__ = [
     "build_engine_sim",
     "run_cosim",
     "read_build",
+    "NativeBackend",
+    "Prepared",
+    "RunModelError",
+    "execute",
+    "prepare",
     "run",
     "main",
 ]
@@ -546,6 +551,78 @@ def summarize(res: GenerationResult, config: AccelConfig, fmax_mhz: float | None
     return out
 
 
+class RunModelError(ValueError):
+    """A bad input found before the run (the CLI prints it as one ``error:`` line)."""
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A checked run: the opened checkpoint, the prompt's tokens and the engine."""
+
+    checkpoint: Path
+    ck: object
+    tokens: list[int]
+    config: AccelConfig
+    config_source: str
+    build: dict
+
+
+def prepare(checkpoint: Path, prompt: str | None, n_tokens: int, backend: str = DEFAULT_BACKEND,
+            config: AccelConfig | None = None, report: Path = REPORT,
+            token_ids: list[int] | None = None):
+    """Check a run's inputs before any long work (a :class:`Prepared` run);
+    :class:`RunModelError` names what is wrong."""
+    from model import checkpoint as ckpt
+
+    if backend not in BACKENDS:
+        raise RunModelError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if not isinstance(n_tokens, int) or n_tokens < 1:
+        raise RunModelError(f"--tokens must be >= 1, got {n_tokens!r}")
+    build = read_build(report)
+    # by default simulate the engine that was built, so that its clock applies to the cycles
+    config_source = "the given config"
+    if config is None:
+        config, config_source = ((build["config"], f"the build in {report}") if build["config"]
+                                 else (AccelConfig(), "AccelConfig() (no build report)"))
+    try:
+        ck = ckpt.open_checkpoint(checkpoint)
+    except ckpt.CheckpointError as e:
+        raise RunModelError(str(e)) from None
+    c = ck.config
+    if token_ids is not None:
+        tokens = list(token_ids)
+    elif c.vocab_size != 256:
+        raise RunModelError(f"the model is not byte-level (vocabulary {c.vocab_size}): give "
+                            "token ids (--tokens-in)")
+    else:
+        try:
+            tokens = list(prompt.encode("utf-8"))
+        except UnicodeEncodeError as e:
+            raise RunModelError(f"the prompt cannot be encoded as UTF-8 ({e.reason} at "
+                                f"{e.start})") from None
+    if not tokens:
+        raise RunModelError("the prompt must not be empty")
+    if min(tokens) < 0 or max(tokens) >= c.vocab_size:
+        raise RunModelError(f"token ids must lie in [0, {c.vocab_size})")
+    if len(tokens) + n_tokens > c.max_seq:
+        raise RunModelError(f"prompt + tokens = {len(tokens) + n_tokens} exceeds the model's "
+                            f"context of {c.max_seq}")
+    for shape, is_bit in param_shapes_of(c):
+        if is_bit:
+            try:
+                config.check_layer(*shape)
+            except ValueError as e:
+                raise RunModelError(f"the engine {config.slug} cannot run a {shape[0]} x "
+                                    f"{shape[1]} layer of this model: {e}") from None
+    return Prepared(Path(checkpoint), ck, tokens, config, config_source, build)
+
+
+def param_shapes_of(c):
+    from model.transformer import param_shapes
+
+    return param_shapes(c).values()
+
+
 def run(checkpoint: Path, prompt: str | None, n_tokens: int, backend: str = DEFAULT_BACKEND,
         config: AccelConfig | None = None, fmax: float | None = None,
         report: Path = REPORT, quiet: bool = False, token_ids: list[int] | None = None) -> dict:
@@ -553,32 +630,16 @@ def run(checkpoint: Path, prompt: str | None, n_tokens: int, backend: str = DEFA
 
     The prompt is ``prompt`` as UTF-8 bytes (byte-level models) or ``token_ids``. The
     checkpoint is opened lazily (:func:`model.checkpoint.open_checkpoint`), so a 2B-class
-    model runs a layer at a time."""
-    from model import checkpoint as ckpt
+    model runs a layer at a time. Bad inputs raise :class:`RunModelError` before any work."""
+    return execute(prepare(checkpoint, prompt, n_tokens, backend, config, report, token_ids),
+                   n_tokens, backend, fmax, report, quiet)
 
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    build = read_build(report)
-    # by default simulate the engine that was built, so that its clock applies to the cycles
-    config_source = "the given config"
-    if config is None:
-        config, config_source = ((build["config"], f"the build in {report}") if build["config"]
-                                 else (AccelConfig(), "AccelConfig() (no build report)"))
-    ck = ckpt.open_checkpoint(checkpoint)
-    if token_ids is not None:
-        tokens = list(token_ids)
-    elif ck.config.vocab_size != 256:
-        raise ValueError(f"the model is not byte-level (vocabulary {ck.config.vocab_size}): "
-                         "give token ids (--tokens-in)")
-    else:
-        tokens = list(prompt.encode("utf-8"))
-    if not tokens:
-        raise ValueError("the prompt must not be empty")
-    if min(tokens) < 0 or max(tokens) >= ck.config.vocab_size:
-        raise ValueError(f"token ids must lie in [0, {ck.config.vocab_size})")
-    if len(tokens) + n_tokens > int(ck.config.max_seq):
-        raise ValueError(f"prompt + tokens = {len(tokens) + n_tokens} exceeds max_seq_len "
-                         f"{ck.config.max_seq}")
+
+def execute(prep: Prepared, n_tokens: int, backend: str = DEFAULT_BACKEND,
+            fmax: float | None = None, report: Path = REPORT, quiet: bool = False) -> dict:
+    """The run of a :func:`prepare`-d input (see :func:`run`)."""
+    checkpoint, ck, tokens = prep.checkpoint, prep.ck, prep.tokens
+    config, config_source, build = prep.config, prep.config_source, prep.build
     pure = generate_pure(ck, tokens, n_tokens)
     ref = generate(ck, tokens, n_tokens, None, config)
     if ref.tokens != pure:
@@ -637,42 +698,38 @@ def run(checkpoint: Path, prompt: str | None, n_tokens: int, backend: str = DEFA
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
     p = argparse.ArgumentParser(prog="python -m sim.run_model", description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    p.add_argument("--checkpoint", type=cli.existing_path, default=DEFAULT_CHECKPOINT)
     p.add_argument("--prompt", default="And God said", help="text prompt (byte-level models)")
     p.add_argument("--prompt-file", type=Path, default=None, help="read the text prompt here")
-    p.add_argument("--tokens-in", default=None,
+    p.add_argument("--tokens-in", type=cli.token_ids, default=None,
                    help="token ids of the prompt, e.g. 1,2,3 (models that are not byte-level)")
     p.add_argument("--tokens", type=int, default=16)
     p.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
                    help=f"what computes every BitLinear (default {DEFAULT_BACKEND})")
-    p.add_argument("--fmax", type=float, default=None, help="Fmax in MHz (default: build report)")
-    p.add_argument("--config", default=None,
+    p.add_argument("--fmax", type=cli.positive_float, default=None,
+                   help="Fmax in MHz (default: build report)")
+    p.add_argument("--config", type=cli.accel_config, default=None,
                    help="AccelConfig as JSON or a path to a JSON file (default: the engine "
                         "of build/ice40/report.json, else AccelConfig())")
-    p.add_argument("--json", type=Path, default=None, help="also write the summary here")
+    p.add_argument("--json", type=cli.output_file, default=None,
+                   help="also write the summary here")
     args = p.parse_args(argv)
     if args.tokens < 1:
         p.error("--tokens must be >= 1")
-    token_ids = None
-    if args.tokens_in is not None:
-        try:
-            token_ids = [int(t) for t in args.tokens_in.replace(" ", "").split(",") if t]
-        except ValueError:
-            p.error(f"--tokens-in {args.tokens_in!r}: want comma-separated token ids")
-        if not token_ids:
-            p.error("--tokens-in: no token ids")
+    token_ids = args.tokens_in
     if args.prompt_file is not None:
         try:
             args.prompt = args.prompt_file.read_text()
         except (OSError, UnicodeDecodeError) as e:
             p.error(f"--prompt-file {args.prompt_file}: {e}")
-    config = None
-    if args.config:
-        text = Path(args.config).read_text() if os.path.exists(args.config) else args.config
-        config = AccelConfig.from_json(text)
     try:
-        out = run(args.checkpoint, args.prompt, args.tokens, args.backend, config, args.fmax,
-                  token_ids=token_ids)
+        prep = prepare(args.checkpoint, args.prompt, args.tokens, args.backend, args.config,
+                       token_ids=token_ids)
+    except RunModelError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    try:
+        out = execute(prep, args.tokens, args.backend, args.fmax)
     except ModuleNotFoundError as e:
         print(f"error: {e.name} is needed for this backend and is not importable", file=sys.stderr)
         return 2

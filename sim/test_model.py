@@ -290,3 +290,32 @@ def test_token_ids_for_models_that_are_not_byte_level(capsys, tmp_path):
         rm.run(path, "hi", 1, "golden", config)
     with pytest.raises(SystemExit):
         rm.main(["--checkpoint", str(path), "--tokens-in", "1,x"])
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["--checkpoint", "/no/such.npz"], 2, "no such file or directory"),
+    (["--prompt", ""], 1, "the prompt must not be empty"),
+    (["--tokens", "300"], 1, "exceeds the model's context of 256"),
+    (["--tokens", "0"], 2, "--tokens must be >= 1"),
+    (["--config", "{x"], 2, "argument --config: not JSON"),
+    (["--config", "nothing.json"], 2, "cannot read nothing.json"),
+    (["--config", '{"rows": 0}'], 2, "rows must be a positive int"),
+    (["--config", '{"max_k": 100}'], 1, "cannot run a"),
+    (["--prompt", "\udc80"], 1, "cannot be encoded as UTF-8"),
+    (["--json", "/no/dir/x.json"], 2, "does not exist"),
+    (["--fmax", "-5"], 2, "want a finite number > 0"),
+    (["--fmax", "nan"], 2, "want a finite number > 0"),
+    (["--fmax", "0"], 2, "want a finite number > 0"),
+    (["--tokens-in", "1,999"], 1, r"token ids must lie in [0, 256)"),
+])
+def test_cli_bad_input_is_one_error_line(capsys, args, code, message):
+    """Every bad input of sim.run_model: one error line, exit 2 for usage and 1 for a bad input,
+    no traceback, before any generation (the golden backend would take seconds)."""
+    try:
+        got = rm.main([*args, "--backend", "golden"])
+    except SystemExit as e:
+        got = e.code
+    err = capsys.readouterr().err
+    assert got == code, err
+    assert message in err and "Traceback" not in err
+    assert err.count("error:") == 1

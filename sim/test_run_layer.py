@@ -63,12 +63,12 @@ def test_exported_layers_and_activations(capsys, tmp_path):
     (["--layer", 0, "--proj", "z"], 2, "--proj 'z'"),
     (["--layer", 0], 2, "needs --layer and --proj"),
     (["--layer", 0, "--proj", "q", "--prompt", "hi"], 1, "not byte-level"),
-    (["--layer", 0, "--proj", "q", "--tokens-in", "1,x"], 1, "comma-separated"),
+    (["--layer", 0, "--proj", "q", "--tokens-in", "1,x"], 2, "comma-separated"),
     (["--layer", 0, "--proj", "q", "--tokens-in", "999"], 1, r"token ids must lie in \[0, 320\)"),
     (["--layer", 0, "--proj", "q", "--tokens-in", ",".join(["1"] * 65)], 1, "takes 1..64"),
     (["--layer", 0, "--proj", "q", "--tokens", 0], 2, "--tokens 0"),
-    (["--layer", 0, "--proj", "q", "--fmax", -5], 2, "--fmax -5"),
-    (["--layer", 0, "--proj", "q", "--fmax", "nan"], 2, "--fmax nan"),
+    (["--layer", 0, "--proj", "q", "--fmax", -5], 2, "--fmax: '-5': want a finite number"),
+    (["--layer", 0, "--proj", "q", "--fmax", "nan"], 2, "--fmax: 'nan': want a finite"),
     (["--layer", 0, "--proj", "q", "--json", "/no/such/dir/x.json"], 2, "does not exist"),
 ])
 def test_bad_checkpoint_runs_are_refused(model_dir, capsys, args, code, message):
@@ -94,10 +94,11 @@ def test_bad_files_and_configs_are_refused(capsys, tmp_path):
     np.save(tmp_path / "acts.npy", np.ones((2, 9), np.float32))
     code, _, err = run(capsys, "--weights", tmp_path / "ok.npy", "--acts", tmp_path / "acts.npy")
     assert code == 1 and "want (T, K=8)" in err
-    code = main(["--weights", str(tmp_path / "ok.npy"), "--config", "{bad json"])
-    assert code == 1 and "--config" in capsys.readouterr().err
-    code = main(["--weights", str(tmp_path / "ok.npy"), "--config", '{"rows": 0}'])
-    assert code == 1 and "rows must be a positive int" in capsys.readouterr().err
+    for bad, message in (("{bad json", "not JSON"), ('{"rows": 0}', "rows must be a positive"),
+                         ("missing.json", "cannot read missing.json")):
+        with pytest.raises(SystemExit) as e:
+            main(["--weights", str(tmp_path / "ok.npy"), "--config", bad])
+        assert e.value.code == 2 and message in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(["--weights", str(tmp_path / "ok.npy"), "--checkpoint", str(tmp_path)])
     assert e.value.code == 2
