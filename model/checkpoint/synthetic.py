@@ -71,6 +71,16 @@ def _check(out, config: ModelConfig) -> None:
                               "projection rows that are multiples of 4")
 
 
+def _shards(config: ModelConfig) -> list[list[str]]:
+    """Parameter names by shard: the embedding and final norm (and an untied head), then one
+    shard per layer; the order both writers draw and write in."""
+    shapes = param_shapes(config)
+    shards = [["embed_tokens.weight", "norm.weight"]
+              + (["lm_head.weight"] if not config.tie_embeddings else [])]
+    return shards + [[n for n in shapes if n.startswith(f"layers.{i}.")]
+                     for i in range(config.n_layers)]
+
+
 def _draws(config: ModelConfig, seed: int):
     """The model's random content, shard by shard (the embedding and final norm, then one shard
     per layer): ``[(name, kind, value)]`` per shard, ``kind`` ``"trits"`` (value ``(trits,
@@ -78,11 +88,7 @@ def _draws(config: ModelConfig, seed: int):
     bf16-rounded) or ``"rows"`` (a generator of float32 row blocks). Both writers draw through
     here, so the HF directory and the GGUF of one seed hold the same model."""
     shapes = param_shapes(config)
-    shards = [["embed_tokens.weight", "norm.weight"]
-              + (["lm_head.weight"] if not config.tie_embeddings else [])]
-    shards += [[n for n in shapes if n.startswith(f"layers.{i}.")]
-               for i in range(config.n_layers)]
-    for s, names in enumerate(shards):
+    for s, names in enumerate(_shards(config)):
         rng = np.random.default_rng([seed, s])
         out = []
         for name in names:
@@ -113,11 +119,11 @@ def write_hf(out, config: ModelConfig = BITNET_2B4T, *, seed: int = 0,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     total = 1 + config.n_layers
+    shapes = param_shapes(config)
     weight_map = {}
     for s, draws in enumerate(_draws(config, seed)):
         file = f"model-{s + 1:05d}-of-{total:05d}.safetensors"
         tensors = {}
-        shapes = param_shapes(config)
         for name, kind, value in draws:
             shape = shapes[name][0]
             key = name if name == "lm_head.weight" else "model." + name
@@ -171,10 +177,8 @@ def write_gguf(path, config: ModelConfig = BITNET_2B4T, *, seed: int = 0, qtype:
     path = Path(path)
     w = bitnet_writer(path, config, qtype, "bitnet-2b4t-synthetic")
     c = config
-    # tensor infos in the order the data is drawn and written below (_draws' shard order)
-    for s in range(1 + c.n_layers):
-        names = (["embed_tokens.weight", "norm.weight"] if s == 0 else
-                 [n for n in shapes if n.startswith(f"layers.{s - 1}.")])
+    # tensor infos in the order the data is drawn and written below
+    for names in _shards(c):
         for name in names:
             shape, is_bit = shapes[name]
             if is_bit:
