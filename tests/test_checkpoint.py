@@ -447,3 +447,29 @@ def test_gguf_names_and_keys_are_llama_cpps(tmp_path):
               gguf.Keys.Rope.FREQ_BASE):
         assert k.format(arch="bitnet") in keys, k
     assert reader.get_field("bitnet.attention.head_count_kv").contents() == 2
+
+
+def test_hf_offline_ternary_floats(small, tmp_path):
+    """autobitlinear offline with the projection stored as ternary-valued floats (not packed):
+    read as trits * value * weight_scale; a wrong shape or non-ternary values are refused."""
+    from safetensors.numpy import save_file
+
+    d = tmp_path / "hf"
+    ckpt.save_hf(d, small)
+    st = read_safetensors(d / "model.safetensors")
+    name = "layers.0.mlp.up_proj.weight"
+    t = small.ternary[name]
+    st["model." + name] = t.trits.astype(np.float32) * np.float32(0.5)
+    save_file(st, str(d / "model.safetensors"))
+    back = ckpt.load(d)
+    assert np.array_equal(back.ternary[name].trits, t.trits)
+    assert back.ternary[name].gamma == np.float32(0.5 * np.float64(t.gamma))
+    st["model." + name] = t.trits[:-1].astype(np.float32)
+    save_file(st, str(d / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=f"{name} has shape"):
+        ckpt.load(d)
+    st["model." + name] = np.linspace(-1, 1, t.trits.size, dtype=np.float32).reshape(
+        t.trits.shape)
+    save_file(st, str(d / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="not ternary-valued"):
+        ckpt.load(d)

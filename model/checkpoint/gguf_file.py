@@ -352,10 +352,11 @@ class GGUFCheckpointReader(CheckpointReader):
             raise CheckpointError(f"{path}: GGUF architecture {arch!r} is not supported (want "
                                   f"{ARCH!r})")
         self.config = config = _config(reader, tensors, path, hidden_act)
+        self.shapes = param_shapes(config)
         self.tensors = tensors
         self.scales: dict[str, np.float32] = {}
         used = set()
-        for name, (shape, is_bit) in param_shapes(config).items():
+        for name, (shape, is_bit) in self.shapes.items():
             gname = gguf_name(name)
             if gname not in tensors:
                 raise CheckpointError(f"{path}: missing tensor {gname} ({name})")
@@ -385,8 +386,7 @@ class GGUFCheckpointReader(CheckpointReader):
 
     def float(self, name: str) -> np.ndarray:
         gname = gguf_name(name)
-        return _float(gname, self.tensors[gname], param_shapes(self.config)[name][0],
-                      self.source)
+        return _float(gname, self.tensors[gname], self.shapes[name][0], self.source)
 
     def rows(self, name: str) -> RowReader:
         import gguf

@@ -250,16 +250,11 @@ def _quantization(hf, path, model_type, config):
 # ----------------------------------------------------------------------------------------------
 # tensors
 # ----------------------------------------------------------------------------------------------
-def _float_tensor(ts: TensorSet, key: str, shape, want: str = "a float") -> np.ndarray:
-    src = ts.source(key)
-    if ts.dtype(key) not in _FLOAT_DTYPES:
-        raise CheckpointError(f"{src}: tensor {key} has dtype {ts.dtype(key)}, want {want}")
-    if ts.shape(key) != tuple(shape):
-        raise CheckpointError(f"{src}: tensor {key} has shape {list(ts.shape(key))}, want "
-                              f"{list(shape)}")
+def _float_tensor(ts: TensorSet, key: str) -> np.ndarray:
+    """A float tensor (dtype and shape checked when the reader opened) as float32."""
     a = ts.get(key).astype(np.float32)
     if not np.all(np.isfinite(a)):
-        raise CheckpointError(f"{src}: tensor {key} has non-finite values")
+        raise CheckpointError(f"{ts.source(key)}: tensor {key} has non-finite values")
     return a
 
 
@@ -274,19 +269,12 @@ def _weight_scale(ts: TensorSet, key: str) -> np.float64:
     return ws
 
 
-def _packed_trits(ts: TensorSet, key: str, shape) -> np.ndarray:
-    src = ts.source(key)
-    m, k = shape
-    if m % 4:
-        raise CheckpointError(f"{src}: tensor {key}: {m} rows cannot be packed 4 per byte "
-                              "(transformers needs a multiple of 4)")
-    if ts.shape(key) != (m // 4, k):
-        raise CheckpointError(f"{src}: tensor {key} has shape {list(ts.shape(key))}, want "
-                              f"{[m // 4, k]} (packed {list(shape)})")
+def _packed_trits(ts: TensorSet, key: str, m: int) -> np.ndarray:
+    """The ``m`` trit rows of a packed tensor (shape checked when the reader opened)."""
     try:
         return unpack_i2_hf(ts.get(key), m)
     except ValueError as e:
-        raise CheckpointError(f"{src}: tensor {key}: {e}") from None
+        raise CheckpointError(f"{ts.source(key)}: tensor {key}: {e}") from None
 
 
 def _ternary_valued(a: np.ndarray, src, key) -> tuple[np.ndarray, np.float32]:
@@ -298,18 +286,16 @@ def _ternary_valued(a: np.ndarray, src, key) -> tuple[np.ndarray, np.float32]:
     return np.sign(a).astype(np.int8), np.float32(mags[0] if mags.size else 1.0)
 
 
-def _projection(ts, layout: HFLayout, key: str, shape) -> TernaryTensor:
-    src = ts.source(key)
+def _projection(ts, layout: HFLayout, key: str, m: int) -> TernaryTensor:
     if not layout.packed:
-        return absmean_ternary(_float_tensor(ts, key, shape))
+        return absmean_ternary(_float_tensor(ts, key))
     ws = _weight_scale(ts, key.removesuffix(".weight") + ".weight_scale")
     if layout.linear_class == "bitlinear":
-        return TernaryTensor(_packed_trits(ts, key, shape), np.float32(1.0 / ws))
+        return TernaryTensor(_packed_trits(ts, key, m), np.float32(1.0 / ws))
     if ts.dtype(key) == "U8":
-        trits, mag = _packed_trits(ts, key, shape), np.float32(1.0)
+        trits, mag = _packed_trits(ts, key, m), np.float32(1.0)
     else:
-        trits, mag = _ternary_valued(
-            _float_tensor(ts, key, shape, "packed U8 or ternary-valued float"), src, key)
+        trits, mag = _ternary_valued(_float_tensor(ts, key), ts.source(key), key)
     return TernaryTensor(trits, np.float32(np.float64(mag) * ws))
 
 
@@ -333,8 +319,9 @@ class HFReader(CheckpointReader):
     def __init__(self, ts: TensorSet, layout: HFLayout, source, prefix: str = "model."):
         self.ts, self.layout, self.source, self.prefix = ts, layout, str(source), prefix
         self.config = cfg = layout.config
+        self.shapes = param_shapes(cfg)
         used = set()
-        for name, (shape, is_bit) in param_shapes(cfg).items():
+        for name, (shape, is_bit) in self.shapes.items():
             key = self.key(name)
             if key not in ts:
                 raise CheckpointError(f"{source}: missing tensor {key}")
@@ -362,6 +349,9 @@ class HFReader(CheckpointReader):
                 if dtype != "U8" and dtype not in _FLOAT_DTYPES:
                     raise CheckpointError(f"{ts.source(key)}: tensor {key} has dtype {dtype}, "
                                           "want packed U8 or ternary-valued float")
+                if dtype != "U8" and got != shape:
+                    raise CheckpointError(f"{ts.source(key)}: tensor {key} has shape "
+                                          f"{list(got)}, want {list(shape)}")
             elif is_bit and skey in ts:
                 raise CheckpointError(f"{ts.source(skey)}: unexpected tensor {skey} (float "
                                       "master weights are quantized at load and carry no "
@@ -378,11 +368,10 @@ class HFReader(CheckpointReader):
         return name if name == "lm_head.weight" else self.prefix + name
 
     def float(self, name: str) -> np.ndarray:
-        return _float_tensor(self.ts, self.key(name), param_shapes(self.config)[name][0])
+        return _float_tensor(self.ts, self.key(name))
 
     def ternary(self, name: str) -> TernaryTensor:
-        shape = param_shapes(self.config)[name][0]
-        return _projection(self.ts, self.layout, self.key(name), shape)
+        return _projection(self.ts, self.layout, self.key(name), self.shapes[name][0][0])
 
     def rows(self, name: str) -> RowReader:
         key = self.key(name)

@@ -95,9 +95,10 @@ class NpzReader(CheckpointReader):
         if header.get("packing") != "tq1":
             raise CheckpointError(f"{path}: unsupported packing {header.get('packing')!r}")
         self.config = config_from(header.get("config"), str(path))
+        self.shapes = param_shapes(self.config)
         self.arrays = arrays
         names = {"__header__"}
-        for name, (_, is_bit) in param_shapes(self.config).items():
+        for name, (_, is_bit) in self.shapes.items():
             for key in ((name + ".tq1", name + ".gamma") if is_bit else (name,)):
                 if key not in arrays:
                     raise CheckpointError(f"{path}: missing tensor {key}")
@@ -110,7 +111,7 @@ class NpzReader(CheckpointReader):
         return self.arrays[name]
 
     def ternary(self, name: str) -> TernaryTensor:
-        path, shape = self.source, param_shapes(self.config)[name][0]
+        path, shape = self.source, self.shapes[name][0]
         packed, gamma = self.arrays[name + ".tq1"], self.arrays[name + ".gamma"]
         n = shape[0] * shape[1]
         if packed.dtype != np.uint8 or packed.ndim != 1:
