@@ -223,8 +223,7 @@ def main(argv=None) -> int:
         ap.error("--tokens-in: no token ids")
     from model.checkpoint import CheckpointError, open_checkpoint
     from model.checkpoint.synthetic import BITNET_2B4T, write_hf
-    from model.transformer import param_shapes
-    from sim.run_model import read_build
+    from sim.run_model import RunModelError, check_engine_fits, read_build
 
     path = args.checkpoint
     if path is None:
@@ -239,10 +238,8 @@ def main(argv=None) -> int:
         if min(ids) < 0 or max(ids) >= c.vocab_size or len(ids) > c.max_seq:
             raise CheckpointError(f"--tokens-in: ids in [0, {c.vocab_size}), at most "
                                   f"{c.max_seq} of them")
-        for shape, is_bit in param_shapes(c).values():
-            if is_bit:
-                config.check_layer(*shape)
-    except (CheckpointError, ValueError) as e:
+        check_engine_fits(config, c)
+    except (CheckpointError, RunModelError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     clock, source = args.clock, "--clock"

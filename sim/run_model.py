@@ -63,6 +63,7 @@ __all__ = [
     "NativeBackend",
     "Prepared",
     "RunModelError",
+    "check_engine_fits",
     "execute",
     "prepare",
     "run",
@@ -607,20 +608,22 @@ def prepare(checkpoint: Path, prompt: str | None, n_tokens: int, backend: str = 
     if len(tokens) + n_tokens > c.max_seq:
         raise RunModelError(f"prompt + tokens = {len(tokens) + n_tokens} exceeds the model's "
                             f"context of {c.max_seq}")
-    for shape, is_bit in param_shapes_of(c):
+    check_engine_fits(config, c)
+    return Prepared(Path(checkpoint), ck, tokens, config, config_source, build)
+
+
+def check_engine_fits(config: AccelConfig, model_config) -> None:
+    """:class:`RunModelError` unless the engine ``config`` takes every BitLinear layer of a
+    model of shape ``model_config``."""
+    from model.transformer import param_shapes
+
+    for shape, is_bit in param_shapes(model_config).values():
         if is_bit:
             try:
                 config.check_layer(*shape)
             except ValueError as e:
                 raise RunModelError(f"the engine {config.slug} cannot run a {shape[0]} x "
                                     f"{shape[1]} layer of this model: {e}") from None
-    return Prepared(Path(checkpoint), ck, tokens, config, config_source, build)
-
-
-def param_shapes_of(c):
-    from model.transformer import param_shapes
-
-    return param_shapes(c).values()
 
 
 def run(checkpoint: Path, prompt: str | None, n_tokens: int, backend: str = DEFAULT_BACKEND,
