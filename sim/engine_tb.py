@@ -16,7 +16,7 @@ from sim.golden import beats_of_layer, pack_trits
 from sim.scoreboard import Scoreboard
 from sim.streams import ClockedTB, StreamSink, StreamSource, port_layout
 
-__all__ = ["EngineTB", "check_layer_args", "golden_acc", "layer_stream"]
+__all__ = ["EngineTB", "act_chunks", "check_layer_args", "golden_acc", "layer_stream"]
 
 
 def golden_acc(xq, trits) -> np.ndarray:
@@ -60,6 +60,30 @@ def check_layer_args(config: AccelConfig, xq, trits):
             or trits.max() > 1):
         raise ValueError("trits must be in {-1, 0, 1}")
     return xq, trits.astype(np.int8, copy=False), t, m, k
+
+
+def act_chunks(xq, config: AccelConfig, pad_rng=None) -> np.ndarray:
+    """``(T, K)`` codes -> the activation stream as bytes, ``(T * ceil(K/C), bytes)``: lane
+    ``i`` of a chunk at bits ``i * act_bits`` (``ArrayLayout(signed(act_bits), C)``,
+    little-endian); lanes past ``K`` are random codes if ``pad_rng`` is given, else 0."""
+    c, b = config.cols, config.act_bits
+    xq = np.asarray(xq, dtype=np.int64)
+    t, k = xq.shape
+    kt = config.k_tiles(k)
+    lo = -(1 << (b - 1))
+    if pad_rng is None:
+        full = np.zeros((t, kt * c), dtype=np.int64)
+    else:
+        full = pad_rng.integers(lo, -lo, size=(t, kt * c), dtype=np.int64)
+    full[:, :k] = xq
+    u = (full & ((1 << b) - 1)).astype(np.uint8).reshape(t * kt, c)
+    if b == 8:
+        return u
+    if b == 4:
+        if c % 2:
+            u = np.concatenate([u, np.zeros((u.shape[0], 1), np.uint8)], axis=1)
+        return (u[:, 0::2] | (u[:, 1::2] << 4)).astype(np.uint8)
+    raise ValueError(f"act_bits={b} not supported")
 
 
 def layer_stream(trits, config: AccelConfig) -> np.ndarray:
@@ -136,22 +160,10 @@ class EngineTB(ClockedTB):
 
     @staticmethod
     def act_words_of(xq, config: AccelConfig, pad_rng=None) -> list[int]:
-        """``(T, K)`` activation codes -> ``T * ceil(K/C)`` raw chunk payloads (lane ``i`` at bits
-        ``i*act_bits``); lanes past ``K`` are random if ``pad_rng`` is given, else 0."""
-        c, b = config.cols, config.act_bits
-        xq = np.asarray(xq, dtype=np.int64)
-        t, k = xq.shape
-        kt = config.k_tiles(k)
-        lo = -(1 << (b - 1))
-        if pad_rng is None:
-            full = np.zeros((t, kt * c), dtype=np.int64)
-        else:
-            full = pad_rng.integers(lo, -lo, size=(t, kt * c), dtype=np.int64)
-        full[:, :k] = xq
-        u = (full & ((1 << b) - 1)).reshape(t * kt, c)
-        shifts = np.arange(c, dtype=object) * b
-        return [int(sum(int(v) << int(sh) for v, sh in zip(row, shifts, strict=True)))
-                for row in u]
+        """``(T, K)`` activation codes -> ``T * ceil(K/C)`` raw chunk payloads
+        (:func:`act_chunks` as integers)."""
+        return [int.from_bytes(row.tobytes(), "little")
+                for row in act_chunks(xq, config, pad_rng)]
 
     @staticmethod
     def beat_words(stream: np.ndarray) -> list[int]:

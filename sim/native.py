@@ -39,7 +39,7 @@ import numpy as np
 from model.accel import AccelConfig
 from model.packing import pack_layer_stream
 
-__all__ = ["NativeEngine", "NativeEngineError", "act_chunks", "build_native_engine"]
+__all__ = ["NativeEngine", "NativeEngineError", "build_native_engine"]
 
 DRIVER = Path(__file__).with_name("native_engine.cpp")
 #: Yosys pass over Amaranth's Verilog before Verilator: flatten the hierarchy and run the
@@ -121,25 +121,6 @@ def build_native_engine(config: AccelConfig) -> Path:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def act_chunks(xq: np.ndarray, config: AccelConfig) -> np.ndarray:
-    """``(T, K)`` codes -> the activation stream as bytes, ``(T * ceil(K/C), ACT_BYTES)``:
-    lane ``i`` of a chunk at bits ``i * act_bits`` (``ArrayLayout(signed(act_bits), C)``), lanes
-    past ``K`` zero."""
-    c, b = config.cols, config.act_bits
-    t, k = xq.shape
-    kt = config.k_tiles(k)
-    full = np.zeros((t, kt * c), dtype=np.int16)
-    full[:, :k] = xq
-    u = (full & ((1 << b) - 1)).astype(np.uint8).reshape(t * kt, c)
-    if b == 8:
-        return u
-    if b == 4:
-        if c % 2:
-            u = np.concatenate([u, np.zeros((u.shape[0], 1), np.uint8)], axis=1)
-        return (u[:, 0::2] | (u[:, 1::2] << 4)).astype(np.uint8)
-    raise ValueError(f"act_bits={b} not supported")
-
-
 class NativeEngine:
     """A Verilated engine behind the native driver (see the module docstring).
 
@@ -215,7 +196,7 @@ class NativeEngine:
         cycles : int
             Counted by the driver: ``cmd`` transfer to final ``result`` transfer.
         """
-        from sim.engine_tb import check_layer_args
+        from sim.engine_tb import act_chunks, check_layer_args
 
         cfg = self.config
         if stream is None:

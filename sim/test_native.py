@@ -10,7 +10,8 @@ from model.accel import AccelConfig
 from model.accel_cycles import cycles
 from model.bitlinear import ternary_matmul
 from model.packing import TQ1_INVALID_BYTES, pack_layer_stream
-from sim.native import NativeEngine, NativeEngineError, act_chunks
+from sim.engine_tb import act_chunks
+from sim.native import NativeEngine, NativeEngineError
 
 CONFIGS = {
     "r4c16-a8-tq1": AccelConfig(rows=4, cols=16, max_k=1024, max_m=1024),
