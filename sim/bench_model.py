@@ -48,12 +48,11 @@ DEFAULT_BANDWIDTHS = (100.0, 333.0, 3200.0)
 
 def run_token(reader, tokens, config: AccelConfig, progress=None) -> dict:
     """One forward pass of ``tokens`` with every BitLinear on the native engine; the calls'
-    figures. Raises ``AssertionError`` on any accumulator or cycle mismatch."""
-    from model.accel_cycles import cycles as model_cycles
-    from model.bitlinear import ternary_matmul
+    figures. Raises :class:`sim.native.NativeEngineError` on any accumulator or cycle
+    mismatch."""
     from model.packing import pack_layer_stream
     from model.transformer import param_shapes
-    from sim.native import NativeEngine
+    from sim.native import NativeEngine, check_call
 
     shapes = param_shapes(reader.config)
     total_calls = sum(1 for _, b in shapes.values() if b)
@@ -66,15 +65,9 @@ def run_token(reader, tokens, config: AccelConfig, progress=None) -> dict:
             t1 = time.perf_counter()
             acc, cyc = eng.run_layer(xq, stream=stream, shape=trits.shape)
             t2 = time.perf_counter()
-            want = ternary_matmul(xq, trits)
+            check_call(config, xq, trits, acc, cyc, f"{name}: ")
             m, k = trits.shape
             t = xq.shape[0]
-            if not np.array_equal(acc, want):
-                raise AssertionError(f"{name}: the engine's accumulators differ from the "
-                                     "golden model")
-            if cyc != model_cycles(config, m, k, t):
-                raise AssertionError(f"{name}: {cyc} cycles, the cycle model says "
-                                     f"{model_cycles(config, m, k, t)}")
             calls.append({"name": name, "m": m, "k": k, "tokens": t, "cycles": cyc,
                           "weight_bytes": t * config.beats(m, k) * config.bytes_per_beat,
                           "sim_seconds": eng.last_sim_seconds, "call_seconds": t2 - t1,

@@ -39,7 +39,7 @@ import numpy as np
 from model.accel import AccelConfig
 from model.packing import pack_layer_stream
 
-__all__ = ["NativeEngine", "NativeEngineError", "build_native_engine"]
+__all__ = ["NativeEngine", "NativeEngineError", "build_native_engine", "check_call"]
 
 DRIVER = Path(__file__).with_name("native_engine.cpp")
 #: Yosys pass over Amaranth's Verilog before Verilator: flatten the hierarchy and run the
@@ -119,6 +119,24 @@ def build_native_engine(config: AccelConfig) -> Path:
             return binary
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def check_call(config: AccelConfig, xq, trits, acc, cycles: int, what: str = "") -> None:
+    """:class:`NativeEngineError` unless ``acc`` is the golden product ``xq @ trits.T``
+    (``model.bitlinear.ternary_matmul``) and ``cycles`` what ``model.accel_cycles.cycles``
+    predicts; ``what`` prefixes the message (the layer's name)."""
+    from model.accel_cycles import cycles as model_cycles
+    from model.bitlinear import ternary_matmul
+
+    want = ternary_matmul(xq, trits, config.act_bits)
+    if not np.array_equal(acc, want):
+        bad = tuple(int(i) for i in np.argwhere(acc != want)[0])
+        raise NativeEngineError(f"{what}accumulator {bad} = {acc[bad]}, the golden model says "
+                                f"{want[bad]}")
+    (m, k), t = np.shape(trits), np.shape(xq)[0]
+    expect = model_cycles(config, m, k, t)
+    if cycles != expect:
+        raise NativeEngineError(f"{what}{cycles} cycles, the cycle model says {expect}")
 
 
 class NativeEngine:

@@ -172,9 +172,8 @@ def run(xq: np.ndarray, trits: np.ndarray, config: AccelConfig, fmax_mhz: float 
         fmax_source: str = "") -> dict:
     """Run ``acc = xq @ trits.T`` on the native engine; compare; return the figures."""
     from model.accel_cycles import cycles as model_cycles
-    from model.bitlinear import ternary_matmul
     from model.packing import pack_layer_stream
-    from sim.native import NativeEngine
+    from sim.native import NativeEngine, NativeEngineError, check_call
 
     m, k = trits.shape
     t = xq.shape[0]
@@ -186,24 +185,21 @@ def run(xq: np.ndarray, trits: np.ndarray, config: AccelConfig, fmax_mhz: float 
         acc, cyc = eng.run_layer(xq, stream=stream, shape=(m, k))
         call_s = time.perf_counter() - t0
         sim_s = eng.last_sim_seconds
-    want = ternary_matmul(xq, trits)
-    want_cycles = model_cycles(config, m, k, t)
+    try:
+        check_call(config, xq, trits, acc, cyc)
+    except NativeEngineError as e:
+        raise RunLayerError(str(e)) from None
     out = {"m": m, "k": k, "tokens": t, "accel_config": config.to_dict(),
-           "cycles": cyc, "model_cycles": want_cycles, "beats_per_token": config.beats(m, k),
+           "cycles": cyc, "model_cycles": model_cycles(config, m, k, t),
+           "beats_per_token": config.beats(m, k),
            "weight_bytes": t * config.beats(m, k) * config.bytes_per_beat,
-           "exact": bool(np.array_equal(acc, want)), "cycles_equal": cyc == want_cycles,
+           "exact": True, "cycles_equal": True,
            "pack_seconds": round(pack_s, 3), "sim_seconds": round(sim_s, 3),
            "call_seconds": round(call_s, 3),
            "sim_cycles_per_s": cyc / sim_s if sim_s > 0 else None,
            "fmax_mhz": fmax_mhz, "fmax_source": fmax_source}
     if fmax_mhz:
         out["seconds_at_clock"] = cyc / (fmax_mhz * 1e6)
-    if not out["exact"]:
-        bad = np.argwhere(acc != want)[0]
-        raise RunLayerError(f"accumulator ({bad[0]}, {bad[1]}) = {acc[tuple(bad)]}, the golden "
-                            f"model says {want[tuple(bad)]}")
-    if not out["cycles_equal"]:
-        raise RunLayerError(f"{cyc} cycles, the cycle model says {want_cycles}")
     return out
 
 

@@ -152,3 +152,20 @@ def test_real_layer_engine_holds_the_largest_accumulator():
             acc, cyc = eng.run_layer(xq, trits)
             assert acc.tolist() == [[-128 * 6912 * fill] * 6]
             assert cyc == cycles(DEFAULT_CONFIG, 6, 6912, 1)
+
+
+def test_check_call_fails_on_a_wrong_accumulator_or_cycle_count():
+    """The one check every native caller runs can fail, and says where."""
+    from sim.native import check_call
+
+    cfg = CONFIGS["r4c16-a8-tq1"]
+    rng = np.random.default_rng(6)
+    xq, trits = _layer(rng, cfg, 9, 20, 2)
+    acc = ternary_matmul(xq, trits)
+    check_call(cfg, xq, trits, acc, cycles(cfg, 9, 20, 2))
+    bad = acc.copy()
+    bad[1, 7] += 1
+    with pytest.raises(NativeEngineError, match=r"q: accumulator \(1, 7\)"):
+        check_call(cfg, xq, trits, bad, cycles(cfg, 9, 20, 2), "q: ")
+    with pytest.raises(NativeEngineError, match="cycles, the cycle model says"):
+        check_call(cfg, xq, trits, acc, cycles(cfg, 9, 20, 2) + 1)
