@@ -15,25 +15,51 @@ from pathlib import Path
 
 from model.accel import AccelConfig
 
-__all__ = ["accel_config", "existing_path", "output_file", "positive_float", "token_ids"]
+__all__ = ["accel_config", "existing_path", "nonnegative_int", "output_dir", "output_file",
+           "positive_float", "positive_int", "prompt_text", "serial_port", "token_ids"]
 
 
 def accel_config(text: str) -> AccelConfig:
     """An :class:`AccelConfig` from JSON text or from a ``.json`` file holding it."""
     p = Path(text)
+    source = "not JSON"
     if text.strip().endswith(".json") or p.is_file():
         try:
             text = p.read_text()
-        except OSError as e:
-            raise argparse.ArgumentTypeError(f"cannot read {p}: {e.strerror or e}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            reason = getattr(e, "strerror", None) or e
+            raise argparse.ArgumentTypeError(f"cannot read {p}: {reason}") from None
+        source = f"{p}: not JSON"
     try:
         data = json.loads(text)
     except ValueError as e:
-        raise argparse.ArgumentTypeError(f"not JSON ({e})") from None
+        raise argparse.ArgumentTypeError(f"{source} ({e})") from None
     try:
         return AccelConfig.from_dict(data)
     except (TypeError, ValueError) as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (a count of tokens, seeds, a baud rate)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: want an integer >= 1")
+    return v
+
+
+def nonnegative_int(text: str) -> int:
+    """An integer >= 0 (a seed, an index)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: want an integer >= 0")
+    return v
 
 
 def positive_float(text: str) -> float:
@@ -79,4 +105,58 @@ def output_file(text: str) -> Path:
         raise argparse.ArgumentTypeError(f"{p}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
         raise argparse.ArgumentTypeError(f"{p}: not writable")
+    return p
+
+
+def serial_port(text: str) -> str:
+    """A serial device to open: on POSIX an existing character device (``/dev/ttyUSB1``, a
+    ``/dev/serial/by-id/...`` link to one); on Windows a name such as ``COM3``, which only
+    opening can check. Whether a character device is a terminal (``/dev/null`` is not) also
+    shows only when it is opened."""
+    if not text:
+        raise argparse.ArgumentTypeError("empty port name")
+    if os.name == "nt":
+        return text
+    p = Path(text)
+    if p.is_char_device():
+        return text
+    if p.is_dir():
+        raise argparse.ArgumentTypeError(f"{p} is a directory, not a serial device")
+    if p.is_file():
+        raise argparse.ArgumentTypeError(f"{p} is a regular file, not a serial device")
+    if p.exists():
+        raise argparse.ArgumentTypeError(f"{p} is not a serial device")
+    raise argparse.ArgumentTypeError(f"{p}: no such device")
+
+
+def prompt_text(text: str) -> str:
+    """A text prompt: at least one character, encodable as UTF-8 (a byte-level model reads its
+    UTF-8 bytes; undecodable command-line bytes arrive as lone surrogates, which are not)."""
+    if not text:
+        raise argparse.ArgumentTypeError("empty prompt")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise argparse.ArgumentTypeError(f"not encodable as UTF-8 ({e.reason} at character "
+                                         f"{e.start})") from None
+    return text
+
+
+def output_dir(text: str) -> Path:
+    """A directory to write into: an existing writable directory, or one that can be created
+    (not an existing file; its nearest existing parent a writable directory)."""
+    p = Path(text)
+    if p.exists():
+        if not p.is_dir():
+            raise argparse.ArgumentTypeError(f"{p} exists and is not a directory")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise argparse.ArgumentTypeError(f"{p}: not writable")
+        return p
+    parent = p.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{p}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{p}: cannot be created in {parent} (not writable)")
     return p
