@@ -17,8 +17,9 @@ import numpy as np
 from model.quant import absmean_quantize
 from model.transformer import ModelConfig, param_shapes
 
-__all__ = ["Checkpoint", "CheckpointError", "CheckpointReader", "LazyParams", "RowReader",
-           "TernaryTensor", "absmean_ternary", "config_from", "from_float"]
+__all__ = ["FLOAT32_RANGE", "Checkpoint", "CheckpointError", "CheckpointReader", "LazyParams",
+           "RowReader", "TernaryTensor", "absmean_ternary", "check_float", "check_ternary",
+           "checked_gamma", "config_from", "from_float"]
 
 
 class CheckpointError(ValueError):
@@ -59,16 +60,66 @@ def absmean_ternary(w: np.ndarray) -> TernaryTensor:
     return TernaryTensor(trits, np.float32(gamma))
 
 
+#: The range of a positive normal float32: ``norm_eps`` is used in float32 arithmetic, and GGUF
+#: stores both ``norm_eps`` and ``rope_theta`` as float32.
+FLOAT32_RANGE = (float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max))
+
+
 def config_from(config, source: str = "checkpoint") -> ModelConfig:
     """A :class:`ModelConfig` from a ``ModelConfig`` or a dict of its fields (aliases such as
     ``ffn_dim`` / ``max_seq_len`` accepted); invalid values raise :class:`CheckpointError`
-    naming ``source`` and the field."""
-    if isinstance(config, ModelConfig):
-        return config
-    try:
-        return ModelConfig.from_dict(config)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{source}: invalid model config: {e}") from None
+    naming ``source`` and the field. Every loader builds its config here, so a checkpoint's
+    config also has ``rope_theta`` and ``norm_eps`` within :data:`FLOAT32_RANGE`."""
+    if not isinstance(config, ModelConfig):
+        try:
+            config = ModelConfig.from_dict(config)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise CheckpointError(f"{source}: invalid model config: {e}") from None
+    lo, hi = FLOAT32_RANGE
+    for name in ("rope_theta", "norm_eps"):
+        v = getattr(config, name)
+        if not lo <= v <= hi:
+            raise CheckpointError(f"{source}: invalid model config: {name}={v!r} is outside the "
+                                  f"float32 range [{lo:.4g}, {hi:.4g}]")
+    return config
+
+
+def checked_gamma(value: float, source: str) -> np.float32:
+    """``value`` (a scale computed in float64) as a float32 ``gamma``; :class:`CheckpointError`
+    naming ``source`` unless it is within :data:`FLOAT32_RANGE` (a finite, positive float32)."""
+    lo, hi = FLOAT32_RANGE
+    value = float(value)
+    if not lo <= value <= hi:
+        raise CheckpointError(f"{source}: gamma {value:.4g} is outside the float32 range "
+                              f"[{lo:.4g}, {hi:.4g}]")
+    return np.float32(value)
+
+
+def check_ternary(source: str, name: str, t, shape: tuple[int, ...]) -> None:
+    """Raise :class:`CheckpointError` unless ``t`` is a valid BitLinear weight of ``shape``."""
+    if not isinstance(t, TernaryTensor):
+        raise CheckpointError(f"{source}: tensor {name} is not a TernaryTensor")
+    if t.trits.dtype != np.int8:
+        raise CheckpointError(f"{source}: tensor {name} trits have dtype {t.trits.dtype}, want "
+                              "int8")
+    if t.trits.shape != shape:
+        raise CheckpointError(f"{source}: tensor {name} has shape {t.trits.shape}, want {shape}")
+    if np.any(np.abs(t.trits.astype(np.int16)) > 1):
+        raise CheckpointError(f"{source}: tensor {name} has values outside -1/0/+1")
+    g = np.float32(t.gamma)
+    if not (np.isfinite(g) and g > 0):
+        raise CheckpointError(f"{source}: tensor {name} has invalid gamma {g!r}")
+
+
+def check_float(source: str, name: str, a, shape: tuple[int, ...]) -> None:
+    """Raise :class:`CheckpointError` unless ``a`` is a finite float32 array of ``shape``."""
+    if not isinstance(a, np.ndarray) or a.dtype != np.float32:
+        dt = getattr(a, "dtype", type(a))
+        raise CheckpointError(f"{source}: tensor {name} has dtype {dt}, want float32")
+    if a.shape != shape:
+        raise CheckpointError(f"{source}: tensor {name} has shape {a.shape}, want {shape}")
+    if not np.all(np.isfinite(a)):
+        raise CheckpointError(f"{source}: tensor {name} has non-finite values")
 
 
 @dataclasses.dataclass
@@ -116,32 +167,11 @@ class Checkpoint:
             if is_bit:
                 if name not in self.ternary:
                     raise CheckpointError(f"{source}: tensor {name} must be ternary (BitLinear)")
-                t = self.ternary[name]
-                if not isinstance(t, TernaryTensor):
-                    raise CheckpointError(f"{source}: tensor {name} is not a TernaryTensor")
-                if t.trits.dtype != np.int8:
-                    raise CheckpointError(
-                        f"{source}: tensor {name} trits have dtype {t.trits.dtype}, want int8")
-                if t.trits.shape != shape:
-                    raise CheckpointError(
-                        f"{source}: tensor {name} has shape {t.trits.shape}, want {shape}")
-                if np.any(np.abs(t.trits.astype(np.int16)) > 1):
-                    raise CheckpointError(f"{source}: tensor {name} has values outside -1/0/+1")
-                g = np.float32(t.gamma)
-                if not (np.isfinite(g) and g > 0):
-                    raise CheckpointError(f"{source}: tensor {name} has invalid gamma {g!r}")
+                check_ternary(source, name, self.ternary[name], shape)
             else:
                 if name not in self.floats:
                     raise CheckpointError(f"{source}: tensor {name} must be a float tensor")
-                a = self.floats[name]
-                if not isinstance(a, np.ndarray) or a.dtype != np.float32:
-                    dt = getattr(a, "dtype", type(a))
-                    raise CheckpointError(f"{source}: tensor {name} has dtype {dt}, want float32")
-                if a.shape != shape:
-                    raise CheckpointError(
-                        f"{source}: tensor {name} has shape {a.shape}, want {shape}")
-                if not np.all(np.isfinite(a)):
-                    raise CheckpointError(f"{source}: tensor {name} has non-finite values")
+                check_float(source, name, self.floats[name], shape)
 
     def __eq__(self, other):
         if not isinstance(other, Checkpoint):
@@ -217,13 +247,15 @@ class RowReader:
         Converts an array of stored rows to float32 (e.g. widens bf16 bit patterns).
     source : str
         Named in errors (non-finite values).
+    shape : tuple of int, optional
+        The matrix's shape, if not ``raw``'s (a quantized matrix stores bytes per row).
     """
 
-    def __init__(self, raw: np.ndarray, to_float, source: str):
+    def __init__(self, raw: np.ndarray, to_float, source: str, shape=None):
         self.raw = raw
         self.to_float = to_float
         self.source = source
-        self.shape = (int(raw.shape[0]), int(raw.shape[1]))
+        self.shape = tuple(int(n) for n in (raw.shape if shape is None else shape))
         self.dtype = np.dtype(np.float32)
 
     def __getitem__(self, idx) -> np.ndarray:
@@ -295,8 +327,9 @@ class LazyParams(Mapping):
     Norms stay cached once read (they are small); the embedding and LM head are
     :class:`RowReader` views; BitLinear weights are read per use, the last
     ``keep_projections`` kept (7: one layer), so running layer after layer holds one layer's
-    trits at a time. :class:`model.transformer.Transformer` checks each on first use
-    (``lazy = True``)."""
+    trits at a time. Every tensor is checked as :meth:`Checkpoint.validate` checks it (a
+    :class:`RowReader` by shape, and its values as rows are read) before the golden model
+    (``lazy = True``) uses it."""
 
     lazy = True
 
@@ -312,11 +345,14 @@ class LazyParams(Mapping):
 
         if name not in self.shapes:
             raise KeyError(name)
-        if self.shapes[name][1]:
+        shape, is_bit = self.shapes[name]
+        source = self.reader.source
+        if is_bit:
             if name in self._recent:
                 self._recent.move_to_end(name)
                 return self._recent[name]
             t = self.reader.ternary(name)
+            check_ternary(source, name, t, shape)
             p = BitLinear(t.trits, t.gamma, self.reader.config.act_bits)
             self._recent[name] = p
             while len(self._recent) > self.keep:
@@ -324,7 +360,14 @@ class LazyParams(Mapping):
             return p
         if name not in self._floats:
             big = name in ("embed_tokens.weight", "lm_head.weight")
-            self._floats[name] = self.reader.rows(name) if big else self.reader.float(name)
+            a = self.reader.rows(name) if big else self.reader.float(name)
+            if isinstance(a, RowReader):     # values checked as rows are read
+                if a.shape != shape:
+                    raise CheckpointError(f"{source}: tensor {name} has shape {a.shape}, want "
+                                          f"{shape}")
+            else:
+                check_float(source, name, a, shape)
+            self._floats[name] = a
         return self._floats[name]
 
     def __iter__(self):

@@ -27,6 +27,7 @@ loader and graph (``src/models/bitnet.cpp``):
 from __future__ import annotations
 
 import json
+import mmap
 import struct
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from model.checkpoint.core import (
     CheckpointReader,
     RowReader,
     TernaryTensor,
+    checked_gamma,
     config_from,
 )
 from model.checkpoint.hf import HIDDEN_ACT
@@ -192,7 +194,7 @@ def _config(reader, tensors, path, hidden_act) -> ModelConfig:
     if own is not None:
         try:
             data = json.loads(_value(reader, CONFIG_KEY, path, str))
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise CheckpointError(f"{path}: GGUF metadata key {CONFIG_KEY} is malformed ({e})") \
                 from None
         config = config_from(data, f"{path} ({CONFIG_KEY})")
@@ -233,17 +235,14 @@ def _config(reader, tensors, path, hidden_act) -> ModelConfig:
         raise CheckpointError(f"{path}: GGUF RoPE scaling {scaling!r} is not supported (only "
                               "none, or linear with factor 1)")
     act = hidden_act if hidden_act is not None else "silu"   # llama.cpp: LLM_FFN_SILU
-    try:
-        return ModelConfig(
-            vocab_size=vocab, d_model=d, n_layers=n_layers, n_heads=heads, n_kv_heads=kv_heads,
-            d_ff=_value(reader, key("feed_forward_length"), path, int),
-            ffn=HIDDEN_ACT[act], act_bits=8,
-            max_seq=_value(reader, key("context_length"), path, int),
-            rope_theta=_value(reader, key("rope.freq_base"), path, float, 10000.0),
-            norm_eps=_value(reader, key("attention.layer_norm_rms_epsilon"), path, float),
-            subln=True, tie_embeddings="output.weight" not in tensors)
-    except ValueError as e:
-        raise CheckpointError(f"{path}: {e}") from None
+    return config_from(dict(
+        vocab_size=vocab, d_model=d, n_layers=n_layers, n_heads=heads, n_kv_heads=kv_heads,
+        d_ff=_value(reader, key("feed_forward_length"), path, int),
+        ffn=HIDDEN_ACT[act], act_bits=8,
+        max_seq=_value(reader, key("context_length"), path, int),
+        rope_theta=_value(reader, key("rope.freq_base"), path, float, 10000.0),
+        norm_eps=_value(reader, key("attention.layer_norm_rms_epsilon"), path, float),
+        subln=True, tie_embeddings="output.weight" not in tensors), str(path))
 
 
 def _shape(rt) -> tuple[int, ...]:
@@ -304,8 +303,22 @@ def _ternary(gname: str, rt, scale: np.float32 | None, path) -> TernaryTensor:
     else:
         raise CheckpointError(f"{path}: tensor {gname} has type {qt.name}; BitLinear weights "
                               "must be TQ1_0, TQ2_0, F16, BF16 or F32")
-    gamma = mag if scale is None else np.float32(mag * scale)
+    gamma = mag if scale is None else checked_gamma(float(mag) * float(scale),
+                                                    f"{path}: tensor {gname}")
     return TernaryTensor(trits, np.float32(gamma))
+
+
+def _check_dequantizes(gname: str, rt, path) -> None:
+    """Refuse a float tensor of a type gguf-py cannot dequantize (e.g. I8, F64), at open:
+    the embedding and LM head are otherwise read a block of rows at a time, on use."""
+    import gguf
+
+    raw = np.asarray(rt.data)
+    try:
+        gguf.quants.dequantize(raw.reshape(-1, raw.shape[-1])[:1], rt.tensor_type)
+    except NotImplementedError:
+        raise CheckpointError(f"{path}: tensor {gname} has type {rt.tensor_type.name}, which "
+                              "gguf-py cannot dequantize") from None
 
 
 def _float(gname: str, rt, shape, path) -> np.ndarray:
@@ -325,6 +338,98 @@ def _float(gname: str, rt, shape, path) -> np.ndarray:
     return a
 
 
+#: Byte sizes of GGUF's scalar value types (``gguf.GGUFValueType`` numbering); 8 is a string
+#: (u64 length + bytes), 9 an array (u32 item type, u64 count, items).
+_SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_STRING, _ARRAY = 8, 9
+#: Array nesting deeper than any GGUF writer uses (gguf-py's parser recurses per level).
+_MAX_NESTING = 8
+#: ``GGML_MAX_DIMS``: a ggml tensor has at most 4 dimensions.
+_MAX_DIMS = 4
+
+
+class _Cursor:
+    """Reads a GGUF header's fields in order; a field past the end is a CheckpointError."""
+
+    def __init__(self, buf, path):
+        self.buf, self.path, self.pos, self.order = buf, path, 0, "<"
+
+    def take(self, fmt: str, what: str) -> int:
+        n = struct.calcsize(fmt)
+        if self.pos + n > len(self.buf):
+            raise CheckpointError(f"{self.path}: GGUF header cut in {what} at byte {self.pos}")
+        (v,) = struct.unpack_from(self.order + fmt, self.buf, self.pos)
+        self.pos += n
+        return v
+
+    def skip(self, n: int, what: str) -> None:
+        if n > len(self.buf) - self.pos:
+            raise CheckpointError(f"{self.path}: GGUF {what} of {n} bytes at byte {self.pos} "
+                                  f"runs past the end of the file ({len(self.buf)} bytes)")
+        self.pos += n
+
+    def value(self, vtype: int, what: str, depth: int = 0) -> None:
+        if vtype in _SCALAR_BYTES:
+            self.skip(_SCALAR_BYTES[vtype], what)
+        elif vtype == _STRING:
+            self.skip(self.take("Q", what), what)
+        elif vtype == _ARRAY:
+            if depth >= _MAX_NESTING:
+                raise CheckpointError(f"{self.path}: GGUF {what} nests arrays more than "
+                                      f"{_MAX_NESTING} deep")
+            itype, n = self.take("I", what), self.take("Q", what)
+            if itype in _SCALAR_BYTES:
+                self.skip(n * _SCALAR_BYTES[itype], f"{what} ({n} items of type {itype})")
+            elif itype in (_STRING, _ARRAY):
+                item = f"{what} (an item)"
+                for _ in range(n):       # each item takes >= 8 bytes: ends at the file's end
+                    self.value(itype, item, depth + 1)
+            else:
+                raise CheckpointError(f"{self.path}: GGUF {what} has unknown item type {itype}")
+        else:
+            raise CheckpointError(f"{self.path}: GGUF {what} has unknown value type {vtype}")
+
+
+def _check_layout(path: Path) -> None:
+    """Walk a GGUF's header (counts, every key/value and tensor record) and check that every
+    length, count and tensor offset fits in the file, before gguf-py parses it: gguf-py trusts
+    them (an array longer than the file loops over empty reads for as long as it claims, nested
+    arrays recurse, an offset near 2**64 overflows)."""
+    try:
+        with open(path, "rb") as f:
+            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError) as e:           # ValueError: an empty file
+        raise CheckpointError(f"{path}: cannot read GGUF ({type(e).__name__}: {e})") from None
+    with buf:
+        c = _Cursor(buf, path)
+        if buf[:4] != b"GGUF":
+            raise CheckpointError(f"{path}: not a GGUF file (magic {bytes(buf[:4])!r})")
+        c.pos = 4
+        version = c.take("I", "the version")
+        if version & 0xFFFF == 0:                 # written on a big-endian machine
+            c.order, c.pos = ">", 4
+            version = c.take("I", "the version")
+        if version not in (2, 3):
+            raise CheckpointError(f"{path}: GGUF version {version} is not supported (2 or 3)")
+        n_tensors, n_kv = c.take("Q", "the tensor count"), c.take("Q", "the key count")
+        for i in range(n_kv):          # every record takes >= 13 bytes: ends at the file's end
+            c.value(_STRING, f"key #{i}")
+            c.value(c.take("I", f"key #{i}'s type"), f"value of key #{i}")
+        for i in range(n_tensors):
+            what = f"tensor record #{i}"
+            c.value(_STRING, what)
+            n_dims = c.take("I", what)
+            if n_dims > _MAX_DIMS:
+                raise CheckpointError(f"{path}: GGUF {what} has {n_dims} dimensions (at most "
+                                      f"{_MAX_DIMS})")
+            c.skip(8 * n_dims, what)
+            c.take("I", what)
+            offset = c.take("Q", what)
+            if offset > len(buf):
+                raise CheckpointError(f"{path}: GGUF {what} has data offset {offset}, past the "
+                                      f"end of the file ({len(buf)} bytes)")
+
+
 class GGUFCheckpointReader(CheckpointReader):
     """A ``bitnet`` GGUF opened for lazy reading (gguf-py memory-maps the file).
 
@@ -340,6 +445,7 @@ class GGUFCheckpointReader(CheckpointReader):
         if hidden_act is not None and hidden_act not in HIDDEN_ACT:
             raise ValueError(f"hidden_act must be one of {sorted(HIDDEN_ACT)}, got "
                              f"{hidden_act!r}")
+        _check_layout(path)
         try:
             reader = gguf.GGUFReader(str(path))
             tensors = {t.name: t for t in reader.tensors}
@@ -364,6 +470,8 @@ class GGUFCheckpointReader(CheckpointReader):
             if _shape(tensors[gname]) != shape:
                 raise CheckpointError(f"{path}: tensor {gname} ({name}) has shape "
                                       f"{_shape(tensors[gname])}, want {shape}")
+            if not is_bit:
+                _check_dequantizes(gname, tensors[gname], path)
             sname = gname.removesuffix(".weight") + ".scale"
             if is_bit and sname in tensors:
                 used.add(sname)
@@ -402,7 +510,7 @@ class GGUFCheckpointReader(CheckpointReader):
             def to_float(rows):
                 return gguf.quants.dequantize(np.ascontiguousarray(rows), qt)
         return RowReader(raw.reshape(_shape(rt)[0], -1), to_float,
-                         f"{self.source}: tensor {gname}")
+                         f"{self.source}: tensor {gname}", shape=_shape(rt))
 
 
 def load_gguf(path, hidden_act: str | None = None) -> Checkpoint:

@@ -44,6 +44,8 @@ from model.checkpoint.core import (
     RowReader,
     TernaryTensor,
     absmean_ternary,
+    checked_gamma,
+    config_from,
 )
 from model.checkpoint.safetensors_file import TensorSet, open_safetensors, to_native
 from model.packing import pack_i2_hf, unpack_i2_hf
@@ -94,8 +96,9 @@ def read_hf_config(path) -> dict:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: missing (a Hugging Face checkpoint needs config.json)") \
             from None
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: cannot read config ({e})") from None
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise CheckpointError(f"{path}: cannot read config ({type(e).__name__}: {e})") \
+            from None
     if not isinstance(hf, dict):
         raise CheckpointError(f"{path}: config must be a JSON object, got "
                               f"{type(hf).__name__}")
@@ -113,8 +116,7 @@ def _field(hf, key, path, kind, default=None):
             raise CheckpointError(f"{path}: config field {key} must be a positive integer, got "
                                   f"{v!r}")
     elif kind is float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
-                math.isfinite(v) and v > 0):
+        if not _finite_positive(v):
             raise CheckpointError(f"{path}: config field {key} must be a finite number > 0, "
                                   f"got {v!r}")
         v = float(v)
@@ -124,6 +126,15 @@ def _field(hf, key, path, kind, default=None):
     elif kind is str and not isinstance(v, str):
         raise CheckpointError(f"{path}: config field {key} must be a string, got {v!r}")
     return v
+
+
+def _finite_positive(v) -> bool:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v) and v > 0
+    except OverflowError:      # an int beyond the range of a float
+        return False
 
 
 def _rope_theta(hf, path, default: float) -> float:
@@ -153,7 +164,7 @@ def hf_layout(hf: dict, path) -> HFLayout:
     Every field that changes the math is read; unsupported values are refused with a
     :class:`CheckpointError` naming ``path`` and the field."""
     model_type = hf.get("model_type")
-    if model_type not in _DEFAULTS:
+    if not isinstance(model_type, str) or model_type not in _DEFAULTS:
         raise CheckpointError(f"{path}: model_type {model_type!r} is not supported (want "
                               "'bitnet', or 'llama' for float b1.58 reproductions)")
     dflt = _DEFAULTS[model_type]
@@ -190,18 +201,15 @@ def hf_layout(hf: dict, path) -> HFLayout:
         if _field(hf, key, path, bool, False):
             raise CheckpointError(f"{path}: config field {key}=true is not supported (no biases)")
     tied = _field(hf, "tie_word_embeddings", path, bool, dflt["tie_word_embeddings"])
-    try:
-        config = ModelConfig(
-            vocab_size=sizes["vocab_size"], d_model=d, n_layers=sizes["num_hidden_layers"],
-            n_heads=heads, n_kv_heads=kv_heads, d_ff=sizes["intermediate_size"],
-            ffn=HIDDEN_ACT[act], act_bits=8,
-            max_seq=_field(hf, "max_position_embeddings", path, int,
-                           dflt["max_position_embeddings"]),
-            rope_theta=_rope_theta(hf, path, dflt["rope_theta"]),
-            norm_eps=_field(hf, "rms_norm_eps", path, float, dflt["rms_norm_eps"]),
-            subln=model_type == "bitnet", tie_embeddings=tied)
-    except ValueError as e:
-        raise CheckpointError(f"{path}: {e}") from None
+    config = config_from(dict(
+        vocab_size=sizes["vocab_size"], d_model=d, n_layers=sizes["num_hidden_layers"],
+        n_heads=heads, n_kv_heads=kv_heads, d_ff=sizes["intermediate_size"],
+        ffn=HIDDEN_ACT[act], act_bits=8,
+        max_seq=_field(hf, "max_position_embeddings", path, int,
+                       dflt["max_position_embeddings"]),
+        rope_theta=_rope_theta(hf, path, dflt["rope_theta"]),
+        norm_eps=_field(hf, "rms_norm_eps", path, float, dflt["rms_norm_eps"]),
+        subln=model_type == "bitnet", tie_embeddings=tied), str(path))
     linear_class, mode = _quantization(hf, path, model_type, config)
     return HFLayout(model_type, config, linear_class, mode)
 
@@ -258,13 +266,13 @@ def _float_tensor(ts: TensorSet, key: str) -> np.ndarray:
     return a
 
 
-def _weight_scale(ts: TensorSet, key: str) -> np.float64:
+def _weight_scale(ts: TensorSet, key: str) -> float:
     src = ts.source(key)
     if ts.dtype(key) not in _FLOAT_DTYPES or math.prod(ts.shape(key)) != 1:
         raise CheckpointError(f"{src}: tensor {key} must be one float value, got "
                               f"{ts.dtype(key)} {list(ts.shape(key))}")
-    ws = np.float64(ts.get(key).reshape(-1)[0])
-    if not (np.isfinite(ws) and ws > 0):
+    ws = float(ts.get(key).reshape(-1)[0])
+    if not (math.isfinite(ws) and ws > 0):
         raise CheckpointError(f"{src}: tensor {key} has invalid value {ws!r}")
     return ws
 
@@ -289,14 +297,16 @@ def _ternary_valued(a: np.ndarray, src, key) -> tuple[np.ndarray, np.float32]:
 def _projection(ts, layout: HFLayout, key: str, m: int) -> TernaryTensor:
     if not layout.packed:
         return absmean_ternary(_float_tensor(ts, key))
-    ws = _weight_scale(ts, key.removesuffix(".weight") + ".weight_scale")
+    skey = key.removesuffix(".weight") + ".weight_scale"
+    ws = _weight_scale(ts, skey)
+    src = f"{ts.source(skey)}: tensor {skey}"
     if layout.linear_class == "bitlinear":
-        return TernaryTensor(_packed_trits(ts, key, m), np.float32(1.0 / ws))
+        return TernaryTensor(_packed_trits(ts, key, m), checked_gamma(1.0 / ws, src))
     if ts.dtype(key) == "U8":
-        trits, mag = _packed_trits(ts, key, m), np.float32(1.0)
+        trits, mag = _packed_trits(ts, key, m), 1.0
     else:
         trits, mag = _ternary_valued(_float_tensor(ts, key), ts.source(key), key)
-    return TernaryTensor(trits, np.float32(np.float64(mag) * ws))
+    return TernaryTensor(trits, checked_gamma(float(mag) * ws, src))
 
 
 class HFReader(CheckpointReader):

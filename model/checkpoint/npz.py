@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from model.checkpoint.core import (
     CheckpointError,
     CheckpointReader,
     TernaryTensor,
+    check_float,
     config_from,
 )
 from model.packing import pack_tq1, unpack_tq1
@@ -29,6 +31,11 @@ __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "NpzReader", "has_header", "load_npz
 
 FORMAT_NAME = "bitnet-accel-checkpoint"
 FORMAT_VERSION = 1
+#: What a damaged ``.npz`` raises through ``zipfile`` and ``numpy.load``: a bad zip directory or
+#: CRC, a corrupt deflate stream (``zlib.error``), an unsupported compression method
+#: (``NotImplementedError``), a cut file, a malformed ``.npy`` header or a pickled array.
+_UNREADABLE = (zipfile.BadZipFile, zlib.error, NotImplementedError, EOFError, OSError, ValueError,
+               KeyError)
 
 
 def save_npz(path, ck: Checkpoint) -> None:
@@ -51,7 +58,7 @@ def read_npz(path) -> dict[str, np.ndarray]:
     try:
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
+    except _UNREADABLE as e:
         raise CheckpointError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") \
             from None
 
@@ -61,7 +68,7 @@ def has_header(path) -> bool:
     try:
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
             return "__header__" in z.files
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
+    except _UNREADABLE as e:
         raise CheckpointError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") \
             from None
 
@@ -70,8 +77,8 @@ def json_array(arrays: dict, key: str, path):
     """The JSON value stored as the uint8 array ``arrays[key]`` (popped)."""
     try:
         return json.loads(arrays.pop(key).astype(np.uint8).tobytes().decode())
-    except (ValueError, UnicodeDecodeError, TypeError) as e:
-        raise CheckpointError(f"{path}: malformed {key} ({e})") from None
+    except (ValueError, UnicodeDecodeError, TypeError, RecursionError) as e:
+        raise CheckpointError(f"{path}: malformed {key} ({type(e).__name__}: {e})") from None
 
 
 class NpzReader(CheckpointReader):
@@ -108,7 +115,9 @@ class NpzReader(CheckpointReader):
             raise CheckpointError(f"{path}: unexpected tensor(s): {', '.join(extra[:5])}")
 
     def float(self, name: str) -> np.ndarray:
-        return self.arrays[name]
+        a = self.arrays[name]
+        check_float(self.source, name, a, self.shapes[name][0])
+        return a
 
     def ternary(self, name: str) -> TernaryTensor:
         path, shape = self.source, self.shapes[name][0]
@@ -138,7 +147,7 @@ class _LazyNpz:
         try:
             with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
                 self.names = list(z.files)
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
+        except _UNREADABLE as e:
             raise CheckpointError(f"{path}: not a readable .npz file ({type(e).__name__}: "
                                   f"{e})") from None
 
@@ -149,7 +158,7 @@ class _LazyNpz:
         try:
             with open(self.path, "rb") as f, np.load(f, allow_pickle=False) as z:
                 return z[name]
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
+        except _UNREADABLE as e:
             raise CheckpointError(f"{self.path}: tensor {name} is unreadable "
                                   f"({type(e).__name__}: {e})") from None
 

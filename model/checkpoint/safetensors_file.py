@@ -52,8 +52,9 @@ class SafetensorsFile:
             raise CheckpointError(f"{self.path}: cannot read ({e})") from None
         try:
             header = json.loads(raw.decode())
-        except (ValueError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"{self.path}: malformed safetensors header ({e})") from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
+            raise CheckpointError(f"{self.path}: malformed safetensors header "
+                                  f"({type(e).__name__}: {e})") from None
         if not isinstance(header, dict):
             raise CheckpointError(f"{self.path}: malformed safetensors header (not an object)")
         self._base = 8 + n
@@ -71,9 +72,9 @@ class SafetensorsFile:
             except (KeyError, TypeError, ValueError):
                 raise CheckpointError(f"{self.path}: tensor {name} has a malformed header "
                                       "entry") from None
-            if dtype not in _DTYPES:
+            if not isinstance(dtype, str) or dtype not in _DTYPES:
                 raise CheckpointError(f"{self.path}: tensor {name} has unsupported dtype "
-                                      f"{dtype}")
+                                      f"{dtype!r}")
             nbytes = math.prod(shape) * np.dtype(_DTYPES[dtype]).itemsize
             if not (0 <= lo <= hi <= data_len) or hi - lo != nbytes:
                 raise CheckpointError(f"{self.path}: tensor {name} data [{lo}, {hi}) is "
@@ -171,7 +172,7 @@ def open_safetensors(directory) -> TensorSet:
             raise TypeError
     except OSError as e:
         raise CheckpointError(f"{index}: cannot read ({e})") from None
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise CheckpointError(f"{index}: malformed index (want {{\"weight_map\": "
                               "{tensor: shard file}}})") from None
     shards = {}
