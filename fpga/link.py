@@ -3,9 +3,12 @@
 Bytes from the UART receiver are parsed into request frames. The whole payload goes into a
 staging buffer (one EBR) while the CRC is computed; nothing is written to the weight or
 activation memory before the frame's CRC, opcode, length and arguments have been checked, so
-a bad frame never corrupts stored data. Exactly one reply frame is sent per request; framing
-errors (length above :data:`~fpga.protocol.MAX_PAYLOAD`, a frame cut short) are answered once the
-line has been idle for ``timeout`` cycles. While a request executes and its reply is sent the
+a bad frame never corrupts stored data. A RUN is admitted only if its results, activation rows
+and weight bytes fit the memories (``RANGE``) and both the weight and the activation memory
+have been written since power-up (``NOT_LOADED``), so a refused RUN changes nothing either.
+Exactly one reply frame is sent per request; framing errors (length above
+:data:`~fpga.protocol.MAX_PAYLOAD`, a frame cut short) are answered once the line has been
+idle for ``timeout`` cycles. While a request executes and its reply is sent the
 link does not take bytes (the host waits for the reply; a byte sent anyway is dropped and
 flagged as a UART overrun in STATUS).
 
@@ -27,6 +30,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from fpga.admission import RunAdmission
 from fpga.memory import WORD_BYTES
 from fpga.protocol import (
     ARG_LEN,
@@ -332,7 +336,7 @@ class Link(wiring.Component):
         # reply registers; every payload byte is picked by a byte index (no wide shift
         # registers); the frame counters are advanced when the reply has been sent, so a
         # STATUS reply reports the frames before itself
-        r_status = Signal(3)
+        r_status = Signal(4)
         r_ok = Signal()
         r_len = Signal(plen)
         r_len_zero = Signal()
@@ -365,6 +369,19 @@ class Link(wiring.Component):
         row_over = Signal()
         alane = Signal(range(C))
         dry = Signal()
+
+        # RUN admission (fpga.admission): started from DECIDE, its verdict taken in ADMIT
+        m.submodules.admission = adm = RunAdmission(
+            config=cfg, weight_bytes=weight_bytes, act_rows=self._act_rows,
+            result_depth=self._result_depth)
+        adm_start = Signal()
+        m.d.sync += adm_start.eq(0)
+        m.d.comb += [adm.start.eq(adm_start), adm.m.eq(a_m), adm.k.eq(a_k),
+                     adm.tokens.eq(a_tokens), adm.wbase.eq(a_wbase[:aw])]
+        # loaded marks, one per memory: set by a write into it, cleared only by the board's
+        # reset (the RESET request keeps the memories and the marks)
+        w_loaded = Signal()
+        a_loaded = Signal()
 
         # the STATUS payload; a RUN reply is its last four bytes (last_cycles)
         flags = Cat(eng_err_seen, self.engine_busy, overrun_seen, frame_err_seen, Const(0, 4))
@@ -444,8 +461,8 @@ class Link(wiring.Component):
                                  alane.eq(0), dry.eq(1)]
                     m.next = "WA_READ"
                 with m.Elif(op_is[Op.RUN]):
-                    m.d.sync += run_start.eq(1)     # the runner starts next cycle
-                    m.next = "RUN_WAIT"
+                    m.d.sync += adm_start.eq(1)
+                    m.next = "ADMIT"
                 with m.Else():
                     with m.If(op_is[Op.RESET]):
                         m.d.sync += [eng_reset.eq(1), clear_flags.eq(1)]
@@ -457,7 +474,7 @@ class Link(wiring.Component):
                 m.next = "WW_WRITE"
             with m.State("WW_WRITE"):
                 m.d.comb += [self.w_en.eq(1), self.w_we.eq(1)]
-                m.d.sync += [ci.eq(ci + 1), wa.eq(wa + 1)]
+                m.d.sync += [ci.eq(ci + 1), wa.eq(wa + 1), w_loaded.eq(1)]
                 with m.If(ci_last):
                     m.next = "REPLY"
                 with m.Else():
@@ -479,6 +496,8 @@ class Link(wiring.Component):
                         self.act_wen.eq(Const(1, C) << alane),
                         self.act_wdata.eq(st_r.data.replicate(C)),
                     ]
+                    m.d.sync += a_loaded.eq(1)
+
                 m.d.sync += ci.eq(ci + 1)
                 with m.If(alane == C - 1):
                     m.d.sync += [alane.eq(0), arow.eq(arow + 1)]
@@ -494,6 +513,19 @@ class Link(wiring.Component):
                         m.next = "REPLY"
                 with m.Else():
                     m.next = "WA_READ"
+
+            # -- RUN admission: the run starts only if it fits the memories (RANGE otherwise)
+            # and both memories have been written since power-up (NOT_LOADED otherwise), so a
+            # refused RUN changes nothing
+            with m.State("ADMIT"):
+                with m.If(adm.done):
+                    with m.If(~adm.fits):
+                        reply(Status.RANGE)
+                    with m.Elif(~(w_loaded & a_loaded)):
+                        reply(Status.NOT_LOADED)
+                    with m.Else():
+                        m.d.sync += run_start.eq(1)     # the runner starts next cycle
+                        m.next = "RUN_WAIT"
 
             with m.State("RUN_WAIT"):
                 with m.If(self.run_done):
@@ -535,7 +567,7 @@ class Link(wiring.Component):
                              self.res_raddr.eq(rd_addr), self.res_ren.eq(s_res)]
                 m.next = "TX_LOAD"
             with m.State("TX_LOAD"):
-                hdr = Cat(Const(REP_SYNC, 8), op, r_status, Const(0, 5), r_len,
+                hdr = Cat(Const(REP_SYNC, 8), op, r_status, Const(0, 4), r_len,
                           Const(0, 16 - plen), Const(0, 24))
                 info = Const(int.from_bytes(info_bytes, "little"), 8 * 32)
                 regs16 = Cat(regs, Const(0, 32))
@@ -583,9 +615,12 @@ class Link(wiring.Component):
                         # the reply is out: back to the start values for the next
                         m.d.sync += [tcnt.eq(0), ph_crc.eq(0), ph_hdr.eq(1),
                                      tx_crc.eq(0xFFFF), exec_done.eq(1)]
-                        with m.If(r_bad):
-                            m.d.sync += bad_frames.eq(bad_frames + 1)
-                        with m.Else():
-                            m.d.sync += good_frames.eq(good_frames + 1)
                         m.next = "IDLE"
+        # the frame counters advance on the registered end-of-reply pulse (the sink's `ready`
+        # does not reach their enables); r_bad holds until the next reply is set up
+        with m.If(exec_done):
+            with m.If(r_bad):
+                m.d.sync += bad_frames.eq(bad_frames + 1)
+            with m.Else():
+                m.d.sync += good_frames.eq(good_frames + 1)
         return m

@@ -45,7 +45,7 @@ class Op(enum.IntEnum):
     INFO = 0x01           #: no payload; reply: :class:`Info`
     WRITE_WEIGHTS = 0x02  #: addr u32 (byte address) + data; reply: empty
     READ_WEIGHTS = 0x03   #: addr u32 + count u16; reply: ``count`` bytes
-    WRITE_ACT = 0x04      #: addr u16 (byte address) + data; reply: empty
+    WRITE_ACT = 0x04      #: row u16 + data (byte i: row + i // cols, lane i % cols); reply: -
     RUN = 0x05            #: m u16, k u16, tokens u16, wbase u32 (8-byte aligned); reply: cycles
     READ_RESULTS = 0x06   #: index u16 + count u16; reply: ``count`` int32
     STATUS = 0x07         #: no payload; reply: :class:`StatusInfo`
@@ -69,7 +69,8 @@ class Status(enum.IntEnum):
     TRUNCATED = 4       #: the line went idle in the middle of a frame
     BAD_ARG = 5         #: an address/size outside the memories or a layer that does not fit
     ENGINE_ERROR = 6    #: the engine raised ``error`` (e.g. an invalid weight code)
-    RANGE = 7           #: a run needed weights/activations/results beyond the memories
+    RANGE = 7           #: a RUN needs weights/activations/results beyond the memories
+    NOT_LOADED = 8      #: a RUN reads weight or activation memory not written since power-up
 
 
 class ProtocolError(Exception):
@@ -98,11 +99,12 @@ def crc16(data: bytes, crc: int = 0xFFFF) -> int:
 
 
 def encode_request(op: int, payload: bytes = b"") -> bytes:
-    """One request frame."""
+    """One request frame. Raises ``ValueError`` for an opcode outside a byte or a payload
+    above :data:`MAX_PAYLOAD` (the board would answer ``BAD_LENGTH``)."""
     if not 0 <= op <= 0xFF:
         raise ValueError(f"opcode {op} out of range")
-    if len(payload) > 0xFFFF:
-        raise ValueError(f"payload of {len(payload)} bytes cannot be framed")
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"payload of {len(payload)} bytes above the {MAX_PAYLOAD}-byte limit")
     body = bytes([op]) + struct.pack("<H", len(payload)) + bytes(payload)
     return bytes([REQ_SYNC]) + body + struct.pack("<H", crc16(body))
 
@@ -123,28 +125,33 @@ class Reply:
 class ReplyDecoder:
     """Incremental reply parser: feed bytes, collect :class:`Reply` objects.
 
-    Bytes before a sync byte are counted in ``junk`` (the board never sends any)."""
+    Bytes before a sync byte are counted in ``junk`` (the board never sends any). A frame
+    that fails :func:`decode_reply` raises :class:`ProtocolError` and is dropped; the replies
+    decoded before it in the same call are not lost: the next ``feed`` (``feed(b"")`` will do)
+    returns them first."""
 
     def __init__(self):
         self._buf = bytearray()
+        self._ready: list[Reply] = []
         self.junk = 0
 
     def feed(self, data: bytes) -> list[Reply]:
         self._buf.extend(data)
-        out = []
         while True:
             while self._buf and self._buf[0] != REP_SYNC:
                 del self._buf[0]
                 self.junk += 1
             if len(self._buf) < 6:
-                return out
+                break
             length = struct.unpack_from("<H", self._buf, 3)[0]
             total = 1 + 4 + length + 2
             if len(self._buf) < total:
-                return out
+                break
             frame = bytes(self._buf[:total])
             del self._buf[:total]
-            out.append(decode_reply(frame))
+            self._ready.append(decode_reply(frame))
+        out, self._ready = self._ready, []
+        return out
 
     @property
     def pending(self) -> int:

@@ -12,9 +12,12 @@ One RUN of ``m x k`` for ``tokens`` tokens:
   the run ends at the ``last`` flag of the ``tokens``-th token.
 
 Every counter is incremented by additions and comparisons only (no multiplier in the netlist).
-A run that would read beyond the weight or activation memory or write beyond the result memory
-stops with ``RANGE``; an engine ``error`` stops it with ``ENGINE_ERROR``. Either way the runner
-pulses ``engine_reset`` so the engine is idle again afterwards.
+The runner takes only runs that fit: the link starts it after :mod:`fpga.admission` has checked
+that the run's activation rows, results and weight bytes lie inside the memories (a refused RUN
+writes nothing), so the runner has no end-of-memory checks of its own for the activation and
+result memories; the weight reader's own end-of-memory stop (``range_error``) still ends a run
+with ``RANGE``. An engine ``error`` stops it with ``ENGINE_ERROR``; either way the runner pulses
+``engine_reset`` so the engine is idle again afterwards.
 """
 
 from amaranth import Module, Signal, signed, unsigned
@@ -114,16 +117,12 @@ class LayerRunner(wiring.Component):
         act_krem = Signal(17, **rl)  # codes of the current token from the next row on
         act_tile_last = Signal(**rl)  # act_krem <= C: this row ends the token
         k_single = Signal(**rl)  # k <= C: every row ends a token
-        act_row_end = Signal(**rl)  # act_row == act_rows
         act_have = Signal()     # act_rdata holds a row not yet accepted by the engine
-        act_range = Signal()
 
         # result writer
         res_idx = Signal(range(self._result_depth + 1), **rl)
         res_left = Signal(16, **rl)  # tokens whose last result has not come yet
         res_last_token = Signal(**rl)  # res_left == 1
-        res_full = Signal(**rl)  # res_idx == result_depth
-        res_range = Signal()
 
         m.submodules.reader = reader = WeightReader(config=cfg, depth=self._weight_depth)
         m.d.comb += [
@@ -158,22 +157,18 @@ class LayerRunner(wiring.Component):
         act_fire = self.act.valid & self.act.ready
         m.d.comb += self.act.valid.eq(act_have)
         with m.If((~act_have | act_fire) & act_active):
-            with m.If(act_row_end):
-                m.d.sync += [act_range.eq(1), act_active.eq(0), act_have.eq(0)]
+            m.d.comb += [self.act_addr.eq(act_row), self.act_en.eq(1)]
+            m.d.sync += [act_have.eq(1), act_row.eq(act_row + 1)]
+            with m.If(act_tile_last):
+                m.d.sync += [act_krem.eq(k_r),
+                             act_tile_last.eq(k_single),
+                             act_tokens_left.eq(act_tokens_left - 1),
+                             act_last_token.eq(act_tokens_left == 2)]
+                with m.If(act_last_token):
+                    m.d.sync += act_active.eq(0)
             with m.Else():
-                m.d.comb += [self.act_addr.eq(act_row), self.act_en.eq(1)]
-                m.d.sync += [act_have.eq(1), act_row.eq(act_row + 1),
-                             act_row_end.eq(act_row == self._act_rows - 1)]
-                with m.If(act_tile_last):
-                    m.d.sync += [act_krem.eq(k_r),
-                                 act_tile_last.eq(k_single),
-                                 act_tokens_left.eq(act_tokens_left - 1),
-                                 act_last_token.eq(act_tokens_left == 2)]
-                    with m.If(act_last_token):
-                        m.d.sync += act_active.eq(0)
-                with m.Else():
-                    m.d.sync += [act_krem.eq(act_krem - C),
-                                 act_tile_last.eq(act_krem <= 2 * C)]
+                m.d.sync += [act_krem.eq(act_krem - C),
+                             act_tile_last.eq(act_krem <= 2 * C)]
         with m.Elif(act_fire):
             m.d.sync += act_have.eq(0)
 
@@ -191,11 +186,10 @@ class LayerRunner(wiring.Component):
                 m.d.sync += [
                     cmd_valid.eq(1), counting.eq(0), cycles.eq(0),
                     act_active.eq(1), act_row.eq(0),
-                    act_tokens_left.eq(tokens_r), act_have.eq(0), act_range.eq(0),
+                    act_tokens_left.eq(tokens_r), act_have.eq(0),
                     act_last_token.eq(tokens_r == 1), act_krem.eq(k_r),
                     act_tile_last.eq(k_r <= C), k_single.eq(k_r <= C),
-                    act_row_end.eq(0),
-                    res_idx.eq(0), res_range.eq(0), res_full.eq(0),
+                    res_idx.eq(0),
                     res_left.eq(tokens_r), res_last_token.eq(tokens_r == 1),
                 ]
                 m.d.comb += reader.start.eq(1)
@@ -208,12 +202,8 @@ class LayerRunner(wiring.Component):
                 # -- results
                 m.d.comb += [self.res_addr.eq(res_idx), self.res_data.eq(self.result.payload.acc)]
                 with m.If(self.result.valid):
-                    with m.If(res_full):
-                        m.d.sync += res_range.eq(1)
-                    with m.Else():
-                        m.d.comb += self.res_en.eq(1)
-                        m.d.sync += [res_idx.eq(res_idx + 1),
-                                     res_full.eq(res_idx == self._result_depth - 1)]
+                    m.d.comb += self.res_en.eq(1)
+                    m.d.sync += res_idx.eq(res_idx + 1)
                     with m.If(self.result.payload.last):
                         m.d.sync += [res_left.eq(res_left - 1),
                                      res_last_token.eq(res_left == 2)]
@@ -225,17 +215,13 @@ class LayerRunner(wiring.Component):
                     m.d.sync += [self.status.eq(Status.ENGINE_ERROR), counting.eq(0),
                                  cmd_valid.eq(0), act_active.eq(0), act_have.eq(0)]
                     m.next = "ABORT"
-                with m.Elif(reader.range_error | act_range | res_range):
+                with m.Elif(reader.range_error):
                     m.d.sync += [self.status.eq(Status.RANGE), counting.eq(0), cmd_valid.eq(0),
                                  act_active.eq(0), act_have.eq(0)]
                     m.next = "ABORT"
             with m.State("FINISH"):
-                with m.If(res_range):
-                    m.d.sync += self.status.eq(Status.RANGE)
-                    m.next = "ABORT"
-                with m.Else():
-                    m.d.sync += self.status.eq(Status.OK)
-                    m.next = "DONE"
+                m.d.sync += self.status.eq(Status.OK)
+                m.next = "DONE"
             with m.State("ABORT"):
                 # the engine may be mid-command: reset it; stop the reader
                 m.d.comb += [self.engine_reset.eq(1), reader.stop.eq(1)]

@@ -172,3 +172,67 @@ async def host_runs_model_layer(dut):
                   result["cycles"])
     assert port.framing_errors == 0
     port.stop()
+
+
+@cocotb.test()
+async def refused_runs_change_nothing(dut):
+    """RUNs that do not fit the memories (``RANGE``) or come before any weights or activations
+    were written since power-up (``NOT_LOADED``) are refused before anything is written, with
+    the real engine:
+    afterwards every weight byte and result entry reads back unchanged and the next RUN on the
+    same activations is bit-exact."""
+    config, p, port = await _setup(dut)
+    result = {}
+
+    def host():
+        board = Board(port)
+        info = board.info()
+        wbytes, act_rows, depth = info.weight_bytes, info.act_bytes // config.cols, \
+            info.result_depth
+
+        def run(m, k, t, base):
+            return board.request(Op.RUN, struct.pack("<HHHI", m, k, t, base), check=False)
+
+        rng = np.random.default_rng(p["seed"])
+        kt = 8
+        k = kt * config.cols
+        m = 8 * config.rows
+        t = min(depth // m, act_rows // kt - 1)    # fits, with activation rows left over
+        w = rng.integers(-1, 2, (m, k)).astype(np.int8)
+        x = rng.integers(-128, 128, (t, k))
+        stream = layer_stream(w, config).tobytes()
+        base = wbytes - len(stream)                # the layer ends at the memory's end
+        want = golden_acc(x, w)
+        statuses = [run(m, k, t, base).status]     # nothing written yet
+        board.write_weights(base, stream)
+        statuses.append(run(m, k, t, base).status)  # no activations yet
+        board.write_act(0, x.astype(np.int8).tobytes())
+        board.run(m, k, t, base)
+        result["first"] = board.read_results(0, m * t).reshape(t, m)
+        # results no refused run would write
+        board.run(m // 2, k, t, base)
+        res_before = board.read_results(0, depth)
+        w_before = board.read_weights(0, wbytes)
+        refusals = [
+            (m, k, depth // m + 1, base),          # results beyond the result memory
+            (m, k + config.cols, 1, base),         # weight bytes past the end of memory
+            (1, k, act_rows // kt + 1, base),      # activation rows beyond the memory
+            (1, 1, depth + 1, base),               # one result entry too many
+        ]
+        for args in refusals:
+            statuses.append(run(*args).status)
+        result["statuses"] = statuses
+        result["w_same"] = board.read_weights(0, wbytes) == w_before
+        result["res_same"] = np.array_equal(board.read_results(0, depth), res_before)
+        board.run(m, k, t, base)
+        result["again"] = board.read_results(0, m * t).reshape(t, m)
+        result["want"] = want
+
+    await bridge(host)()
+    R, N = Status.RANGE, Status.NOT_LOADED
+    assert result["statuses"] == [N, N, R, R, R, R], result["statuses"]
+    assert result["w_same"] and result["res_same"]
+    np.testing.assert_array_equal(result["first"], result["want"])
+    np.testing.assert_array_equal(result["again"], result["want"])
+    assert port.framing_errors == 0 and not port.rx_bytes
+    port.stop()

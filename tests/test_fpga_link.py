@@ -300,6 +300,69 @@ def test_run_errors_and_recovery():
     run_board(body)
 
 
+def test_refused_runs_change_no_memory():
+    """A RUN that does not fit, or that comes before any weights or activations were written,
+    is refused before anything is written: after all refusals the whole weight and result
+    memories read back unchanged and the next RUN (on the same activations) is exact. 512
+    weight bytes, 16 activation rows, 48 results. (The real engine: ``sim/cocotb_board.py``.)"""
+    rng = np.random.default_rng(21)
+    w = rng.integers(-1, 2, (16, 16)).astype(np.int8)   # 8 x 4 beats of 2 bytes: 64 bytes
+    x = rng.integers(-128, 128, (3, 16))                 # 4 rows per token: rows 0..11
+    base = 448                                           # the layer ends at the memory's end
+    want = golden_acc(x, w)
+    wframe, aframe = layer_frames(w, x, base)
+    core = make_core()
+    assert (core.weight_bytes, core.act_rows, core.result_depth) == (512, 16, 48)
+
+    async def body(ctx, dut, req, mon):
+        async def run(m, k, t, b):
+            return await req(encode_request(Op.RUN, struct.pack("<HHHI", m, k, t, b)))
+
+        async def results():
+            res = ok(await req(encode_request(Op.READ_RESULTS, struct.pack("<HH", 0, 48))),
+                     Op.READ_RESULTS)
+            return np.frombuffer(res, "<i4")
+
+        # nothing written since power-up; then weights but no activations
+        assert (await run(16, 16, 3, base)).status == Status.NOT_LOADED
+        assert (await req(wframe)).status == Status.OK
+        assert (await run(16, 16, 3, base)).status == Status.NOT_LOADED
+        assert (await req(aframe)).status == Status.OK
+        # fits exactly: 48 results, up to the last weight byte, 12 of 16 rows
+        ok(await run(16, 16, 3, base), Op.RUN)
+        np.testing.assert_array_equal(await results(), want.reshape(-1))
+        # results no refused run would write: 8 rows of 3 tokens, then the 16-row results
+        ok(await run(8, 16, 3, base), Op.RUN)
+        res_before = np.concatenate([want[:, :8].reshape(-1), want.reshape(-1)[24:]])
+        np.testing.assert_array_equal(await results(), res_before)
+        refusals = [
+            ((16, 4, 4, base), Status.RANGE),      # 64 results, room for 48
+            ((16, 16, 4, base), Status.RANGE),     # 64 results and 16 rows
+            ((16, 20, 1, base), Status.RANGE),     # 80 weight bytes from 448: past the end
+            ((2, 16, 5, base), Status.RANGE),      # 20 activation rows of 16
+            ((5, 33, 1, base), Status.BAD_ARG),    # k above max_k = 32
+            ((1, 1, 49, base), Status.RANGE),      # 49 results (one row per token)
+            ((16, 8, 3, 512 - 16), Status.RANGE),  # 32 weight bytes from 496
+        ]
+        for args, status in refusals:
+            rep = await run(*args)
+            assert (rep.op, rep.status, rep.payload) == (Op.RUN, status, b""), args
+        # written so far: the layer at 448..511 only (refused runs write nothing)
+        weights = ok(await req(encode_request(Op.READ_WEIGHTS, struct.pack("<IH", 0, 512))),
+                     Op.READ_WEIGHTS)
+        assert weights == bytes(base) + wframe[8:-2]
+        np.testing.assert_array_equal(await results(), res_before)
+        # a second copy of the layer at 0; RESET keeps the memories and their marks; both
+        # copies are exact
+        ok(await req(encode_request(Op.WRITE_WEIGHTS, struct.pack("<I", 0) + weights[base:])),
+           Op.WRITE_WEIGHTS)
+        ok(await req(encode_request(Op.RESET)), Op.RESET)
+        for b in (0, base):
+            ok(await run(16, 16, 3, b), Op.RUN)
+            np.testing.assert_array_equal(await results(), want.reshape(-1))
+    run_board(body, core)
+
+
 def test_write_act_bounds_are_checked_before_writing():
     rng = np.random.default_rng(5)
     w = rng.integers(-1, 2, (3, 4)).astype(np.int8)

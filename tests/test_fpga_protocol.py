@@ -38,6 +38,10 @@ def test_request_layout():
         encode_request(256)
     with pytest.raises(ValueError):
         encode_request(1, bytes(1 << 16))
+    # the board's staging buffer is the limit: one byte more is refused, the limit itself framed
+    assert len(encode_request(Op.WRITE_WEIGHTS, bytes(MAX_PAYLOAD))) == MAX_PAYLOAD + 6
+    with pytest.raises(ValueError, match="512-byte limit"):
+        encode_request(Op.WRITE_WEIGHTS, bytes(MAX_PAYLOAD + 1))
 
 
 def test_reply_roundtrip_and_errors():
