@@ -29,6 +29,7 @@ import time
 
 import numpy as np
 
+from fpga.memory import WORD_BYTES
 from fpga.protocol import (
     MAX_PAYLOAD,
     REP_SYNC,
@@ -42,14 +43,14 @@ from fpga.protocol import (
     decode_reply,
     encode_request,
 )
+from fpga.top import DEFAULT_BAUD
 from model import cli
 from model.accel import AccelConfig
+from model.bitlinear import ternary_matmul
+from model.packing import pack_layer_stream
 
-__all__ = ["Board", "BoardMatmul", "layer_stream", "open_serial", "golden_acc", "main",
-           "DEFAULT_BAUD"]
+__all__ = ["Board", "BoardMatmul", "open_serial", "main", "DEFAULT_BAUD"]
 
-DEFAULT_BAUD = 1_000_000
-WORD_BYTES = 8
 U16 = 1 << 16
 U32 = 1 << 32
 
@@ -63,38 +64,6 @@ def open_serial(port: str, baud: int = DEFAULT_BAUD, timeout: float = 2.0):
 
     return serial.Serial(port, baudrate=baud, bytesize=8, parity="N", stopbits=1,
                          timeout=timeout)
-
-
-def golden_acc(xq: np.ndarray, trits: np.ndarray) -> np.ndarray:
-    """``acc = xq @ trits.T`` exactly (int64 arithmetic, returned as int32)."""
-    return (np.asarray(xq, np.int64) @ np.asarray(trits, np.int64).T).astype(np.int32)
-
-
-def layer_stream(trits: np.ndarray, config: AccelConfig) -> np.ndarray:
-    """The weight stream of an ``M x K`` trit matrix (``docs/architecture.md`` section 4):
-    ``(beats, bytes_per_beat)`` uint8; beat ``mt * ceil(K/C) + kt`` is the ``R x C`` tile at
-    ``(mt, kt)``, zero-padded, packed with the config's packing (``tq1`` bytes from
-    ``model.packing.pack_tq1``). ``tests/test_fpga_host.py`` checks it against
-    ``model.packing.pack_layer_stream``."""
-    from model.packing import pack_tq1
-
-    t = np.asarray(trits)
-    if t.ndim != 2 or not np.isin(t, (-1, 0, 1)).all():
-        raise ValueError("trits must be a 2-D array of -1, 0, +1")
-    m, k = t.shape
-    r, c = config.rows, config.cols
-    mt, kt = config.m_tiles(m), config.k_tiles(k)
-    w = np.zeros((mt * r, kt * c), dtype=np.int8)
-    w[:m, :k] = t
-    tiles = w.reshape(mt, r, kt, c).transpose(0, 2, 1, 3).reshape(mt * kt, r * c)
-    nbytes = config.bytes_per_beat
-    if config.packing == "tq1":
-        return np.stack([pack_tq1(tile) for tile in tiles]).astype(np.uint8)
-    codes = np.ones((mt * kt, nbytes * 4), dtype=np.uint8)   # i2 code 1 is trit 0
-    codes[:, :r * c] = tiles + 1
-    codes = codes.reshape(mt * kt, nbytes, 4)
-    return (codes[..., 0] | codes[..., 1] << 2 | codes[..., 2] << 4
-            | codes[..., 3] << 6).astype(np.uint8)
 
 
 def _span(what: str, start, count, size: int) -> tuple[int, int]:
@@ -302,7 +271,7 @@ class BoardMatmul:
         hit = self._layers.get(name)
         if hit is not None and hit[0] == digest:
             return hit[1]
-        stream = layer_stream(trits, self.config).tobytes()
+        stream = pack_layer_stream(trits, self.config).tobytes()
         cap = self.board.info().weight_bytes
         if self._next + len(stream) > cap:   # full: start over (forget every stored layer)
             self._layers.clear()
@@ -374,7 +343,7 @@ def check_layer(board: Board, config: AccelConfig, m: int, k: int, tokens: int, 
         w = np.asarray(w, np.int8)
         x = np.asarray(x, np.int64)
         got = hook(f"layer{i}", x, w)
-        want = golden_acc(x, w)
+        want = ternary_matmul(x, w)
         if not np.array_equal(got, want):
             bad = np.argwhere(got != want)
             raise AssertionError(f"{label}: {len(bad)} accumulators differ, first at "
@@ -417,25 +386,14 @@ def run_model(board: Board, config: AccelConfig, checkpoint: str, prompt: str, n
 
     def checked(name, xq, trits):
         acc = hook(name, xq, trits)
-        want = golden_acc(xq, trits)
+        want = ternary_matmul(xq, trits)
         if not np.array_equal(acc, want):
             mismatches.append(name)
         return acc
 
-    def generate(model):
-        toks = list(prompt_bytes)
-        cache = model.new_cache()
-        logits = model.step(np.asarray(toks, dtype=np.int64), cache)
-        res = []
-        for i in range(n_tokens):
-            res.append(int(np.argmax(logits[-1])))
-            if i + 1 < n_tokens:
-                logits = model.step(np.asarray(res[-1:], dtype=np.int64), cache)
-        return res
-
     t0 = time.time()
-    golden = generate(ck.transformer())
-    board_tokens = generate(ck.transformer(matmul=checked))
+    golden = ck.transformer().generate(list(prompt_bytes), n_tokens)
+    board_tokens = ck.transformer(matmul=checked).generate(list(prompt_bytes), n_tokens)
     seconds = time.time() - t0
     if mismatches:
         raise AssertionError(f"board accumulators differ from the golden model in "

@@ -20,6 +20,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from hw._util import check_int, validated
+
 __all__ = ["WeightMemory", "WeightReader", "select_backend", "WORD_BYTES", "SPRAM_WORDS"]
 
 #: Bytes per weight-memory word (4 SPRAMs x 16 bits).
@@ -59,15 +61,13 @@ class WeightMemory(wiring.Component):
         Read data of the word addressed on the previous enabled read cycle.
     """
 
+    @validated
     def __init__(self, *, depth: int = SPRAM_WORDS, backend: str = "auto"):
-        self._MustUse__silence = True   # until the checks pass
-        if not isinstance(depth, int) or depth < 1:
-            raise ValueError(f"depth must be a positive int, got {depth!r}")
+        check_int("depth", depth, 1)
         if backend not in ("auto", "spram", "generic"):
             raise ValueError(f"backend must be 'auto', 'spram' or 'generic', got {backend!r}")
         if backend == "spram" and depth > SPRAM_WORDS:
             raise ValueError(f"the SPRAM backend holds at most {SPRAM_WORDS} words")
-        self._MustUse__silence = False
         self._depth = depth
         self._backend = backend
         super().__init__({

@@ -13,6 +13,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
+from hw._util import check_int, validated
+
 __all__ = ["UARTRx", "UARTTx", "baud_divisor"]
 
 
@@ -28,12 +30,6 @@ def baud_divisor(clk_hz: int, baud: int, *, max_error: float = 0.02) -> int:
     if err > max_error:
         raise ValueError(f"{baud} baud from {clk_hz} Hz: {err:.2%} error exceeds {max_error:.0%}")
     return div
-
-
-def _check_divisor(component, divisor):
-    if not isinstance(divisor, int) or isinstance(divisor, bool) or divisor < 4:
-        component._MustUse__silence = True  # no "unused elaboratable" warning for a failed init
-        raise ValueError(f"divisor must be an int >= 4 (cycles per bit), got {divisor!r}")
 
 
 class UARTRx(wiring.Component):
@@ -62,8 +58,9 @@ class UARTRx(wiring.Component):
     overrun: Out(1)
     frame_error: Out(1)
 
+    @validated
     def __init__(self, *, divisor: int):
-        _check_divisor(self, divisor)
+        check_int("divisor", divisor, 4)    # clock cycles per bit
         self._divisor = divisor
         super().__init__()
 
@@ -172,8 +169,9 @@ class UARTTx(wiring.Component):
     data: In(stream.Signature(unsigned(8)))
     tx: Out(1, init=1)
 
+    @validated
     def __init__(self, *, divisor: int):
-        _check_divisor(self, divisor)
+        check_int("divisor", divisor, 4)    # clock cycles per bit
         self._divisor = divisor
         super().__init__()
 

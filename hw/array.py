@@ -70,11 +70,25 @@ class MacArray(wiring.Component):
         return cls(rows=config.rows, cols=config.cols, act_bits=config.act_bits,
                    acc_width=config.acc_width, adder_stages=config.adder_stages)
 
-    rows = property(lambda self: self._rows)
-    cols = property(lambda self: self._cols)
-    act_bits = property(lambda self: self._act_bits)
-    acc_width = property(lambda self: self._acc_width)
-    adder_stages = property(lambda self: self._adder_stages)
+    @property
+    def rows(self):
+        return self._rows
+
+    @property
+    def cols(self):
+        return self._cols
+
+    @property
+    def act_bits(self):
+        return self._act_bits
+
+    @property
+    def acc_width(self):
+        return self._acc_width
+
+    @property
+    def adder_stages(self):
+        return self._adder_stages
 
     @property
     def macs_per_cycle(self):

@@ -10,6 +10,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ._util import check_int as _check_int
+from ._util import validated
 from .row import register_levels, tree_depth
 
 __all__ = ["Int8MacArray"]
@@ -39,6 +40,7 @@ class Int8MacArray(wiring.Component):
         Row accumulators; a beat is in ``acc`` ``latency`` enabled cycles after it is presented.
     """
 
+    @validated
     def __init__(self, *, rows, cols, act_bits, acc_width, adder_stages=0, weight_bits=8):
         _check_int("rows", rows, 1, 1024)
         _check_int("cols", cols, 1, 1024)
@@ -62,8 +64,13 @@ class Int8MacArray(wiring.Component):
         return cls(rows=config.rows, cols=config.cols, act_bits=config.act_bits,
                    acc_width=config.acc_width, adder_stages=config.adder_stages)
 
-    rows = property(lambda self: self._shape[0])
-    cols = property(lambda self: self._shape[1])
+    @property
+    def rows(self):
+        return self._shape[0]
+
+    @property
+    def cols(self):
+        return self._shape[1]
 
     @property
     def macs_per_cycle(self):

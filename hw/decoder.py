@@ -30,24 +30,19 @@ from amaranth.hdl import Cat, Module, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from model.accel import TRITS_PER_BYTE
+
 from ._util import check_int as _check_int
 from ._util import validated
 from .trit import Trit
 
-__all__ = ["WeightDecoder", "TQ1_VALID_BYTES", "TQ1_INVALID_BYTES", "TRITS_PER_BYTE",
-           "DECODE_STEPS", "ENGINE_PRE_STEPS", "state_layout", "initial_state", "decode_steps",
-           "state_trits", "state_bad"]
+__all__ = ["WeightDecoder", "DECODE_STEPS", "ENGINE_PRE_STEPS", "state_layout", "initial_state",
+           "decode_steps", "state_trits", "state_bad"]
 
-TRITS_PER_BYTE = {"i2": 4, "tq1": 5}
 #: Dependent decoding steps per packing (the depth of the decode logic, in adders / LUT levels).
 DECODE_STEPS = {"i2": 1, "tq1": 3}
 #: Steps the engine decodes before its input buffer register; the rest run in the issue stage.
 ENGINE_PRE_STEPS = {"i2": 1, "tq1": 1}
-
-#: The 243 byte values the TQ1_0 encoder produces, ``ceil(q * 256 / 243)`` for ``q`` in 0..242.
-TQ1_VALID_BYTES = frozenset(-(-(q << 8) // 243) for q in range(243))
-#: The 13 byte values it never produces (invalid in a tq1 stream).
-TQ1_INVALID_BYTES = tuple(sorted(set(range(256)) - TQ1_VALID_BYTES))
 
 
 def _check_packing(packing):
@@ -222,10 +217,25 @@ class WeightDecoder(wiring.Component):
             stages = 2 if config.packing == "tq1" else 1
         return cls(packing=config.packing, trits_per_beat=config.trits_per_beat, stages=stages)
 
-    packing = property(lambda self: self._packing)
-    trits_per_beat = property(lambda self: self._trits_per_beat)
-    bytes_per_beat = property(lambda self: self._bytes_per_beat)
-    stages = property(lambda self: self._stages)
+    @property
+    def packing(self):
+        """``"i2"`` or ``"tq1"``."""
+        return self._packing
+
+    @property
+    def trits_per_beat(self):
+        """Trits per output beat."""
+        return self._trits_per_beat
+
+    @property
+    def bytes_per_beat(self):
+        """Packed bytes per input beat, ``ceil(trits_per_beat / trits_per_byte)``."""
+        return self._bytes_per_beat
+
+    @property
+    def stages(self):
+        """Pipeline registers between the decoding steps."""
+        return self._stages
 
     @property
     def latency(self):

@@ -50,8 +50,13 @@ class Gearbox(wiring.Component):
             "o": Out(stream.Signature(data.ArrayLayout(unsigned(8), out_bytes))),
         })
 
-    in_bytes = property(lambda self: self._in_bytes)
-    out_bytes = property(lambda self: self._out_bytes)
+    @property
+    def in_bytes(self):
+        return self._in_bytes
+
+    @property
+    def out_bytes(self):
+        return self._out_bytes
 
     @property
     def capacity(self):

@@ -4,7 +4,7 @@ from amaranth.hdl import Module, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ._util import validated
+from ._util import check_int, validated
 from .trit import Trit
 
 __all__ = ["TernaryLane"]
@@ -38,8 +38,7 @@ class TernaryLane(wiring.Component):
 
     @validated
     def __init__(self, *, act_bits):
-        if not isinstance(act_bits, int) or isinstance(act_bits, bool) or not 2 <= act_bits <= 16:
-            raise ValueError(f"act_bits must be an int in [2, 16], got {act_bits!r}")
+        check_int("act_bits", act_bits, 2, 16)
         self._act_bits = act_bits
         super().__init__({
             "x": In(signed(act_bits)),

@@ -89,10 +89,21 @@ class Row(wiring.Component):
             "acc": Out(signed(acc_width)),
         })
 
-    cols = property(lambda self: self._cols)
-    act_bits = property(lambda self: self._act_bits)
-    acc_width = property(lambda self: self._acc_width)
-    adder_stages = property(lambda self: self._adder_stages)
+    @property
+    def cols(self):
+        return self._cols
+
+    @property
+    def act_bits(self):
+        return self._act_bits
+
+    @property
+    def acc_width(self):
+        return self._acc_width
+
+    @property
+    def adder_stages(self):
+        return self._adder_stages
 
     @property
     def latency(self):

@@ -49,7 +49,9 @@ class SkidBuffer(wiring.Component):
             "o": Out(stream.Signature(shape)),
         })
 
-    shape = property(lambda self: self._shape)
+    @property
+    def shape(self):
+        return self._shape
 
     @property
     def latency(self):

@@ -40,26 +40,24 @@ def accel_config(text: str) -> AccelConfig:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1 (a count of tokens, seeds, a baud rate)."""
+def _int_at_least(text: str, low: int) -> int:
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: want an integer >= 1")
+    if v < low:
+        raise argparse.ArgumentTypeError(f"{text!r}: want an integer >= {low}")
     return v
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (a count of tokens, seeds, a baud rate)."""
+    return _int_at_least(text, 1)
 
 
 def nonnegative_int(text: str) -> int:
     """An integer >= 0 (a seed, an index)."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: want an integer >= 0")
-    return v
+    return _int_at_least(text, 0)
 
 
 def positive_float(text: str) -> float:

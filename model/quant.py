@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["EPS", "absmax_quantize", "absmean_act_quantize", "absmean_quant", "absmean_quantize",
-           "act_quant", "dequantize_activations"]
+__all__ = ["EPS", "absmax_quantize", "absmean_act_quantize", "absmean_quantize"]
 
 #: Clamp of the scale denominators (``clamp(min=1e-5)`` in the reference code).
 EPS = np.float32(1e-5)
@@ -124,18 +123,3 @@ def absmean_act_quantize(x, bits: int = 4) -> tuple[np.ndarray, np.ndarray]:
     s = (np.sqrt(qp) / (beta + EPS)).astype(np.float32)
     codes = np.clip(np.round(a * s), -qp - 1, qp).astype(np.int8)
     return codes, s
-
-
-def dequantize_activations(codes, s) -> np.ndarray:
-    """``codes / s`` in float32 (the fake-quantized activation of QAT)."""
-    return np.asarray(codes, dtype=np.float32) / np.asarray(s, dtype=np.float32)
-
-
-def absmean_quant(W) -> tuple[np.ndarray, np.float32]:
-    """Alias of :func:`absmean_quantize`."""
-    return absmean_quantize(W)
-
-
-def act_quant(x, bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """Alias of :func:`absmax_quantize`."""
-    return absmax_quantize(x, bits)

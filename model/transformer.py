@@ -450,12 +450,14 @@ class Transformer:
         return self._run(self._tokens(tokens), self.cache if cache is None else cache)
 
     def generate(self, prompt, n_tokens: int, greedy: bool = True, temperature: float = 1.0,
-                 seed: int | None = None) -> list[int]:
+                 seed: int | None = None,
+                 on_token: Callable[[int, int], None] | None = None) -> list[int]:
         """Generate ``n_tokens`` tokens after ``prompt`` with the KV cache.
 
         Greedy takes ``argmax`` (first index on ties); otherwise samples from
         ``softmax(logits / temperature)`` (float64) with ``numpy.random.default_rng(seed)``.
-        Returns only the new tokens.
+        ``on_token(i, token)`` is called once the ``i``-th new token (from 0) is chosen, before
+        the model is stepped on it. Returns only the new tokens.
         """
         if not isinstance(n_tokens, (int, np.integer)) or n_tokens < 0:
             raise ValueError(f"n_tokens must be an int >= 0, got {n_tokens!r}")
@@ -474,6 +476,8 @@ class Transformer:
                 p = np.exp(z - z.max())
                 nxt = int(rng.choice(p.size, p=p / p.sum()))
             out.append(nxt)
+            if on_token is not None:
+                on_token(i, nxt)
             if i + 1 < n_tokens:
                 logits = self.step(nxt, cache)
         return out

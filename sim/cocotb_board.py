@@ -22,9 +22,11 @@ from cocotb.clock import Clock
 from cocotb.task import bridge, resume
 from cocotb.triggers import ClockCycles, FallingEdge, Timer
 
-from fpga.host import Board, BoardMatmul, check_layer, golden_acc, layer_stream
+from fpga.host import Board, BoardMatmul, check_layer
 from fpga.protocol import Op, Status, encode_request
 from model.accel import AccelConfig
+from model.bitlinear import ternary_matmul
+from model.packing import pack_layer_stream
 from sim.runner import sim_params
 
 
@@ -152,7 +154,7 @@ async def host_runs_model_layer(dut):
         result["acc"] = hook(name, xq, trits)
         result["cycles"] = hook.cycles[-1]
         # a frame with a bad CRC that would overwrite the stored stream: rejected, no effect
-        stream = layer_stream(trits, config).tobytes()
+        stream = pack_layer_stream(trits, config).tobytes()
         frame = bytearray(encode_request(Op.WRITE_WEIGHTS, struct.pack("<I", 0) + bytes(64)))
         frame[-1] ^= 0xFF
         rep = board.transact(bytes(frame), Op.WRITE_WEIGHTS, check=False)
@@ -163,7 +165,7 @@ async def host_runs_model_layer(dut):
         result["status"] = st
 
     await bridge(host)()
-    want = golden_acc(xq, trits)
+    want = ternary_matmul(xq, trits)
     np.testing.assert_array_equal(result["acc"], want)
     np.testing.assert_array_equal(result["acc2"], want)
     st = result["status"]
@@ -200,9 +202,9 @@ async def refused_runs_change_nothing(dut):
         t = min(depth // m, act_rows // kt - 1)    # fits, with activation rows left over
         w = rng.integers(-1, 2, (m, k)).astype(np.int8)
         x = rng.integers(-128, 128, (t, k))
-        stream = layer_stream(w, config).tobytes()
+        stream = pack_layer_stream(w, config).tobytes()
         base = wbytes - len(stream)                # the layer ends at the memory's end
-        want = golden_acc(x, w)
+        want = ternary_matmul(x, w)
         statuses = [run(m, k, t, base).status]     # nothing written yet
         board.write_weights(base, stream)
         statuses.append(run(m, k, t, base).status)  # no activations yet

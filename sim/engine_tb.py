@@ -12,6 +12,8 @@ import random
 import numpy as np
 
 from model.accel import AccelConfig
+from model.bitlinear import ternary_matmul
+from model.packing import pack_layer_stream
 from sim.golden import beats_of_layer, pack_trits
 from sim.scoreboard import Scoreboard
 from sim.streams import ClockedTB, StreamSink, StreamSource, port_layout
@@ -20,18 +22,12 @@ __all__ = ["EngineTB", "act_chunks", "check_layer_args", "golden_acc", "layer_st
 
 
 def golden_acc(xq, trits) -> np.ndarray:
-    """``acc = xq @ trits.T`` from ``model.bitlinear.ternary_matmul`` (int32, ``(T, M)``).
-
-    Falls back to a plain int64 numpy product while ``model/bitlinear.py`` is absent; when it
-    exists, both are computed and must agree.
+    """``acc = xq @ trits.T`` from ``model.bitlinear.ternary_matmul`` (int32, ``(T, M)``),
+    cross-checked against a plain int64 numpy product: both are computed and must agree.
     """
     xq = np.asarray(xq)
     trits = np.asarray(trits)
     ref = (xq.astype(np.int64) @ trits.astype(np.int64).T)
-    try:
-        from model.bitlinear import ternary_matmul
-    except ImportError:
-        return ref.astype(np.int32)
     acc = np.asarray(ternary_matmul(xq, trits))
     if acc.shape != ref.shape or not np.array_equal(acc.astype(np.int64), ref):
         raise AssertionError("model.bitlinear.ternary_matmul disagrees with xq @ trits.T")
@@ -88,14 +84,9 @@ def act_chunks(xq, config: AccelConfig, pad_rng=None) -> np.ndarray:
 
 def layer_stream(trits, config: AccelConfig) -> np.ndarray:
     """One token pass of weight beats ``(beats, bytes_per_beat)`` uint8 from
-    ``model.packing.pack_layer_stream``, cross-checked against :mod:`sim.golden` (or the latter
-    alone while ``model/packing.py`` is absent)."""
+    ``model.packing.pack_layer_stream``, cross-checked against :mod:`sim.golden`."""
     tiles = beats_of_layer(trits, config.rows, config.cols)
     ref = np.stack([pack_trits(t, config.packing) for t in tiles]).astype(np.uint8)
-    try:
-        from model.packing import pack_layer_stream
-    except ImportError:
-        return ref
     stream = np.asarray(pack_layer_stream(np.asarray(trits, dtype=np.int8), config))
     if stream.shape != ref.shape or not np.array_equal(stream, ref):
         raise AssertionError("model.packing.pack_layer_stream disagrees with the section 4 "

@@ -18,6 +18,7 @@ from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
+from hw._util import check_int, validated
 from model.accel import AccelConfig
 
 __all__ = ["FastTop"]
@@ -64,14 +65,14 @@ class FastTop(wiring.Component):
         The engine's flags.
     """
 
+    @validated
     def __init__(self, *, config: AccelConfig, weight_depth: int = 16384, act_depth: int = 4096,
                  result_depth: int = 16384):
         from hw.engine import BitLinearEngine
 
-        for name, value in (("weight_depth", weight_depth), ("act_depth", act_depth),
-                            ("result_depth", result_depth)):
-            if not isinstance(value, int) or value < 2:
-                raise ValueError(f"{name} must be an int >= 2, got {value!r}")
+        check_int("weight_depth", weight_depth, 2)
+        check_int("act_depth", act_depth, 2)
+        check_int("result_depth", result_depth, 2)
         self._config = config
         self.weight_depth = weight_depth
         self.act_depth = act_depth

@@ -11,6 +11,8 @@ from amaranth import Module, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hw._util import check_int, validated
+
 __all__ = ["ChunkSum"]
 
 
@@ -32,9 +34,10 @@ class ChunkSum(wiring.Component):
     beats : Out(16), count of accepted input beats (wraps).
     """
 
+    @validated
     def __init__(self, *, lanes: int = 3, width: int = 8):
-        if lanes < 1 or width < 2:
-            raise ValueError("ChunkSum needs lanes >= 1 and width >= 2")
+        check_int("lanes", lanes, 1)
+        check_int("width", width, 2)
         self._lanes, self._width = lanes, width
         self.acc_width = width + lanes.bit_length()
         super().__init__({

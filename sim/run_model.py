@@ -43,6 +43,8 @@ import numpy as np
 
 from model import cli
 from model.accel import AccelConfig
+from model.bitlinear import ternary_matmul
+from model.packing import pack_layer_stream, unpack_trits
 
 __all__ = [
     "BACKENDS",
@@ -54,8 +56,6 @@ __all__ = [
     "decode_beat",
     "generate",
     "generate_pure",
-    "golden_acc",
-    "layer_stream",
     "run_forward",
     "build_engine_sim",
     "run_cosim",
@@ -78,6 +78,7 @@ DEFAULT_BACKEND = "cocotb-fast"
 #: Fmax (MHz) used when there is no build report and no --fmax: the design target of
 #: docs/architecture.md for the iCE40 UP5K (stated as such in the output)
 DEFAULT_FMAX_MHZ = 48.0
+
 
 
 @dataclasses.dataclass
@@ -106,59 +107,15 @@ class GoldenBackend:
         from model.accel_cycles import cycles
 
         m, k = trits.shape
-        return golden_acc(xq, trits), cycles(self.config, m, k, xq.shape[0])
-
-
-def golden_acc(xq: np.ndarray, trits: np.ndarray) -> np.ndarray:
-    """The BitLinear integer product ``acc = xq @ trits.T`` of the golden model
-    (``model.bitlinear.ternary_matmul``), int32, cross-checked against a plain int64 numpy
-    product: a broken golden model fails here instead of agreeing with broken hardware."""
-    from model.bitlinear import ternary_matmul
-
-    ref = np.asarray(xq, dtype=np.int64) @ np.asarray(trits, dtype=np.int64).T
-    if np.abs(ref).max(initial=0) >= 1 << 31:
-        raise OverflowError("accumulator exceeds int32")
-    acc = np.asarray(ternary_matmul(xq, trits))  # act_bits=8 range check covers 4-bit codes
-    if acc.shape != ref.shape or not np.array_equal(acc.astype(np.int64), ref):
-        raise AssertionError("model.bitlinear.ternary_matmul disagrees with xq @ trits.T")
-    return acc.astype(np.int32)
-
-
-def layer_stream(trits: np.ndarray, config: AccelConfig) -> np.ndarray:
-    """The weight stream of an ``M x K`` layer, ``(beats, bytes_per_beat)`` uint8, written from
-    ``docs/architecture.md`` section 4 independently of ``model.packing.pack_layer_stream``
-    (the two are compared in ``sim/test_model.py``)."""
-    from model.packing import pack_tq1
-
-    m, k = trits.shape
-    r, c = config.rows, config.cols
-    mt, kt = config.m_tiles(m), config.k_tiles(k)
-    w = np.zeros((mt * r, kt * c), dtype=np.int8)
-    w[:m, :k] = trits
-    tiles = w.reshape(mt, r, kt, c).transpose(0, 2, 1, 3).reshape(mt * kt, r * c)
-    if config.packing == "tq1":
-        out = np.stack([pack_tq1(t) for t in tiles])
-    else:  # i2: trit 4j+i in bits [2i+1:2i] of byte j, code = trit + 1
-        codes = np.zeros((tiles.shape[0], config.bytes_per_beat * 4), dtype=np.uint8)
-        codes[:, :r * c] = tiles + 1
-        codes[:, r * c:] = 1
-        codes = codes.reshape(tiles.shape[0], -1, 4)
-        out = (codes[..., 0] | codes[..., 1] << 2 | codes[..., 2] << 4 | codes[..., 3] << 6)
-    return out.astype(np.uint8).reshape(mt * kt, config.bytes_per_beat)
+        return ternary_matmul(xq, trits), cycles(self.config, m, k, xq.shape[0])
 
 
 def decode_beat(data: np.ndarray, config: AccelConfig) -> np.ndarray:
-    """One beat's bytes -> ``rows * cols`` trits, rejecting invalid codes as the decoder does."""
-    from model.packing import unpack_tq1
-
+    """One beat's bytes -> ``rows * cols`` trits (:func:`model.packing.unpack_trits`), rejecting
+    invalid codes and non-zero padding trits as the decoder does."""
     n = config.rows * config.cols
-    if config.packing == "tq1":
-        return unpack_tq1(np.asarray(data, dtype=np.uint8), n)
     b = np.asarray(data, dtype=np.uint8)
-    codes = np.stack([(b >> (2 * i)) & 3 for i in range(4)], axis=1).reshape(-1)
-    if np.any(codes == 3):
-        raise ValueError("invalid i2 code 3 in weight beat")
-    trits = codes.astype(np.int8) - 1
+    trits = unpack_trits(b, b.size * config.trits_per_byte, config.packing)
     if np.any(trits[n:]):
         raise ValueError("non-zero padding trits in weight beat")
     return trits[:n]
@@ -180,7 +137,7 @@ class PyModelBackend:
             return cached[1]
         cfg = self.config
         m, k = trits.shape
-        stream = layer_stream(trits, cfg)
+        stream = pack_layer_stream(trits, cfg)
         if stream.shape != (cfg.beats(m, k), cfg.bytes_per_beat):
             raise AssertionError(f"{name}: stream shape {stream.shape}")
         mt, kt = cfg.m_tiles(m), cfg.k_tiles(k)
@@ -342,33 +299,20 @@ def generate(ck, prompt: list[int], n_tokens: int, backend: Callable | None,
     if backend is None:
         backend = GoldenBackend(config).matmul
     model = ck.transformer(matmul=_recording_hook(backend, config, calls, state, progress))
-    t0 = time.time()
-    tokens = list(prompt)
-    cache = model.new_cache()
-    logits = model.step(np.asarray(prompt, dtype=np.int64), cache)
-    for i in range(n_tokens):
-        nxt = int(np.argmax(logits[-1]))
-        tokens.append(nxt)
+
+    def on_token(i, _token):
+        state["step"] = i + 1   # the BitLinear calls that follow feed token i
         if progress is not None:
             progress(i + 1, n_tokens)
-        if i + 1 == n_tokens:
-            break
-        state["step"] = i + 1
-        logits = model.step(np.asarray([nxt], dtype=np.int64), cache)
-    return GenerationResult(list(prompt), tokens[len(prompt):], calls, time.time() - t0)
+
+    t0 = time.time()
+    tokens = model.generate(list(prompt), n_tokens, on_token=on_token)
+    return GenerationResult(list(prompt), tokens, calls, time.time() - t0)
 
 
 def generate_pure(ck, prompt: list[int], n_tokens: int) -> list[int]:
-    """Greedy tokens of the pure golden model (no ``matmul`` hook)."""
-    model = ck.transformer()
-    cache = model.new_cache()
-    logits = model.step(np.asarray(prompt, dtype=np.int64), cache)
-    out = []
-    for i in range(n_tokens):
-        out.append(int(np.argmax(logits[-1])))
-        if i + 1 < n_tokens:
-            logits = model.step(np.asarray(out[-1:], dtype=np.int64), cache)
-    return out
+    """Greedy tokens of the pure golden model (no ``matmul`` hook): ``Transformer.generate``."""
+    return ck.transformer().generate(list(prompt), n_tokens)
 
 
 def run_forward(ck, prompt: list[int], backend: Callable | None, config: AccelConfig,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from hw.array import MacArray
 from model.accel import AccelConfig
 from sim.runner import SimBuild, SimulatorUnavailable
 
@@ -20,9 +21,8 @@ SLOW = [
 
 
 def _run(config):
-    hw_array = pytest.importorskip("hw.array", reason="hw/array.py not in the tree yet")
     try:
-        build = SimBuild(hw_array.MacArray.from_config(config), dut="mac_array",
+        build = SimBuild(MacArray.from_config(config), dut="mac_array",
                          key=config.slug)
     except SimulatorUnavailable as exc:
         pytest.skip(str(exc))

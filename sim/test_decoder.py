@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from hw.decoder import WeightDecoder
 from model.accel import AccelConfig
 from sim.runner import SimBuild, SimulatorUnavailable
 
@@ -15,9 +16,8 @@ CONFIGS = [
 
 @pytest.mark.parametrize("config", CONFIGS)
 def test_decoder(config):
-    hw_decoder = pytest.importorskip("hw.decoder", reason="hw/decoder.py not in the tree yet")
     try:
-        build = SimBuild(hw_decoder.WeightDecoder.from_config(config), dut="weight_decoder",
+        build = SimBuild(WeightDecoder.from_config(config), dut="weight_decoder",
                          key=f"{config.packing}-t{config.trits_per_beat}")
     except SimulatorUnavailable as exc:
         pytest.skip(str(exc))

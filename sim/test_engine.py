@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from hw.engine import BitLinearEngine
 from model.accel import AccelConfig
 from sim.runner import SimBuild, SimulatorUnavailable
 
@@ -35,9 +36,8 @@ SLOW = [
 
 def run_engine_tests(config: AccelConfig, shapes, *, testcase=None, seed: int = 1):
     """Build the engine for ``config`` (cached) and run ``sim.cocotb_engine`` on it."""
-    engine = pytest.importorskip("hw.engine", reason="hw/engine.py not in the tree yet")
     try:
-        build = SimBuild(engine.BitLinearEngine(config=config), dut="bitlinear_engine",
+        build = SimBuild(BitLinearEngine(config=config), dut="bitlinear_engine",
                          key=config.slug)
     except SimulatorUnavailable as exc:
         pytest.skip(str(exc))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from model.accel import AccelConfig
+from sim.fast import build_fast_engine
 from sim.runner import SimulatorUnavailable
 
 CONFIG = AccelConfig()  # the default engine, as used for the trained model
@@ -12,9 +13,6 @@ SHAPES = [[256, 256, 1], [384, 128, 2], [128, 384, 1], [97, 333, 3], [1000, 100,
 
 
 def test_fast_engine():
-    pytest.importorskip("hw.engine", reason="hw/engine.py not in the tree yet")
-    from sim.fast import build_fast_engine
-
     try:
         build = build_fast_engine(CONFIG)
     except SimulatorUnavailable as exc:

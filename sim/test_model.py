@@ -14,16 +14,14 @@ import numpy as np
 import pytest
 
 from model.accel import AccelConfig
+from model.accel_cycles import cycles
+from model.bitlinear import ternary_matmul
+from model.packing import pack_layer_stream
 from sim import run_model as rm
 
 CONFIGS = [AccelConfig(), AccelConfig(rows=2, cols=3, packing="i2", adder_stages=0),
            AccelConfig(rows=3, cols=5, packing="tq1", adder_stages=1),
            AccelConfig(rows=1, cols=8, packing="i2", max_k=64, max_m=64)]
-
-
-def _needs(*modules):
-    for m in modules:
-        pytest.importorskip(m, reason=f"{m} is not in the tree yet")
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +39,7 @@ def shipped():
 def test_layer_stream_follows_the_contract(config, shape):
     rng = np.random.default_rng(shape[0] * 100 + shape[1])
     w = rng.integers(-1, 2, shape).astype(np.int8)
-    stream = rm.layer_stream(w, config)
+    stream = pack_layer_stream(w, config)
     m, k = shape
     r, c = config.rows, config.cols
     assert stream.shape == (config.beats(m, k), config.bytes_per_beat)
@@ -58,14 +56,14 @@ def test_layer_stream_follows_the_contract(config, shape):
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.slug)
-def test_layer_stream_equals_model_packing(config):
-    _needs("model.packing")
-    from model.packing import pack_layer_stream
+def test_layer_stream_equals_the_reference(config):
+    from sim import golden
 
     rng = np.random.default_rng(5)
     for shape in [(1, 1), (5, 17), (32, 48), (13, 64)]:
         w = rng.integers(-1, 2, shape).astype(np.int8)
-        assert np.array_equal(np.asarray(pack_layer_stream(w, config)), rm.layer_stream(w, config))
+        assert np.array_equal(np.asarray(pack_layer_stream(w, config)),
+                              golden.layer_stream(w, config))
 
 
 def test_decode_beat_rejects_invalid_codes():
@@ -85,9 +83,6 @@ def test_decode_beat_rejects_invalid_codes():
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.slug)
 def test_fast_backend_edge_cases(config):
-    _needs("model.accel_cycles")
-    from model.accel_cycles import cycles
-
     fast = rm.PyModelBackend(config)
     rng = np.random.default_rng(7)
     k_max = min(config.max_k, 70)
@@ -101,7 +96,7 @@ def test_fast_backend_edge_cases(config):
     for i, (xq, w) in enumerate(cases):
         acc, cyc = fast.matmul(f"case{i}", xq, w)
         assert acc.dtype == np.int32 and acc.shape == (xq.shape[0], w.shape[0])
-        assert np.array_equal(acc, rm.golden_acc(xq, w)), i
+        assert np.array_equal(acc, ternary_matmul(xq, w)), i
         assert cyc == cycles(config, w.shape[0], w.shape[1], xq.shape[0])
     # all -128 against all -1: the accumulator bound K * 128 is reached exactly
     acc, _ = fast.matmul("bound", np.full((1, k_max), -128, np.int8),
@@ -113,7 +108,6 @@ def test_fast_backend_edge_cases(config):
 
 
 def test_pymodel_and_golden_backends_generate_like_the_golden_model(shipped):
-    _needs("model.transformer", "model.accel_cycles")
     prompt = list(b"And God said")
     pure = rm.generate_pure(shipped, prompt, 6)
     ref = rm.generate(shipped, prompt, 6, None, AccelConfig())
@@ -131,7 +125,6 @@ def test_pymodel_and_golden_backends_generate_like_the_golden_model(shipped):
 
 
 def test_cli_pymodel(capsys, tmp_path):
-    _needs("model.transformer", "model.accel_cycles")
     assert rm.main(["--prompt", "In the beginning", "--tokens", "4", "--backend", "pymodel",
                     "--fmax", "48", "--config", AccelConfig().to_json()]) == 0
     cap = capsys.readouterr()
@@ -150,7 +143,6 @@ def test_cli_pymodel(capsys, tmp_path):
 def test_clock_and_config_from_the_build_report(tmp_path):
     """The engine of the build report is simulated by default and its clock applies; a report
     of another engine is not used for the tokens/s of this one."""
-    _needs("model.transformer", "model.accel_cycles")
     board = AccelConfig(rows=5, cols=8, packing="tq1", adder_stages=2)
     report = tmp_path / "report.json"
     report.write_text(json.dumps({"config": board.to_dict(), "timing": {
@@ -174,21 +166,18 @@ def test_amaranth_backend_on_shipped_layers(shipped):
     """The engine in Amaranth's simulator on real layers of the shipped model (q_proj and
     down_proj of layer 0 with the activations the golden model feeds them): bit- and
     cycle-exact. The whole forward pass is the slow test below."""
-    _needs("model.transformer", "model.accel_cycles", "hw.engine")
-    from model.accel_cycles import cycles
-
     config = AccelConfig()
     seen = []
 
     def grab(name, xq, trits):
         seen.append((name, np.array(xq), np.array(trits)))
-        return rm.golden_acc(xq, trits), 0
+        return ternary_matmul(xq, trits), 0
 
     rm.run_forward(shipped, list(b"L"), grab, config)
     backend = rm.AmaranthBackend(config)
     for name, xq, trits in (seen[0], seen[6]):
         acc, cyc = backend.matmul(name, xq, trits)
-        assert np.array_equal(acc, rm.golden_acc(xq, trits)), name
+        assert np.array_equal(acc, ternary_matmul(xq, trits)), name
         assert cyc == cycles(config, trits.shape[0], trits.shape[1], xq.shape[0]), name
     assert seen[6][2].shape[1] == 2 * seen[0][2].shape[1]  # down_proj: K = FFN width
 
@@ -196,9 +185,6 @@ def test_amaranth_backend_on_shipped_layers(shipped):
 @pytest.mark.slow
 def test_amaranth_backend_forward_pass(shipped):
     """A full forward pass of the shipped model with every BitLinear in Amaranth's simulator."""
-    _needs("model.transformer", "model.accel_cycles", "hw.engine")
-    from model.accel_cycles import cycles
-
     config = AccelConfig()
     prompt = list(b"Let")
     ref = rm.run_forward(shipped, prompt, None, config)
@@ -213,7 +199,6 @@ def test_amaranth_backend_forward_pass(shipped):
 # Verilator co-simulation
 # ---------------------------------------------------------------------------------------------
 def _cosim_ready(path: str = "fast"):
-    _needs("model.transformer", "model.accel_cycles", "hw.engine", "sim.fast")
     from sim.runner import SimulatorUnavailable, selected_simulator
 
     try:
@@ -232,8 +217,6 @@ def test_cosim_forward_pass_matches_golden(shipped, tmp_path):
                       work_dir=tmp_path)
     rm.compare(ref, hw)
     assert len(hw.calls) == 7 * shipped.config.n_layers
-    from model.accel_cycles import cycles
-
     for c in hw.calls:  # measured cycles against the cycle model
         assert c.cycles == cycles(config, c.m, c.k, c.tokens), c.name
 
@@ -243,8 +226,6 @@ def test_cosim_forward_pass_matches_golden(shipped, tmp_path):
 def test_cosim_generation_matches_golden(shipped, tmp_path, path):
     """Multi-token generation through both cocotb paths, cycles against the cycle model."""
     _cosim_ready(path)
-    from model.accel_cycles import cycles
-
     config = AccelConfig()
     prompt = list(b"And God said")
     n = 8 if path == "fast" else 3

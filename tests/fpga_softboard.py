@@ -7,7 +7,7 @@ import struct
 import numpy as np
 
 from fpga.protocol import MAX_PAYLOAD, Info, Op, Status, crc16, encode_reply
-from model.packing import unpack_tq1
+from model.packing import unpack_layer_stream
 
 
 class SoftBoard:
@@ -62,14 +62,9 @@ class SoftBoard:
                 return Status.RANGE, b""
             nbytes = mt * kt * cfg.bytes_per_beat
             beats = np.frombuffer(bytes(self.weights[base:base + nbytes]), np.uint8)
-            beats = beats.reshape(mt * kt, cfg.bytes_per_beat)
-            w = np.zeros((mt * cfg.rows, kt * cfg.cols), np.int64)
-            for b, data in enumerate(beats):
-                i, j = divmod(b, kt)
-                tile = unpack_tq1(data, cfg.rows * cfg.cols).reshape(cfg.rows, cfg.cols)
-                w[i * cfg.rows:(i + 1) * cfg.rows, j * cfg.cols:(j + 1) * cfg.cols] = tile
+            w = unpack_layer_stream(beats.reshape(mt * kt, cfg.bytes_per_beat), cfg, m, k)
             x = np.frombuffer(bytes(self.act[:t * kt * cfg.cols]), np.int8).reshape(t, -1)
-            acc = x.astype(np.int64) @ w[:m].T
+            acc = x[:, :k].astype(np.int64) @ w.T.astype(np.int64)
             self.results[:t * m] = acc.reshape(-1)
             self.runs.append((m, k, t, base))
             return Status.OK, struct.pack("<I", nbytes)

@@ -8,26 +8,28 @@ cycle when its streams allow and emits the ``R`` accumulators of a row group one
 The board-level cocotb test (``sim/test_board.py``) uses the real engine.
 """
 
+import itertools
+
 from amaranth import Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from sim.golden import pack_trits
+
 __all__ = ["StandInEngine"]
 
 
 def _tq1_table():
-    """byte -> (valid, 5 trits as (nz, neg) codes packed 2 bits each)."""
+    """byte -> (valid, 5 trits as (nz, neg) codes packed 2 bits each), from the tq1 encoding of
+    the test reference (``sim.golden.pack_trits``) over all 243 groups of 5 trits."""
     table = [0] * 256
-    for q in range(243):
-        d = [(q // 3 ** (4 - i)) % 3 for i in range(5)]
-        byte = -(-q * 256 // 243)
+    for group in itertools.product((-1, 0, 1), repeat=5):
         word = 1  # valid bit
-        for i, di in enumerate(d):
-            t = di - 1
+        for i, t in enumerate(group):
             code = 0 if t == 0 else (1 if t == 1 else 3)
             word |= code << (1 + 2 * i)
-        table[byte] = word
+        table[int(pack_trits(group, "tq1")[0])] = word
     return table
 
 

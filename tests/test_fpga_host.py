@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from fpga.host import Board, BoardMatmul, golden_acc, layer_stream, main
+from fpga.host import Board, BoardMatmul, main
 from fpga.protocol import (
     BoardError,
     Info,
@@ -19,6 +19,8 @@ from fpga.protocol import (
 )
 from fpga.top import ice40_pll_params
 from model.accel import AccelConfig
+from model.bitlinear import ternary_matmul
+from model.packing import pack_layer_stream
 
 
 class ScriptedPort:
@@ -46,24 +48,20 @@ INFO = Info(1, 2, 4, 8, "tq1", 2, 32, 16, 512, 64, 48, 512, 12_000_000)
 
 @pytest.mark.parametrize("cfg", [AccelConfig(), CFG, AccelConfig(rows=3, cols=7, packing="i2")])
 def test_layer_stream_matches_reference(cfg):
-    from sim.run_model import layer_stream as ref_stream
+    """The stream the host writes is the one the engine reads (the test reference)."""
+    from sim import golden
 
     rng = np.random.default_rng(0)
     for m, k in ((1, 1), (5, 9), (min(17, cfg.max_m), min(33, cfg.max_k))):
         w = rng.integers(-1, 2, (m, k)).astype(np.int8)
-        got = layer_stream(w, cfg)
+        got = pack_layer_stream(w, cfg)
         assert got.shape == (cfg.beats(m, k), cfg.bytes_per_beat)
-        np.testing.assert_array_equal(got, ref_stream(w, cfg))
-        try:
-            from model.packing import pack_layer_stream
-        except ImportError:
-            continue
-        np.testing.assert_array_equal(got, pack_layer_stream(w, cfg))
+        np.testing.assert_array_equal(got, golden.layer_stream(w, cfg))
 
 
 def test_layer_stream_rejects_non_trits():
     with pytest.raises(ValueError):
-        layer_stream(np.full((2, 2), 2), CFG)
+        pack_layer_stream(np.full((2, 2), 2), CFG)
 
 
 def test_board_checks_replies():
@@ -147,14 +145,14 @@ def test_matmul_hook_splits_tokens_and_reuses_memory():
         for name, w in layers.items():
             # 5 tokens: the activation memory holds 3 (10 rows each), results 4 (16 each)
             x = rng.integers(-128, 128, (5, 40))
-            np.testing.assert_array_equal(hook(name, x, w), golden_acc(x, w))
+            np.testing.assert_array_equal(hook(name, x, w), ternary_matmul(x, w))
     # 160-byte streams in 512 bytes: all three stay resident, each loaded once
     assert [r[3] for r in soft.runs] == [0, 0, 160, 160, 320, 320] * 2
     assert [r[2] for r in soft.runs] == [3, 2] * 6
     # a changed layer under the same name is stored again (memory full: from address 0)
     w2 = -layers["l0"]
     x = rng.integers(-128, 128, (1, 40))
-    np.testing.assert_array_equal(hook("l0", x, w2), golden_acc(x, w2))
+    np.testing.assert_array_equal(hook("l0", x, w2), ternary_matmul(x, w2))
     assert soft.runs[-1][3] == 0
     # a layer bigger than the weight memory is refused
     with pytest.raises(ValueError, match="exceeds"):
@@ -162,7 +160,6 @@ def test_matmul_hook_splits_tokens_and_reuses_memory():
 
 
 def test_run_model_on_soft_board(capsys):
-    pytest.importorskip("model.transformer")
     from fpga_softboard import SoftBoard
 
     from fpga.host import run_model

@@ -11,7 +11,6 @@ from amaranth.sim import Simulator
 from fpga_simhelpers import UARTMonitor, exchange, uart_send, wait_reply
 from fpga_standin_engine import StandInEngine
 
-from fpga.host import golden_acc, layer_stream
 from fpga.link import crc16_step
 from fpga.protocol import (
     MAX_PAYLOAD,
@@ -25,6 +24,8 @@ from fpga.protocol import (
 )
 from fpga.top import BoardCore
 from model.accel import AccelConfig
+from model.bitlinear import ternary_matmul
+from model.packing import pack_layer_stream
 
 CFG = AccelConfig(rows=2, cols=4, max_k=32, max_m=16)
 DIV = 4
@@ -66,7 +67,7 @@ def ok(rep, op):
 
 
 def layer_frames(w, x, base):
-    stream = layer_stream(w, CFG).tobytes()
+    stream = pack_layer_stream(w, CFG).tobytes()
     kt = CFG.k_tiles(w.shape[1])
     codes = np.zeros((x.shape[0], kt * CFG.cols), np.int8)
     codes[:, :w.shape[1]] = x
@@ -246,7 +247,7 @@ def test_run_layer_matches_golden(case):
         assert cycles > CFG.beats(m, k) * t  # at least one cycle per beat
         got = ok(await req(encode_request(Op.READ_RESULTS, struct.pack("<HH", 0, m * t))),
                  Op.READ_RESULTS)
-        np.testing.assert_array_equal(np.frombuffer(got, "<i4").reshape(t, m), golden_acc(x, w))
+        np.testing.assert_array_equal(np.frombuffer(got, "<i4").reshape(t, m), ternary_matmul(x, w))
         st = StatusInfo.unpack(ok(await req(encode_request(Op.STATUS)), Op.STATUS))
         assert (st.flags, st.last_status, st.last_cycles) == (0, Status.OK, cycles)
     run_board(body)
@@ -278,7 +279,7 @@ def test_run_errors_and_recovery():
         ok(await run(4, 8, 2, 0), Op.RUN)
         got = ok(await req(encode_request(Op.READ_RESULTS, struct.pack("<HH", 0, 8))),
                  Op.READ_RESULTS)
-        np.testing.assert_array_equal(np.frombuffer(got, "<i4").reshape(2, 4), golden_acc(x, w))
+        np.testing.assert_array_equal(np.frombuffer(got, "<i4").reshape(2, 4), ternary_matmul(x, w))
         # an invalid weight byte: ENGINE_ERROR, sticky until RESET
         ok(await req(encode_request(Op.WRITE_WEIGHTS, struct.pack("<I", 1)
                                     + bytes([INVALID_TQ1]))), Op.WRITE_WEIGHTS)
@@ -289,11 +290,11 @@ def test_run_errors_and_recovery():
         st = StatusInfo.unpack(ok(await req(encode_request(Op.STATUS)), Op.STATUS))
         assert not st.engine_error
         ok(await req(encode_request(Op.WRITE_WEIGHTS, struct.pack("<I", 0)
-                                    + layer_stream(w, CFG).tobytes())), Op.WRITE_WEIGHTS)
+                                    + pack_layer_stream(w, CFG).tobytes())), Op.WRITE_WEIGHTS)
         ok(await run(4, 8, 2, 0), Op.RUN)
         got = ok(await req(encode_request(Op.READ_RESULTS, struct.pack("<HH", 0, 8))),
                  Op.READ_RESULTS)
-        np.testing.assert_array_equal(np.frombuffer(got, "<i4").reshape(2, 4), golden_acc(x, w))
+        np.testing.assert_array_equal(np.frombuffer(got, "<i4").reshape(2, 4), ternary_matmul(x, w))
         # reading results beyond the memory
         assert (await req(encode_request(Op.READ_RESULTS, struct.pack("<HH", 40, 9)))).status \
             == Status.BAD_ARG
@@ -309,7 +310,7 @@ def test_refused_runs_change_no_memory():
     w = rng.integers(-1, 2, (16, 16)).astype(np.int8)   # 8 x 4 beats of 2 bytes: 64 bytes
     x = rng.integers(-128, 128, (3, 16))                 # 4 rows per token: rows 0..11
     base = 448                                           # the layer ends at the memory's end
-    want = golden_acc(x, w)
+    want = ternary_matmul(x, w)
     wframe, aframe = layer_frames(w, x, base)
     core = make_core()
     assert (core.weight_bytes, core.act_rows, core.result_depth) == (512, 16, 48)
@@ -381,7 +382,7 @@ def test_write_act_bounds_are_checked_before_writing():
         ok(await req(encode_request(Op.RUN, struct.pack("<HHHI", 3, 4, 1, 0))), Op.RUN)
         got = ok(await req(encode_request(Op.READ_RESULTS, struct.pack("<HH", 0, 3))),
                  Op.READ_RESULTS)
-        np.testing.assert_array_equal(np.frombuffer(got, "<i4")[None], golden_acc(x, w))
+        np.testing.assert_array_equal(np.frombuffer(got, "<i4")[None], ternary_matmul(x, w))
     run_board(body)
 
 
@@ -411,5 +412,5 @@ def test_real_engine_in_amaranth_sim():
             got = ok(await req(encode_request(Op.READ_RESULTS, struct.pack("<HH", 0, m * t))),
                      Op.READ_RESULTS)
             np.testing.assert_array_equal(np.frombuffer(got, "<i4").reshape(t, m),
-                                          golden_acc(x, w))
+                                          ternary_matmul(x, w))
     run_board(body, core)

@@ -10,9 +10,9 @@ from amaranth.back import rtlil
 from amaranth.sim import Simulator
 from amaranth_boards.icebreaker import ICEBreakerPlatform
 
-from fpga.host import layer_stream
 from fpga.memory import SPRAM_WORDS, WORD_BYTES, WeightMemory, WeightReader, select_backend
 from model.accel import AccelConfig
+from model.packing import pack_layer_stream
 
 
 async def write_bytes(ctx, mem, addr, data):
@@ -77,7 +77,7 @@ def test_spram_backend_instances_and_auto_selection():
 def run_reader(cfg, w, tokens, base, depth=64, backpressure=0.3, seed=0):
     """Store ``w``'s stream at byte ``base`` and read it for ``tokens`` passes; returns the
     beats (as bytes) and whether ``range_error`` was raised."""
-    stream = layer_stream(w, cfg)
+    stream = pack_layer_stream(w, cfg)
     m = Module()
     m.submodules.mem = mem = WeightMemory(depth=depth, backend="generic")
     m.submodules.reader = rd = WeightReader(config=cfg, depth=depth)
@@ -154,7 +154,7 @@ def test_reader_streams_every_beat_exactly(cfg, shape, tokens, backpressure):
 def test_reader_full_rate_without_backpressure(cfg):
     """With a ready sink the reader delivers a word (8 bytes) per cycle on average."""
     w = np.ones((16, 160), np.int8)
-    stream = layer_stream(w, cfg)
+    stream = pack_layer_stream(w, cfg)
     m = Module()
     m.submodules.mem = mem = WeightMemory(depth=64, backend="generic")
     m.submodules.reader = rd = WeightReader(config=cfg, depth=64)

@@ -6,39 +6,19 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hw.decoder import TQ1_INVALID_BYTES, TQ1_VALID_BYTES, WeightDecoder
+from hw.decoder import WeightDecoder
+from model import packing as model_packing
+from model.accel import TRITS_PER_BYTE
+from sim.golden import TQ1_INVALID, TQ1_VALID, pack_trits
 from tests.amaranth_streams import stream_sink, stream_source
-
-try:
-    from model.packing import pack_i2, pack_tq1
-except ImportError:  # pragma: no cover - written concurrently by the model engineer
-    pack_i2 = pack_tq1 = None
-
-PER_BYTE = {"i2": 4, "tq1": 5}
-
-
-def spec_pack(trits, packing):
-    """Pack a flat trit sequence per docs/architecture.md section 3 (independent reference)."""
-    per = PER_BYTE[packing]
-    digits = [int(t) + 1 for t in trits]
-    digits += [1] * (-len(digits) % per)
-    out = []
-    for j in range(0, len(digits), per):
-        d = digits[j:j + per]
-        if packing == "i2":
-            out.append(sum(v << (2 * i) for i, v in enumerate(d)))
-        else:
-            q = sum(v * 3 ** (4 - i) for i, v in enumerate(d))
-            out.append(-(-(q * 256) // 243))
-    return out
 
 
 def pack(trits, packing):
-    ours = spec_pack(trits, packing)
-    fn = pack_i2 if packing == "i2" else pack_tq1
-    if fn is not None:
-        theirs = [int(b) for b in np.asarray(fn(np.asarray(trits, dtype=np.int8)))]
-        assert theirs == ours
+    """Bytes of a flat trit sequence from the independent reference (``sim.golden``), checked
+    against ``model.packing``."""
+    ours = [int(b) for b in pack_trits(trits, packing)]
+    theirs = [int(b) for b in model_packing.pack_trits(np.asarray(trits, dtype=np.int8), packing)]
+    assert theirs == ours
     return ours
 
 
@@ -77,14 +57,16 @@ def run_decoder(packing, trits_per_beat, beats, *, idle=0.0, backpressure=0.0, s
 
 
 def test_tq1_invalid_set_is_the_complement_of_the_encoder_image():
-    assert len(TQ1_VALID_BYTES) == 243 and len(TQ1_INVALID_BYTES) == 13
-    assert set(spec_pack([a, b, c, d, e], "tq1")[0] for a in (-1, 0, 1) for b in (-1, 0, 1)
-               for c in (-1, 0, 1) for d in (-1, 0, 1) for e in (-1, 0, 1)) == TQ1_VALID_BYTES
+    assert len(TQ1_VALID) == 243 and len(TQ1_INVALID) == 13
+    image = set(int(pack_trits([a, b, c, d, e], "tq1")[0]) for a in (-1, 0, 1) for b in (-1, 0, 1)
+                for c in (-1, 0, 1) for d in (-1, 0, 1) for e in (-1, 0, 1))
+    assert image == set(TQ1_VALID) == model_packing.TQ1_VALID_BYTES
+    assert set(TQ1_INVALID) == set(range(256)) - image == set(model_packing.TQ1_INVALID_BYTES)
 
 
 @pytest.mark.parametrize("packing,stages", [("i2", 1), ("tq1", 1), ("tq1", 2), ("tq1", 3)])
 def test_every_valid_byte_decodes(packing, stages):
-    per = PER_BYTE[packing]
+    per = TRITS_PER_BYTE[packing]
     combos = np.array(np.meshgrid(*[[-1, 0, 1]] * per, indexing="ij")).reshape(per, -1).T
     beats = [pack(list(c), packing) for c in combos]
     decoded, errors = run_decoder(packing, per, beats, idle=0.2, backpressure=0.3,
@@ -114,7 +96,7 @@ def test_line_rate_one_beat_per_cycle(stages):
     """With an always-valid source and always-ready sink, N beats take N + latency cycles."""
     dec = WeightDecoder(packing="tq1", trits_per_beat=64, stages=stages)
     assert dec.latency == stages and dec.bytes_per_beat == 13
-    beats = [[int(b) for b in np.random.default_rng(i).choice(sorted(TQ1_VALID_BYTES), 13)]
+    beats = [[int(b) for b in np.random.default_rng(i).choice(TQ1_VALID, 13)]
              for i in range(50)]
     times = []
 
@@ -135,7 +117,7 @@ def test_line_rate_one_beat_per_cycle(stages):
 
 
 @pytest.mark.parametrize("stages", [1, 2])
-@pytest.mark.parametrize("bad", TQ1_INVALID_BYTES)
+@pytest.mark.parametrize("bad", TQ1_INVALID)
 def test_tq1_invalid_byte_sets_sticky_error(bad, stages):
     good = pack([1, 0, -1, 0, 1, -1, -1, 0, 1, 1], "tq1")
     beats = [good, good, [good[0], bad], good, good]

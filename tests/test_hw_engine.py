@@ -11,57 +11,27 @@ from amaranth.sim import Simulator
 from hw.engine import BitLinearEngine
 from model.accel import AccelConfig
 from model.accel_cycles import cycles, stall_cycles
+from model.bitlinear import ternary_matmul
+from model.packing import pack_layer_stream
+from sim import golden
 from tests.amaranth_streams import run_for, stream_sink, stream_source
-
-try:
-    from model.packing import pack_layer_stream
-except ImportError:  # pragma: no cover - model/packing.py is written concurrently
-    pack_layer_stream = None
-try:
-    from model.bitlinear import ternary_matmul
-except ImportError:  # pragma: no cover
-    ternary_matmul = None
-
-
-def spec_pack_layer_stream(w, config):
-    """Independent re-implementation of docs/architecture.md sections 3-4 (cross-check)."""
-    r, c = config.rows, config.cols
-    m, k = w.shape
-    out = []
-    for mt in range(config.m_tiles(m)):
-        for kt in range(config.k_tiles(k)):
-            tile = np.zeros((r, c), np.int64)
-            part = w[mt * r:(mt + 1) * r, kt * c:(kt + 1) * c]
-            tile[:part.shape[0], :part.shape[1]] = part
-            digits = list(tile.reshape(-1) + 1)
-            per = config.trits_per_byte
-            digits += [1] * (config.bytes_per_beat * per - len(digits))
-            beat = []
-            for j in range(config.bytes_per_beat):
-                d = digits[j * per:(j + 1) * per]
-                if config.packing == "i2":
-                    beat.append(sum(int(v) << (2 * i) for i, v in enumerate(d)))
-                else:
-                    q = sum(int(v) * 3 ** (4 - i) for i, v in enumerate(d))
-                    beat.append(-(-(q * 256) // 243))
-            out.append(beat)
-    return np.array(out, dtype=np.uint8).reshape(-1, config.bytes_per_beat)
 
 
 def _pack_layer_stream(w, config):
-    ours = spec_pack_layer_stream(w, config)
-    if pack_layer_stream is not None:
-        theirs = pack_layer_stream(w, config)
-        assert theirs.shape == ours.shape and (theirs == ours).all()
+    """The weight stream from the independent reference (``sim.golden``), checked against
+    ``model.packing.pack_layer_stream``."""
+    ours = golden.layer_stream(w, config)
+    theirs = pack_layer_stream(w, config)
+    assert theirs.shape == ours.shape and (theirs == ours).all()
     return ours
 
 
 def reference(w, x):
-    """Golden accumulators ``x @ w.T`` (tokens x M), via model.bitlinear when available."""
-    exact = x.astype(np.int64) @ w.astype(np.int64).T
-    if ternary_matmul is not None:
-        golden = np.asarray(ternary_matmul(x, w))
-        assert golden.shape == exact.shape and (golden == exact).all()
+    """Golden accumulators ``x @ w.T`` (tokens x M) from ``model.bitlinear``, checked against
+    the exact product of ``sim.golden``."""
+    exact = golden.exact_acc(x, w)
+    acc = np.asarray(ternary_matmul(x, w))
+    assert acc.shape == exact.shape and (acc == exact).all()
     return exact
 
 
@@ -294,9 +264,8 @@ def _invalid_beat(config, rng):
         beat = [0x55] * config.bytes_per_beat
         beat[rng.integers(config.bytes_per_beat)] |= 3 << (2 * rng.integers(4))
     else:
-        from hw.decoder import TQ1_INVALID_BYTES
         beat = [0] * config.bytes_per_beat
-        beat[rng.integers(config.bytes_per_beat)] = int(rng.choice(TQ1_INVALID_BYTES))
+        beat[rng.integers(config.bytes_per_beat)] = int(rng.choice(golden.TQ1_INVALID))
     return beat
 
 

@@ -23,6 +23,7 @@ from model.packing import (
     unpack_layer_stream,
     unpack_tq1,
 )
+from sim import golden
 
 
 def test_i2_known_bytes():
@@ -62,11 +63,15 @@ def test_tq1_tables():
             unpack_tq1(bytes([pack_tq1([0] * 5)[0]] * 3 + [b]), 20)
 
 
-def test_tq1_matches_formula():
-    # byte = ceil(q * 256 / 243), q = sum d_i 3^(4-i) (llama.cpp TQ1_0)
-    for g in itertools.product((0, 1, 2), repeat=5):
-        q = sum(d * 3 ** (4 - i) for i, d in enumerate(g))
-        assert int(pack_tq1([d - 1 for d in g])[0]) == -(-q * 256 // 243)
+@pytest.mark.parametrize("packing,pack", [("i2", pack_i2), ("tq1", pack_tq1)])
+def test_bytes_match_the_reference(packing, pack):
+    # every byte against the spec's formula as the test reference reads it (sim.golden):
+    # tq1 byte = ceil(q * 256 / 243), q = sum d_i 3^(4-i) (llama.cpp TQ1_0); i2 code = trit + 1
+    per = 4 if packing == "i2" else 5
+    for g in itertools.product((-1, 0, 1), repeat=per):
+        assert pack(g).tolist() == golden.pack_trits(g, packing).tolist()
+    t = np.random.default_rng(3).integers(-1, 2, 103).astype(np.int8)   # with a padded tail
+    assert pack(t).tolist() == golden.pack_trits(t, packing).tolist()
 
 
 @pytest.mark.parametrize("pack,unpack,per", [(pack_i2, unpack_i2, 4), (pack_tq1, unpack_tq1, 5)])
@@ -159,20 +164,6 @@ def test_stream_decoder_stays_failed():
         TritStreamDecoder("i2").finish(-1)
 
 
-def _reference_beats(W, cfg):
-    m, k = W.shape
-    beats = []
-    for mt in range(-(-m // cfg.rows)):
-        for kt in range(-(-k // cfg.cols)):
-            beat = []
-            for r in range(cfg.rows):
-                for c in range(cfg.cols):
-                    i, j = mt * cfg.rows + r, kt * cfg.cols + c
-                    beat.append(int(W[i, j]) if i < m and j < k else 0)
-            beats.append(beat)
-    return beats
-
-
 @pytest.mark.parametrize("packing", ["i2", "tq1"])
 @pytest.mark.parametrize("rows,cols", [(4, 16), (3, 5), (2, 7), (1, 1)])
 @pytest.mark.parametrize("m,k", [(1, 1), (5, 17), (8, 32), (7, 33), (13, 3)])
@@ -182,9 +173,10 @@ def test_layer_stream(packing, rows, cols, m, k):
     W = rng.integers(-1, 2, (m, k)).astype(np.int8)
     s = pack_layer_stream(W, cfg)
     assert s.dtype == np.uint8 and s.shape == (cfg.beats(m, k), cfg.bytes_per_beat)
+    assert np.array_equal(s, golden.layer_stream(W, cfg))
     unpack = unpack_i2 if packing == "i2" else unpack_tq1
-    for beat, ref in zip(s, _reference_beats(W, cfg), strict=True):
-        assert unpack(beat, rows * cols).tolist() == ref
+    for beat, ref in zip(s, golden.beats_of_layer(W, rows, cols), strict=True):
+        assert unpack(beat, rows * cols).tolist() == ref.tolist()
     assert np.array_equal(unpack_layer_stream(s, cfg, m, k), W)
 
 

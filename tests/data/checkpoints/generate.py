@@ -814,14 +814,10 @@ def variant_gguf_from_packed(vdir: Path, packed_hf: Path, tokenizer: Path, llama
 # the project's writer
 
 
-def variant_save_hf_roundtrip(vdir: Path) -> dict | None:
+def variant_save_hf_roundtrip(vdir: Path) -> dict:
     sys.path.insert(0, str(REPO))
-    try:
-        from model.checkpoint import load, save_hf
-    except ImportError as e:
-        print(f"save-hf-roundtrip: SKIPPED, cannot import model.checkpoint save_hf/load ({e}); "
-              "rerun with --only save-hf-roundtrip once the project's writer exists")
-        return None
+    from model.checkpoint import load, save_hf
+
     ck = load(REPO / "model" / "data" / "bitnet_kjv.npz")
     hf = vdir / "hf"
     if hf.exists():
@@ -907,9 +903,7 @@ def main(argv=None) -> int:
             entries["gguf-from-packed"], _ = variant_gguf_from_packed(
                 vdir, packed, tokenizer, llama_cpp, work)
         if "save-hf-roundtrip" in args.only:
-            entry = variant_save_hf_roundtrip(out / "save-hf-roundtrip")
-            if entry is not None:
-                entries["save-hf-roundtrip"] = entry
+            entries["save-hf-roundtrip"] = variant_save_hf_roundtrip(out / "save-hf-roundtrip")
         for name, entry in entries.items():
             summary(name, entry, out / entry["reference"])
         manifest["generator"] = {**manifest.get("generator", {}), **versions(llama_cpp)}
