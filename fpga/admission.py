@@ -30,6 +30,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from fpga.memory import WORD_BYTES
+from hw._util import check_int, validated
 
 __all__ = ["RunAdmission"]
 
@@ -59,12 +60,11 @@ class RunAdmission(wiring.Component):
         Valid with ``done``.
     """
 
+    @validated
     def __init__(self, *, config, weight_bytes: int, act_rows: int, result_depth: int):
         for name, v in (("weight_bytes", weight_bytes), ("act_rows", act_rows),
                         ("result_depth", result_depth)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                self._MustUse__silence = True
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+            check_int(name, v, 1)
         self._config = config
         self._weight_bytes = weight_bytes
         self._act_rows = act_rows
@@ -79,7 +79,7 @@ class RunAdmission(wiring.Component):
         """Cycles from ``start`` to ``done`` at most, for a run that fits."""
         cfg = self._config
         k_loop = 0 if cfg.cols & (cfg.cols - 1) == 0 else cfg.k_tiles(k)
-        return 2 * (k_loop + tokens + cfg.m_tiles(m)) + 3
+        return 2 * (k_loop + 2 * tokens + cfg.m_tiles(m)) + 3
 
     def elaborate(self, platform):
         m = Module()
@@ -89,89 +89,88 @@ class RunAdmission(wiring.Component):
         kt_max = cfg.k_tiles(cfg.max_k)
         k_pow2 = C & (C - 1) == 0
 
-        # the loops' down counter: what is left of k, tokens or m; a loop ends with the step
-        # that takes it to <= 0 (its sign bit or zero right after the subtraction). Each step
-        # takes two cycles: ADD (the sums, the counter and its registered `last`), TEST (the
-        # decision on registered flags), so no carry chain reaches the state logic; the step
-        # comes from registered phase flags, not from the state
-        cnt = Signal(17)
-        rows_phase = Signal()
-        cols_phase = Signal()
-        cnt_next = Signal(17)
-        last = Signal()
-        m.d.comb += cnt_next.eq(cnt - Mux(rows_phase, R, Mux(cols_phase, C, 1)))
+        # phases, in this order: COLS (kt by one addition per column tile, only when C is not
+        # a power of two), RES (results: acc += m per token), ACT (activation rows: acc += kt
+        # per token), W (the weight end: acc += a row tile's units per row tile). Registered
+        # phase flags (not the state) select the addend and the counter's step.
+        ph_cols, ph_act, ph_w = Signal(), Signal(), Signal()
         kt = Signal(range(kt_max + 1))           # ceil(k / C): activation rows per token
-        # results and activation rows count up from 2**N - limit - 1: the top bit is "more
-        # than the limit"; N leaves room for the two additions past it before the loop stops
-        res_n = (RD + 2 * cfg.max_m).bit_length()
-        act_n = (AR + 2 * kt_max).bit_length()
-        res_need = Signal(res_n + 1)
-        act_need = Signal(act_n + 1)
-        over = res_need[res_n] | act_need[act_n]
         # the weight end in units of u bytes, the largest power of two dividing both the beat
         # and the (8-byte aligned) wbase: on the board u = B = 8, so a row tile adds kt
         u = math.gcd(B, WORD_BYTES)
         u_shift = u.bit_length() - 1
         per_tile = B // u
         w_limit = WB // u
-        w_end = Signal(range(w_limit + 4 * kt_max * per_tile + 1))
         tile_units = sum(kt << i for i in range(per_tile.bit_length()) if per_tile >> i & 1)
+        # one accumulator. RES and ACT count up from 2**N - limit - 1, so its bit N is "more
+        # than the limit" (a carry out, not a compare); N leaves room for the two additions
+        # past the limit before the loop stops. W starts at wbase and is compared.
+        n = max(RD + 2 * cfg.max_m, AR + 2 * kt_max).bit_length()
+        acc = Signal(max(n + 1, (w_limit + 4 * kt_max * per_tile).bit_length()))
+        over = acc[n]
         if w_limit & (w_limit - 1) == 0:
-            # w_end > 2**p without a compare chain: a bit above p, or bit p and any below
+            # acc > 2**p without a compare chain: a bit above p, or bit p and any below
             p = w_limit.bit_length() - 1
-            w_over_now = w_end[p + 1:].any() | (w_end[p] & w_end[:p].any())
+            w_over_now = acc[p + 1:].any() | (acc[p] & acc[:p].any())
         else:
-            w_over_now = w_end > w_limit
-        w_over = Signal()        # w_over_now, registered (a cycle behind w_end)
+            w_over_now = acc > w_limit
+        w_over = Signal()        # w_over_now, registered (a cycle behind acc)
 
-        def add(state, sync):
-            m.d.sync += [*sync, cnt.eq(cnt_next), last.eq(cnt_next[16] | (cnt_next == 0))]
-            m.next = f"{state}_TEST"
+        # the loops' down counter: what is left of k, tokens or m; a loop ends with the step
+        # that takes it to <= 0 (its sign bit or zero right after the subtraction). Each step
+        # takes two cycles: STEP (the addition, the counter and its registered `last`), TEST
+        # (the decision on registered flags), so no carry chain reaches the state logic
+        cnt = Signal(17)
+        cnt_next = Signal(17)
+        last = Signal()
+        m.d.comb += cnt_next.eq(cnt - Mux(ph_w, R, Mux(ph_cols, C, 1)))
+        addend = Mux(ph_w, tile_units, Mux(ph_act, kt, self.m))
+
+        def begin(phase, count, start):
+            m.d.sync += [ph_cols.eq(phase == "COLS"), ph_act.eq(phase == "ACT"),
+                         ph_w.eq(phase == "W"), cnt.eq(count)]
+            if start is not None:
+                m.d.sync += acc.eq(start)
+            m.next = "STEP"
 
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [res_need.eq((1 << res_n) - RD - 1),
-                                 act_need.eq((1 << act_n) - AR - 1), w_over.eq(0),
-                                 rows_phase.eq(0)]
+                    m.d.sync += w_over.eq(0)
                     if k_pow2:
                         s = C.bit_length() - 1
-                        m.d.sync += [kt.eq(self.k[s:] + (self.k[:s] != 0)),
-                                     cnt.eq(self.tokens), cols_phase.eq(0)]
-                        m.next = "TOKENS"
+                        m.d.sync += kt.eq(self.k[s:] + (self.k[:s] != 0))
+                        begin("RES", self.tokens, (1 << n) - RD - 1)
                     else:
-                        m.d.sync += [kt.eq(0), cnt.eq(self.k), cols_phase.eq(1)]
-                        m.next = "COLUMNS"
-            if not k_pow2:
-                with m.State("COLUMNS"):
-                    add("COLUMNS", [kt.eq(kt + 1)])
-                with m.State("COLUMNS_TEST"):
-                    with m.If(last):
-                        m.d.sync += [cnt.eq(self.tokens), cols_phase.eq(0)]
-                        m.next = "TOKENS"
+                        m.d.sync += kt.eq(0)
+                        begin("COLS", self.k, None)
+            with m.State("STEP"):
+                m.d.sync += [cnt.eq(cnt_next), last.eq(cnt_next[16] | (cnt_next == 0)),
+                             w_over.eq(w_over_now)]
+                with m.If(ph_cols):
+                    m.d.sync += kt.eq(kt + 1)
+                with m.Else():
+                    m.d.sync += acc.eq(acc + addend)
+                m.next = "TEST"
+            with m.State("TEST"):
+                with m.If(ph_w):
+                    with m.If(w_over):
+                        m.next = "REFUSE"
+                    with m.Elif(last):
+                        m.next = "W_END"
                     with m.Else():
-                        m.next = "COLUMNS"
-            with m.State("TOKENS"):
-                add("TOKENS", [res_need.eq(res_need + self.m), act_need.eq(act_need + kt)])
-            with m.State("TOKENS_TEST"):
-                with m.If(over):
+                        m.next = "STEP"
+                with m.Elif(~ph_cols & over):
                     m.next = "REFUSE"
-                with m.Elif(last):
-                    m.d.sync += [cnt.eq(self.m), rows_phase.eq(1),
-                                 w_end.eq(self.wbase[u_shift:])]
-                    m.next = "ROWS"
+                with m.Elif(~last):
+                    m.next = "STEP"
+                with m.Elif(ph_cols):
+                    begin("RES", self.tokens, (1 << n) - RD - 1)
+                with m.Elif(~ph_act):
+                    begin("ACT", self.tokens, (1 << n) - AR - 1)
                 with m.Else():
-                    m.next = "TOKENS"
-            with m.State("ROWS"):
-                add("ROWS", [w_end.eq(w_end + tile_units), w_over.eq(w_over_now)])
-            with m.State("ROWS_TEST"):
-                with m.If(w_over):
-                    m.next = "REFUSE"
-                with m.Elif(last):
-                    m.next = "ROWS_END"
-                with m.Else():
-                    m.next = "ROWS"
-            with m.State("ROWS_END"):
+                    begin("W", self.m, self.wbase[u_shift:])
+            with m.State("W_END"):
                 m.d.sync += w_over.eq(w_over_now)
                 m.next = "DECIDE"
             with m.State("DECIDE"):

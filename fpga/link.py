@@ -43,6 +43,7 @@ from fpga.protocol import (
     Op,
     Status,
 )
+from hw._util import check_int, validated
 
 __all__ = ["Link", "crc16_step"]
 
@@ -114,11 +115,10 @@ class Link(wiring.Component):
         Engine state for STATUS.
     """
 
+    @validated
     def __init__(self, *, config, weight_depth: int, act_rows: int, result_depth: int,
                  timeout: int, clk_hz: int):
-        if not isinstance(timeout, int) or timeout < 1:
-            self._MustUse__silence = True
-            raise ValueError(f"timeout must be a positive int (cycles), got {timeout!r}")
+        check_int("timeout", timeout, 1)
         self._config = config
         self._weight_depth = weight_depth
         self._act_rows = act_rows
@@ -167,6 +167,11 @@ class Link(wiring.Component):
                                                 attrs={"no_rw_check": 1})
         st_w = staging.write_port()
         st_r = staging.read_port()
+        # the INFO reply's bytes in a ROM (one EBR, instead of a 32-way byte select in LUTs),
+        # read like the other reply sources: addressed in TX_ADDR, its byte taken in TX_LOAD
+        m.submodules.info_rom = info_rom = Memory(shape=unsigned(8), depth=32,
+                                                  init=list(info_bytes))
+        info_r = info_rom.read_port()
 
         # -- stage 1: every byte from the UART is taken and registered, with the few compares
         # the parser makes on it, so that no byte compare sits in front of the parser's state
@@ -205,8 +210,6 @@ class Link(wiring.Component):
         clear_flags = Signal()
         good_frames = Signal(16)
         bad_frames = Signal(16)
-        last_status = Signal(3)
-        last_cycles = Signal(32)
         run_err = Signal()
         for flag, setter in ((overrun_seen, self.uart_overrun | dropped),
                              (frame_err_seen, self.uart_frame_error),
@@ -349,7 +352,9 @@ class Link(wiring.Component):
         tcnt = Signal(plen)
         tx_byte = Signal(8)
         tx_crc = Signal(16, init=0xFFFF)
-        rd_addr = Signal(aw)     # byte index / weight byte address / result entry
+        # byte index / weight byte address / result entry of the reply, and the weight byte a
+        # WRITE_WEIGHTS copies to (the copy ends before its reply is set up)
+        rd_addr = Signal(aw)
         rd_lane = Signal(2)      # byte of the current result entry
         b_hdr, b_info, b_regs, b_w, b_res, b_crc = (Signal(8, name=f"b_{n}") for n in
                                                     ("hdr", "info", "regs", "w", "res", "crc"))
@@ -359,12 +364,13 @@ class Link(wiring.Component):
         covered = Signal()       # the byte goes into the reply CRC
 
         # copy loops (writes after the checks)
-        ci = Signal(plen)        # staging index
+        # staging index: the reply's byte counter, which the copy loops use before the reply
+        # (REPLY clears it)
+        ci = tcnt
         # the staging read port follows ci (its enable stays at its default, 1): the byte read
         # in a *_READ state is still there in the states after it, until ci moves
         m.d.comb += st_r.addr.eq(ci)
         ci_last = Signal()
-        wa = Signal(aw)          # weight byte address
         arow = Signal(range(self._act_rows + 1))
         row_over = Signal()
         alane = Signal(range(C))
@@ -383,21 +389,25 @@ class Link(wiring.Component):
         w_loaded = Signal()
         a_loaded = Signal()
 
-        # the STATUS payload; a RUN reply is its last four bytes (last_cycles)
+        # the STATUS payload; a RUN reply is its last four bytes (the cycles of the last run:
+        # the runner's status and cycle count hold from the end of a run to the next start,
+        # so they are read from the runner, not copied)
         flags = Cat(eng_err_seen, self.engine_busy, overrun_seen, frame_err_seen, Const(0, 4))
-        regs = Cat(flags, last_status, Const(0, 5 + 16), good_frames, bad_frames, last_cycles)
+        regs = Cat(flags, self.run_status, Const(0, 5 + 16), good_frames, bad_frames,
+                   self.run_cycles)
 
         def reply(st, ok=False):
             m.d.sync += [r_status.eq(st), r_ok.eq(ok)]
             m.next = "REPLY"
 
         # The weight memory's address, mask and data are set from registers in every state
-        # (the memory only acts on them with `w_en`): the address of the weight write or of
-        # the reply's read, the byte enable of the write, the staged byte in every lane. So
+        # (the memory only acts on them with `w_en`): `rd_addr`, which is the address of the
+        # weight write or of the reply's read, the byte enable of the write, the staged byte
+        # in every lane. So
         # the executor's state only reaches `w_en` and `w_we`.
         m.d.comb += [
-            self.w_addr.eq(Mux(op_is[Op.WRITE_WEIGHTS], wa[3:], rd_addr[3:])),
-            self.w_wmask.eq(Const(1, WORD_BYTES) << wa[:3]),
+            self.w_addr.eq(rd_addr[3:]),
+            self.w_wmask.eq(Const(1, WORD_BYTES) << rd_addr[:3]),
             self.w_wdata.eq(st_r.data.replicate(WORD_BYTES)),
         ]
         with m.FSM(name="fsm"):
@@ -454,7 +464,7 @@ class Link(wiring.Component):
                 with m.If(fail):
                     m.next = "REPLY"
                 with m.Elif(op_is[Op.WRITE_WEIGHTS]):
-                    m.d.sync += [ci.eq(ARG_LEN[Op.WRITE_WEIGHTS]), wa.eq(a_addr)]
+                    m.d.sync += [ci.eq(ARG_LEN[Op.WRITE_WEIGHTS]), rd_addr.eq(a_addr)]
                     m.next = "WW_READ"
                 with m.Elif(op_is[Op.WRITE_ACT]):
                     m.d.sync += [ci.eq(ARG_LEN[Op.WRITE_ACT]), arow.eq(a_act_row),
@@ -468,13 +478,13 @@ class Link(wiring.Component):
                         m.d.sync += [eng_reset.eq(1), clear_flags.eq(1)]
                     m.next = "REPLY"   # INFO, STATUS, RESET, READ_WEIGHTS, READ_RESULTS
 
-            # -- weight write: staging[ci] -> weight byte wa
+            # -- weight write: staging[ci] -> weight byte rd_addr
             with m.State("WW_READ"):
                 m.d.sync += ci_last.eq(ci == len_m1)
                 m.next = "WW_WRITE"
             with m.State("WW_WRITE"):
                 m.d.comb += [self.w_en.eq(1), self.w_we.eq(1)]
-                m.d.sync += [ci.eq(ci + 1), wa.eq(wa + 1), w_loaded.eq(1)]
+                m.d.sync += [ci.eq(ci + 1), rd_addr.eq(rd_addr + 1), w_loaded.eq(1)]
                 with m.If(ci_last):
                     m.next = "REPLY"
                 with m.Else():
@@ -529,8 +539,7 @@ class Link(wiring.Component):
 
             with m.State("RUN_WAIT"):
                 with m.If(self.run_done):
-                    m.d.sync += [last_status.eq(self.run_status), last_cycles.eq(self.run_cycles),
-                                 run_err.eq(self.run_status == Status.ENGINE_ERROR)]
+                    m.d.sync += run_err.eq(self.run_status == Status.ENGINE_ERROR)
                     reply(self.run_status, self.run_status == Status.OK)
 
             # -- reply set-up: length, source and start address from the opcode and r_ok
@@ -544,12 +553,12 @@ class Link(wiring.Component):
                     rlen = rlen | Mux(ok_is[o], n, 0)
                 start = (Mux(ok_is[Op.READ_WEIGHTS], a_addr, 0)
                          | Mux(ok_is[Op.READ_RESULTS], a_index, 0)
-                         | Mux(ok_is[Op.RUN], 8, 0))                   # regs[8:12] = last_cycles
+                         | Mux(ok_is[Op.RUN], 8, 0))                   # regs[8:12]: run_cycles
                 bad = Const(0, 1)
                 for s in (Status.BAD_CRC, Status.BAD_LENGTH, Status.UNKNOWN_OP, Status.TRUNCATED):
                     bad = bad | (r_status == s)
                 m.d.sync += [
-                    r_len.eq(rlen), rd_addr.eq(start), rd_lane.eq(0), r_bad.eq(bad),
+                    r_len.eq(rlen), rd_addr.eq(start), rd_lane.eq(0), r_bad.eq(bad), tcnt.eq(0),
                     s_info.eq(ok_is[Op.INFO]), s_w.eq(ok_is[Op.READ_WEIGHTS]),
                     s_res.eq(ok_is[Op.READ_RESULTS]),
                     s_regs.eq(~(ok_is[Op.INFO] | ok_is[Op.READ_WEIGHTS]
@@ -563,17 +572,16 @@ class Link(wiring.Component):
             # -- reply: every byte goes ADDR (memory read) -> LOAD (each source's byte) ->
             # MUX (the byte) -> SEND. tcnt counts within a phase; ph_* are one-hot
             with m.State("TX_ADDR"):
-                m.d.comb += [self.w_en.eq(s_w),
+                m.d.comb += [self.w_en.eq(s_w), info_r.addr.eq(rd_addr[:5]),
                              self.res_raddr.eq(rd_addr), self.res_ren.eq(s_res)]
                 m.next = "TX_LOAD"
             with m.State("TX_LOAD"):
                 hdr = Cat(Const(REP_SYNC, 8), op, r_status, Const(0, 4), r_len,
                           Const(0, 16 - plen), Const(0, 24))
-                info = Const(int.from_bytes(info_bytes, "little"), 8 * 32)
                 regs16 = Cat(regs, Const(0, 32))
                 m.d.sync += [
                     b_hdr.eq(hdr.word_select(tcnt[:3], 8)),
-                    b_info.eq(info.word_select(rd_addr[:5], 8)),
+                    b_info.eq(info_r.data),
                     b_regs.eq(regs16.word_select(rd_addr[:4], 8)),
                     b_w.eq(self.w_rdata.word_select(rd_addr[:3], 8)),
                     b_res.eq(self.res_rdata.word_select(rd_lane, 8)),

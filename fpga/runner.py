@@ -146,6 +146,9 @@ class LayerRunner(wiring.Component):
 
         with m.If(counting):
             m.d.sync += cycles.eq(cycles + 1)
+        # `cycles` holds its count from the end of a run to the next run's start: the output
+        # is the counter itself (no copy)
+        m.d.comb += self.cycles.eq(cycles)
 
         # -- activations, outside the FSM (`act_active` is set by `start` and cleared by the
         #    last token, a range error or an abort, so no state decode is on this path): one
@@ -208,7 +211,8 @@ class LayerRunner(wiring.Component):
                         m.d.sync += [res_left.eq(res_left - 1),
                                      res_last_token.eq(res_left == 2)]
                         with m.If(res_last_token):
-                            m.d.sync += [counting.eq(0), self.cycles.eq(cycles)]
+                            # the count stops here (this cycle's increment is dropped)
+                            m.d.sync += [counting.eq(0), cycles.eq(cycles)]
                             m.next = "FINISH"
                 # -- aborts
                 with m.If(self.engine_error):
@@ -225,7 +229,6 @@ class LayerRunner(wiring.Component):
             with m.State("ABORT"):
                 # the engine may be mid-command: reset it; stop the reader
                 m.d.comb += [self.engine_reset.eq(1), reader.stop.eq(1)]
-                m.d.sync += self.cycles.eq(cycles)
                 m.next = "DONE"
             with m.State("DONE"):
                 m.d.comb += self.done.eq(1)

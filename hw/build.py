@@ -1,6 +1,6 @@
 """``python -m hw.build``: synthesize, place, route and pack the accelerator; write a report.
 
-Thin CLI over :mod:`hw.flow`-style functions in this module; see ``docs/build.md``.
+A thin CLI (:func:`main`) over the build functions of this module; see ``docs/build.md``.
 """
 
 import argparse
@@ -40,17 +40,13 @@ DEFAULT_TOP = "fpga"
 
 
 def board_defaults():
-    """The board top's configuration and clock from :mod:`fpga.top`, where it defines them.
+    """The board top's configuration and clock, where :mod:`fpga.top` defines them.
 
-    Returns ``{"config": AccelConfig, "pll_mhz": float or None}``: ``BOARD_CONFIG`` (or
-    ``DEFAULT_CONFIG``) and ``BOARD_PLL_MHZ`` (or ``DEFAULT_PLL_MHZ``) of ``fpga.top`` if present,
-    else the ``up5k`` preset and the board clock.
+    Returns ``{"config": AccelConfig, "pll_mhz": MHz}``: ``fpga.top.BOARD_CONFIG`` and
+    ``fpga.top.BOARD_PLL_MHZ``.
     """
     from fpga import top as fpga_top
-    config = getattr(fpga_top, "BOARD_CONFIG", None) or getattr(fpga_top, "DEFAULT_CONFIG", None)
-    pll = getattr(fpga_top, "BOARD_PLL_MHZ", None) or getattr(fpga_top, "DEFAULT_PLL_MHZ", None)
-    return {"config": config if isinstance(config, AccelConfig) else PRESETS["up5k"],
-            "pll_mhz": pll}
+    return {"config": fpga_top.BOARD_CONFIG, "pll_mhz": fpga_top.BOARD_PLL_MHZ}
 
 
 class BuildError(RuntimeError):
@@ -198,13 +194,24 @@ def search_seeds(place_and_route, goal_mhz, seeds, progress=None):
     its slowest clock is the result's Fmax. At most ``seeds`` seeds are tried; the first that
     meets the goal is kept, else the fastest (the earliest of equals). ``progress(seed, fmax,
     goal)`` is called for every miss. Returns ``(seed, fmax, report, tried)`` with ``tried``
-    mapping ``"seed N"`` for each seed tried to its Fmax, rounded to 0.01 MHz.
+    mapping ``"seed N"`` for each seed tried to its Fmax, rounded to 0.01 MHz, or to ``None``
+    for a seed whose placement failed (:class:`BuildError` from ``place_and_route``: a full
+    device can be placeable with one seed and not with another); if every seed fails, the last
+    seed's error is raised.
     """
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
         raise BuildError(f"seeds must be an int >= 1, got {seeds!r}")
     tried, best = {}, None
     for seed in range(1, seeds + 1):
-        pnr = place_and_route(seed)
+        try:
+            pnr = place_and_route(seed)
+        except BuildError:
+            tried[f"seed {seed}"] = None
+            if best is None and seed == seeds:
+                raise
+            if progress is not None:
+                progress(seed, float("nan"), goal_mhz)
+            continue
         fmax = min(pnr["fmax_mhz"].values()) if pnr["fmax_mhz"] else float("nan")
         tried[f"seed {seed}"] = round(fmax, 2)
         if best is None or fmax > best[1]:
@@ -237,7 +244,7 @@ def keep_seed(out, seed, n_tried):
 #: 64 MACs 1.8 s, 1024 MACs 29 s, 2048 MACs 73 s, 4096 MACs 233 s), synthesis more, and far
 #: beyond it Amaranth fails inside its own code (1e6 x 1e6: "Port member initial value None is
 #: not a valid constant initializer for ArrayLayout(unsigned(8), 200000000000)"). 8192 is
-#: twice the largest engine any device of docs/DESIGN.md could hold (ECP5-85F, about 84 k
+#: twice the largest engine the design notes target could hold (ECP5-85F, about 84 k
 #: LUT4 at about 20 LUT4 per MAC). Raise it here to build larger.
 MAX_MACS = 8192
 
@@ -285,21 +292,21 @@ def estimate_up5k(config, top, *, use_dsp=True):
     * engine (in the harness): ``200 + R * (C * (2b + 3) + 4A) + 3 C b + d B``, ``d`` =
       :data:`DECODER_LUT4_PER_BYTE` (the array, the drain bank, the activation path and
       counters, the weight decoder);
-    * board top: the engine + ``2000 + 2 C b`` (UART, link with its RUN admission, runner,
+    * board top: the engine + ``1945 + 2 C b`` (UART, link with its RUN admission, runner,
       weight reader, skid buffers) + ``30 * (B + 15)`` when ``B`` is not the 8 bytes of one
       SPRAM word (the weight reader's byte gearbox of ``B + 15`` bytes);
     * int8 baseline: 18 per MAC in an SB_MAC16 (at most 8, with ``use_dsp``; 2 x 4: 147 LUT4),
       200 per MAC in LUTs (5 x 8: 8305, 4 x 16: 12762 LUT4).
 
     Against the measured LUT4 (model / measured; docs/build.md, "Area estimate"): board
-    5 x 8 3916 / 3882 (session 7, with the RUN admission); the other boards were measured
-    before it, 147 LUT4 (its cost on the 5 x 8) added: 4 x 16 5616 / 5602, 2 x 4 3206 / 3195,
-    4 x 8 i2 3520 / 3561; engine
+    5 x 8 3861 / 3830 (session 7, with the RUN admission); the other boards were measured
+    before it, 95 LUT4 (its net cost on the 5 x 8) added: 4 x 16 5561 / 5550, 2 x 4 3151 /
+    3143, 4 x 8 i2 3465 / 3509; engine
     2 x 8 976 / 973, 4 x 8 1528 / 1513, 5 x 8 1788 / 1787, 4 x 16 2520 / 2524, 4 x 16 i2
     2280 / 2288, 4 x 16 4-bit 1752 / 1833, 8 x 16 4456 / 4497, 8 x 32 8104 / 8262; array 5 x 8
     980 / 995, 4 x 16 1398 / 1408, 4 x 16 4-bit 854 / 859: -4.4 % to +1.0 %. Logic cells are
-    ``LUT4 * LC_PER_LUT4`` (:data:`LC_PER_LUT4`, the smallest ratio measured), 5-21 % below
-    every measured logic-cell count (board 5 x 8: 4856 / 5077; engine 8 x 16: 5525 / 6039).
+    ``LUT4 * LC_PER_LUT4`` (:data:`LC_PER_LUT4`, the smallest ratio measured), 4-21 % below
+    every measured logic-cell count (board 5 x 8: 4788 / 4975; engine 8 x 16: 5525 / 6039).
 
     EBR: one entry per memory, each in the fewest EBRs of its shape (:func:`ebr_blocks`): the
     engine's activation buffer (``C * b`` bits x ``ceil(max_k / C)``), and on the board the
@@ -328,7 +335,7 @@ def estimate_up5k(config, top, *, use_dsp=True):
             from fpga.memory import SPRAM_WORDS, WORD_BYTES
             from fpga.protocol import MAX_PAYLOAD
             from fpga.top import DEFAULT_RESULT_DEPTH, default_act_rows
-            lut4 += 2000 + 2 * C * b + (30 * (B + 2 * WORD_BYTES - 1) if B != WORD_BYTES else 0)
+            lut4 += 1945 + 2 * C * b + (30 * (B + 2 * WORD_BYTES - 1) if B != WORD_BYTES else 0)
             memories += [("board activation memory", 8 * C, default_act_rows(config)),
                          ("result memory", 32, DEFAULT_RESULT_DEPTH),
                          ("link staging buffer", 8, MAX_PAYLOAD)]
@@ -475,7 +482,9 @@ def build_ice40(config, *, top="engine", board="icebreaker", out, freq_mhz=48.0,
 
     seed, fmax, pnr, tried = search_seeds(
         place_and_route, clock_mhz or freq_mhz, seeds,
-        progress=lambda s_, f_, g_: _stage(f"seed {s_}: {f_:.1f} MHz misses {g_:g} MHz", t0))
+        progress=lambda s_, f_, g_: _stage(
+            f"seed {s_}: {f_:.1f} MHz misses {g_:g} MHz" if f_ == f_
+            else f"seed {s_}: no placement (see nextpnr.seed{s_}.log)", t0))
     keep_seed(out, seed, len(tried))
     _stage("pack (icepack)", t0)
     _run([tools["icepack"], "top.asc", "top.bin"], out, "icepack.log")

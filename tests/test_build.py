@@ -105,6 +105,25 @@ def test_search_seeds_stops_at_the_first_seed_that_meets_the_goal():
     assert pnr == {"fmax_mhz": {"clk": 49.6}}
 
 
+def test_search_seeds_goes_on_after_a_seed_that_does_not_place():
+    calls, misses = [], []
+
+    def place_and_route(seed):
+        calls.append(seed)
+        if seed in (1, 3):
+            raise build.BuildError("Unable to find legal placement for all cells")
+        return {"fmax_mhz": {"clk": {2: 47.0, 4: 48.5}[seed]}}
+    seed, fmax, _, tried = build.search_seeds(place_and_route, 48.0, 4,
+                                              progress=lambda *a: misses.append(a[0]))
+    assert (seed, fmax, calls) == (4, 48.5, [1, 2, 3, 4])
+    assert tried == {"seed 1": None, "seed 2": 47.0, "seed 3": None, "seed 4": 48.5}
+    assert misses == [1, 2, 3]
+    # no seed places: the last error
+    calls.clear()
+    with pytest.raises(build.BuildError, match="legal placement"):
+        build.search_seeds(lambda s: place_and_route(1), 48.0, 2)
+
+
 def test_search_seeds_keeps_the_fastest_when_none_meets_the_goal():
     calls = []
     seed, fmax, _, tried = build.search_seeds(
