@@ -11,16 +11,17 @@ The link (:mod:`fpga.link`) starts the runner only if all three fit, so a RUN th
 fit is refused with ``RANGE`` and changes nothing (a runner that stops at the end of a memory
 has already written part of the results by then).
 
-The products are formed without a multiplier, by loops of additions that share one down
-counter: one addition of ``m`` and ``ceil(k/C)`` per token, then one addition of a row tile's
-bytes per row tile. ``ceil(k/C)`` and its bytes are a shift when ``C`` and ``bytes_per_beat``
-are powers of two (the board's 5 x 8 engine: 8 and 8), else a sum of shifted copies or one
-addition per column tile. The result and row sums count up from ``2**N - limit - 1``, so
-"more than the limit" is their top bit (a carry out, not a compare); a sum over its limit
-ends the loops. Each loop step takes two cycles (the additions, then the decision on
-registered flags), so a decision takes at most ``2 * (tokens + ceil(m/R)) + 3`` cycles (plus
-``2 * ceil(k/C)`` when ``C`` is not a power of two) - a RUN itself takes at least
-``tokens * ceil(m/R) * ceil(k/C)``.
+The products are formed without a multiplier, by loops of additions into one accumulator,
+counted by one down counter: one addition of ``m`` per token (results), one of ``ceil(k/C)``
+per token (activation rows), then one of a row tile's weight units per row tile from
+``wbase`` (8-byte words on the board). ``ceil(k/C)`` is a shift when ``C`` is a power of two
+(the board's 5 x 8 engine: 8), else one addition per column tile; a row tile's units are a
+sum of shifted copies of it. The result and row sums count up from ``2**N - limit - 1``, so
+"more than the limit" is the accumulator's bit ``N`` (a carry out, not a compare); a sum over
+its limit ends the loops. Each loop step takes two cycles (the addition, then the decision on
+registered flags), so a decision takes at most ``2 * (2 * tokens + ceil(m/R)) + 3`` cycles
+(plus ``2 * ceil(k/C)`` when ``C`` is not a power of two) - a RUN itself takes at least
+``tokens * ceil(m/R) * ceil(k/C)``, and its request frame alone 160 bit times.
 """
 
 import math
