@@ -650,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompt-file", type=Path, default=None, help="read the text prompt here")
     p.add_argument("--tokens-in", type=cli.token_ids, default=None,
                    help="token ids of the prompt, e.g. 1,2,3 (models that are not byte-level)")
-    p.add_argument("--tokens", type=int, default=16)
+    p.add_argument("--tokens", type=cli.positive_int, default=16)
     p.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
                    help=f"what computes every BitLinear (default {DEFAULT_BACKEND})")
     p.add_argument("--fmax", type=cli.positive_float, default=None,
@@ -661,8 +661,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=cli.output_file, default=None,
                    help="also write the summary here")
     args = p.parse_args(argv)
-    if args.tokens < 1:
-        p.error("--tokens must be >= 1")
     token_ids = args.tokens_in
     if args.prompt_file is not None:
         try:

@@ -277,7 +277,7 @@ def test_token_ids_for_models_that_are_not_byte_level(capsys, tmp_path):
     (["--checkpoint", "/no/such.npz"], 2, "no such file or directory"),
     (["--prompt", ""], 1, "the prompt must not be empty"),
     (["--tokens", "300"], 1, "exceeds the model's context of 256"),
-    (["--tokens", "0"], 2, "--tokens must be >= 1"),
+    (["--tokens", "0"], 2, "argument --tokens: '0': want an integer >= 1"),
     (["--config", "{x"], 2, "argument --config: not JSON"),
     (["--config", "nothing.json"], 2, "cannot read nothing.json"),
     (["--config", '{"rows": 0}'], 2, "rows must be a positive int"),
