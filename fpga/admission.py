@@ -109,12 +109,7 @@ class RunAdmission(wiring.Component):
         n = max(RD + 2 * cfg.max_m, AR + 2 * kt_max).bit_length()
         acc = Signal(max(n + 1, (w_limit + 4 * kt_max * per_tile).bit_length()))
         over = acc[n]
-        if w_limit & (w_limit - 1) == 0:
-            # acc > 2**p without a compare chain: a bit above p, or bit p and any below
-            p = w_limit.bit_length() - 1
-            w_over_now = acc[p + 1:].any() | (acc[p] & acc[:p].any())
-        else:
-            w_over_now = acc > w_limit
+        w_over_now = acc > w_limit   # a compare with a constant: a few LUTs, no carry chain
         w_over = Signal()        # w_over_now, registered (a cycle behind acc)
 
         # the loops' down counter: what is left of k, tokens or m; a loop ends with the step

@@ -167,8 +167,9 @@ class Link(wiring.Component):
                                                 attrs={"no_rw_check": 1})
         st_w = staging.write_port()
         st_r = staging.read_port()
-        # the INFO reply's bytes in a ROM (one EBR, instead of a 32-way byte select in LUTs),
-        # read like the other reply sources: addressed in TX_ADDR, its byte taken in TX_LOAD
+        # the INFO reply's bytes as a 32 x 8 ROM (Yosys maps it to LUTs, fewer than a byte
+        # select on a constant), read like the other reply sources: addressed in TX_ADDR, its
+        # byte taken in TX_LOAD
         m.submodules.info_rom = info_rom = Memory(shape=unsigned(8), depth=32,
                                                   init=list(info_bytes))
         info_r = info_rom.read_port()
@@ -403,8 +404,7 @@ class Link(wiring.Component):
         # The weight memory's address, mask and data are set from registers in every state
         # (the memory only acts on them with `w_en`): `rd_addr`, which is the address of the
         # weight write or of the reply's read, the byte enable of the write, the staged byte
-        # in every lane. So
-        # the executor's state only reaches `w_en` and `w_we`.
+        # in every lane. So the executor's state only reaches `w_en` and `w_we`.
         m.d.comb += [
             self.w_addr.eq(rd_addr[3:]),
             self.w_wmask.eq(Const(1, WORD_BYTES) << rd_addr[:3]),
@@ -507,7 +507,6 @@ class Link(wiring.Component):
                         self.act_wdata.eq(st_r.data.replicate(C)),
                     ]
                     m.d.sync += a_loaded.eq(1)
-
                 m.d.sync += ci.eq(ci + 1)
                 with m.If(alane == C - 1):
                     m.d.sync += [alane.eq(0), arow.eq(arow + 1)]

@@ -151,10 +151,10 @@ class LayerRunner(wiring.Component):
         m.d.comb += self.cycles.eq(cycles)
 
         # -- activations, outside the FSM (`act_active` is set by `start` and cleared by the
-        #    last token, a range error or an abort, so no state decode is on this path): one
+        #    last token or an abort, so no state decode is on this path): one
         #    row per cycle; the next row is read in the cycle the current one is accepted (the
         #    read port holds its data while en is low). The token/column counters advance when
-        #    a row is *issued*; the "last row of the token", "last token" and "end of memory"
+        #    a row is *issued*; the "last row of the token" and "last token"
         #    conditions are registered flags kept with their counters (no compare in front of
         #    the enables).
         act_fire = self.act.valid & self.act.ready
