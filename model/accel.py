@@ -16,7 +16,7 @@ import json
 import math
 from dataclasses import dataclass
 
-__all__ = ["AccelConfig", "PACKINGS", "TRITS_PER_BYTE", "acc_bound", "acc_width_for"]
+__all__ = ["AccelConfig", "PACKINGS", "TRITS_PER_BYTE", "PRESETS", "acc_bound", "acc_width_for"]
 
 #: Supported weight packings and how many trits one byte carries.
 TRITS_PER_BYTE = {"i2": 4, "tq1": 5}
@@ -179,3 +179,15 @@ class AccelConfig:
         """A short name for build directories: ``r4c16a8tq1k1024s1``."""
         return (f"r{self.rows}c{self.cols}a{self.act_bits}{self.packing}"
                 f"k{self.max_k}m{self.max_m}s{self.adder_stages}")
+
+
+#: Named configurations (``python -m hw.build --preset``). ``up5k`` is the engine's default build
+#: (see docs/build.md for how it was chosen).
+PRESETS = {
+    # every adder level of the 16-lane tree registered: the setting that meets 48 MHz
+    # (docs/hardware.md, "Measured: iCE40 place and route")
+    "up5k": AccelConfig(rows=4, cols=16, act_bits=8, packing="tq1", max_k=1024, max_m=4096,
+                        adder_stages=4),
+    "tiny": AccelConfig(rows=2, cols=4, act_bits=8, packing="tq1", max_k=64, max_m=64,
+                        adder_stages=1),
+}

@@ -1,14 +1,19 @@
-"""Tests of hw.report parsing (fixed logs), the seed search, and a small end-to-end iCE40 build.
-The command line's refusals of bad input are in ``test_build_cli.py``."""
+"""Tests of hw.build.report parsing (fixed logs), the seed search, and a small end-to-end iCE40
+build. The command line's refusals of bad input are in ``test_build_cli.py``."""
 
 import json
 from pathlib import Path
 
 import pytest
 
-from hw import build
-from hw.report import cell_summary, parse_nextpnr_report, parse_yosys_stat, write_report
-from hw.toolchain import ToolchainError, find_tool
+from hw.build.__main__ import main
+from hw.build.checks import BuildError
+from hw.build.ice40 import build_ice40
+from hw.build.report import cell_summary, parse_nextpnr_report, parse_yosys_stat, write_report
+from hw.build.seeds import keep_seed, search_seeds
+from hw.build.toolchain import ToolchainError, find_tool
+from hw.build.yosys import ABC9_WIRE_DELAY_PS, synth_ice40_scripts
+from model.accel import PRESETS
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -45,8 +50,8 @@ def test_toolchain_env_override(monkeypatch):
 
 @pytest.mark.toolchain
 def test_small_build_end_to_end(tmp_path):
-    assert build.main(["--preset", "tiny", "--top", "engine", "--out", str(tmp_path),
-                       "--no-activity"]) == 0
+    assert main(["--preset", "tiny", "--top", "engine", "--out", str(tmp_path),
+                 "--no-activity"]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert (tmp_path / "top.bin").stat().st_size > 0
     assert report["device"]["SB_MAC16"]["used"] == 0
@@ -69,7 +74,7 @@ def test_small_build_end_to_end(tmp_path):
 
 
 def test_energy_arithmetic():
-    from hw.energy import energy_per_mac, layer_energy, mac_ops
+    from hw.build.energy import energy_per_mac, layer_energy, mac_ops
     assert mac_ops("ternary", 16) == {"add8": 15 / 16, "add32": 1 / 16, "mul8": 0.0}
     assert mac_ops("int8", 1)["mul8"] == 1.0
     # Horowitz 45 nm: ternary 15/16 * 0.03 + 1/16 * 0.1; int8 adds one 0.2 pJ multiply.
@@ -84,8 +89,8 @@ def test_energy_arithmetic():
 
 @pytest.mark.toolchain
 def test_multiplier_check_rejects_int8_baseline(tmp_path):
-    with pytest.raises(build.BuildError, match=r"multiplier check failed: \d+ \$mul"):
-        build.build_ice40(build.PRESETS["tiny"], top="baseline", out=tmp_path)
+    with pytest.raises(BuildError, match=r"multiplier check failed: \d+ \$mul"):
+        build_ice40(PRESETS["tiny"], top="baseline", out=tmp_path)
 
 
 def _fake_pnr(fmax_by_seed, calls):
@@ -97,7 +102,7 @@ def _fake_pnr(fmax_by_seed, calls):
 
 def test_search_seeds_stops_at_the_first_seed_that_meets_the_goal():
     calls, misses = [], []
-    seed, fmax, pnr, tried = build.search_seeds(
+    seed, fmax, pnr, tried = search_seeds(
         _fake_pnr({1: 46.8, 2: 49.6, 3: 50.0}, calls), 48.0, 4,
         progress=lambda *a: misses.append(a))
     assert (seed, fmax, calls) == (2, 49.6, [1, 2])
@@ -111,40 +116,40 @@ def test_search_seeds_goes_on_after_a_seed_that_does_not_place():
     def place_and_route(seed):
         calls.append(seed)
         if seed in (1, 3):
-            raise build.BuildError("Unable to find legal placement for all cells")
+            raise BuildError("Unable to find legal placement for all cells")
         return {"fmax_mhz": {"clk": {2: 47.0, 4: 48.5}[seed]}}
-    seed, fmax, _, tried = build.search_seeds(place_and_route, 48.0, 4,
-                                              progress=lambda *a: misses.append(a[0]))
+    seed, fmax, _, tried = search_seeds(place_and_route, 48.0, 4,
+                                        progress=lambda *a: misses.append(a[0]))
     assert (seed, fmax, calls) == (4, 48.5, [1, 2, 3, 4])
     assert tried == {"seed 1": None, "seed 2": 47.0, "seed 3": None, "seed 4": 48.5}
     assert misses == [1, 2, 3]
     # no seed places: the last error
     calls.clear()
-    with pytest.raises(build.BuildError, match="legal placement"):
-        build.search_seeds(lambda s: place_and_route(1), 48.0, 2)
+    with pytest.raises(BuildError, match="legal placement"):
+        search_seeds(lambda s: place_and_route(1), 48.0, 2)
 
 
 def test_search_seeds_keeps_the_fastest_when_none_meets_the_goal():
     calls = []
-    seed, fmax, _, tried = build.search_seeds(
+    seed, fmax, _, tried = search_seeds(
         _fake_pnr({1: 45.0, 2: 47.5, 3: 47.5, 4: 46.0}, calls), 48.0, 4)
     assert (seed, fmax, calls) == (2, 47.5, [1, 2, 3, 4])
     assert list(tried) == ["seed 1", "seed 2", "seed 3", "seed 4"]
-    seed, fmax, _, _ = build.search_seeds(_fake_pnr({1: 30.0}, []), 48.0, 1)
+    seed, fmax, _, _ = search_seeds(_fake_pnr({1: 30.0}, []), 48.0, 1)
     assert (seed, fmax) == (1, 30.0)
-    with pytest.raises(build.BuildError, match="seeds"):
-        build.search_seeds(_fake_pnr({}, []), 48.0, 0)
+    with pytest.raises(BuildError, match="seeds"):
+        search_seeds(_fake_pnr({}, []), 48.0, 0)
 
 
 @pytest.mark.parametrize("device, dev", [("iCE40UP5K", "u"), ("iCE40HX8K", "hx"),
                                          ("iCE40LP1K", "lp")])
 def test_synth_scripts_time_the_lut_mapping_for_the_device(device, dev):
-    opts, script = build.synth_ice40_scripts(device)
+    opts, script = synth_ice40_scripts(device)
     assert opts == f"-dsp -device {dev} -run :map_luts"
     assert f"-D ICE40_{dev.upper()} " in script
-    assert f"abc9 -W {build.ABC9_WIRE_DELAY_PS};" in script
+    assert f"abc9 -W {ABC9_WIRE_DELAY_PS};" in script
     assert script.endswith(f"synth_ice40 -dsp -device {dev} -top top -run map_cells:")
-    opts, script = build.synth_ice40_scripts(device, use_dsp=False, wire_delay_ps=300)
+    opts, script = synth_ice40_scripts(device, use_dsp=False, wire_delay_ps=300)
     assert "-dsp" not in opts + script and "abc9 -W 300;" in script
 
 
@@ -152,7 +157,7 @@ def test_keep_seed_names_the_kept_result_and_removes_the_others(tmp_path):
     for n in (1, 2, 3):
         for name in (f"top.seed{n}.asc", f"pnr.seed{n}.json", f"nextpnr.seed{n}.log"):
             (tmp_path / name).write_text(f"{name}")
-    build.keep_seed(tmp_path, 2, 3)
+    keep_seed(tmp_path, 2, 3)
     assert (tmp_path / "top.asc").read_text() == "top.seed2.asc"
     assert (tmp_path / "pnr.json").read_text() == "pnr.seed2.json"
     assert (tmp_path / "nextpnr.log").read_text() == "nextpnr.seed2.log"

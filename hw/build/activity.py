@@ -1,217 +1,46 @@
-"""Device-independent area and activity-based energy: Yosys generic gates + a gate-level run.
+"""Activity-based energy: real layers run on the gate-level netlists, toggles counted.
 
-Area (``--target generic``, and the ``generic`` section of the iCE40 report)
-    The design is synthesized by Yosys to its internal two-input CMOS gates
-    (``synth -flatten -noabc -run begin:fine; opt -fast -full; techmap; dfflegalize -cell $_DFF_P_
-    01; abc -g cmos2; stat -tech cmos``): NAND2, NOR2, NOT and positive-edge D flip-flops (enables
-    and synchronous resets become gates). Memories are kept as ``$mem_v2`` cells (not turned into
-    flip-flops) and reported as bits. The transistor estimate is Yosys's own ``stat -tech cmos``
-    (its ``kernel/cost.h`` table: :data:`CMOS_TRANSISTORS`); the NAND2-equivalent gate count is
-    transistors / 4.
+Real BitLinear layers of the shipped model (:mod:`hw.build.workload`: the trits of the seven
+projections of block 0 and the activation codes that reach each of them when the model reads a
+KJV prompt) are run through the generic gate netlist (:mod:`hw.build.generic`) of the ternary
+array and of the int8 baseline array by :class:`hw.build.gatesim.GateNetlist`; every
+accumulator the layer produces is checked against :func:`model.bitlinear.ternary_matmul`
+(``==``). The energy is ::
 
-Energy, activity-based
-    Real BitLinear layers of the shipped model (``model/data/bitnet_kjv.npz``: the trits of the
-    seven projections of block 0 and the activation codes that reach each of them when the model
-    reads a KJV prompt) are run
-    through the gate-level netlist of the ternary array and of the int8 baseline array by
-    :class:`hw.gatesim.GateNetlist`; every accumulator the layer produces is checked against
-    :func:`model.bitlinear.ternary_matmul` (``==``). The energy is ::
+    E = e_unit * (sum over nets of toggles * (fanout + 1) + 2 * n_FF * cycles)
 
-        E = e_unit * (sum over nets of toggles * (fanout + 1) + 2 * n_FF * cycles)
+i.e. each net toggle charges one unit load per gate input it drives plus one for the driver and
+wire, and every flip-flop clock pin toggles twice per cycle (the clock tree itself is not
+counted; zero-delay simulation, so no glitch power). ``e_unit`` is calibrated, with the same
+flow and simulator, so that a 32-bit adder on uniform random operands costs 0.1 pJ per add: the
+45 nm, 0.9 V figure of Horowitz, "Computing's energy problem", ISSCC 2014 (the value used by
+:mod:`hw.build.energy`, checked there). The result is therefore a 45 nm estimate that counts the
+actual switching of each design on real data, not only its operation count.
 
-    i.e. each net toggle charges one unit load per gate input it drives plus one for the driver
-    and wire, and every flip-flop clock pin toggles twice per cycle (the clock tree itself is not
-    counted; zero-delay simulation, so no glitch power). ``e_unit`` is calibrated, with the same
-    flow and simulator, so that a 32-bit adder on uniform random operands costs 0.1 pJ per add:
-    the 45 nm, 0.9 V figure of Horowitz, "Computing's energy problem", ISSCC 2014 (the value used
-    by :mod:`hw.energy`, checked there). The result is therefore a 45 nm estimate that counts the
-    actual switching of each design on real data, not only its operation count.
+The whole engine runs the same layers through its streams (:func:`engine_activity`,
+:func:`engine_energy`), its memory accesses counted at :data:`SRAM_PJ_PER_64BIT`.
 """
 
-import json
-import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 
+from .checks import BuildError
 from .gatesim import GateNetlist
-from .toolchain import find_tool
+from .generic import GenericError, synth_generic
+from .toolchain import stage
 
-__all__ = ["CMOS_TRANSISTORS", "GenericError", "synth_generic", "parse_generic_stat",
-           "real_layers", "array_stimulus", "calibrate_unit_energy", "activity_energy",
-           "engine_activity", "HOROWITZ_ADD32_PJ", "SRAM_PJ_PER_64BIT"]
+__all__ = ["HOROWITZ_ADD32_PJ", "SRAM_PJ_PER_64BIT", "array_stimulus", "calibrate_unit_energy",
+           "activity_energy", "array_activity", "engine_activity", "engine_energy",
+           "activity_notes"]
 
-#: Transistors per Yosys internal cell in ``stat -tech cmos`` (Yosys ``kernel/cost.h``,
-#: ``cmos_transistors_db``), for the cells the generic flow produces.
-CMOS_TRANSISTORS = {"$_NOT_": 2, "$_NAND_": 4, "$_NOR_": 4, "$_DFF_P_": 16}
 #: 32-bit integer add, 45 nm (Horowitz ISSCC 2014), the calibration point of ``e_unit``.
 HOROWITZ_ADD32_PJ = 0.1
 #: SRAM access energy per 64 bits read or written, 45 nm, 8 KB array (Horowitz ISSCC 2014, the
 #: commonly quoted "8 KB SRAM, 64-bit access, 10 pJ"; NOT verified here). Applied per access to
 #: the memories of the engine run, scaled linearly by word width.
 SRAM_PJ_PER_64BIT = 10.0
-
-_SCRIPT = """\
-read_rtlil {il}
-hierarchy -top top
-proc
-flatten
-opt_expr
-tee -q -o stat_rtl.json stat -json
-synth -flatten -top top -noabc -run begin:fine
-opt -fast -full
-techmap
-opt -fast
-dfflegalize -cell $_DFF_P_ 01
-abc -g cmos2
-opt_clean -purge
-tee -q -o generic_stat.json stat -json -tech cmos
-write_json generic.json
-"""
-
-
-class GenericError(RuntimeError):
-    """Generic synthesis or the gate-level activity run failed (one-line message)."""
-
-
-def rtlil_of(dut):
-    """RTLIL text of the component ``dut`` with its ports as the top module ``top``."""
-    from amaranth.back import rtlil
-    return rtlil.convert(dut, name="top")
-
-
-def parse_generic_stat(stat_text, netlist_text=None):
-    """Area figures from the ``stat -json -tech cmos`` of the generic flow.
-
-    Parameters
-    ----------
-    stat_text : str
-        ``stat -json -tech cmos`` output.
-    netlist_text : str, optional
-        ``write_json`` netlist, to count memory bits of ``$mem_v2`` cells.
-
-    Returns
-    -------
-    dict
-        ``cells`` (count per gate type), ``gates`` (logic gates, NOT included), ``flip_flops``,
-        ``transistors`` (Yosys's estimate), ``nand2_equivalent`` (transistors / 4),
-        ``memory_bits`` and ``transistors_per_cell`` (the table used).
-    """
-    data = json.loads(stat_text)
-    node = data["design"] if "design" in data else next(iter(data["modules"].values()))
-    cells = {str(k).lstrip("\\"): int(v) for k, v in node.get("num_cells_by_type", {}).items()}
-    cells.pop("$scopeinfo", None)
-    unknown = sorted(k for k in cells if k not in CMOS_TRANSISTORS and k != "$mem_v2")
-    if unknown:
-        raise GenericError(f"generic netlist has cells without a transistor count: {unknown}")
-    ours = sum(CMOS_TRANSISTORS[k] * n for k, n in cells.items() if k in CMOS_TRANSISTORS)
-    est = str(node.get("estimated_num_transistors", ours)).rstrip("+")
-    transistors = int(est)
-    if transistors != ours:
-        raise GenericError(f"Yosys counts {transistors} transistors, the table gives {ours}")
-    mem_bits = 0
-    if netlist_text is not None:
-        mod = json.loads(netlist_text)["modules"]["top"]
-        for cell in mod["cells"].values():
-            if cell["type"] == "$mem_v2":
-                p = cell["parameters"]
-                mem_bits += int(str(p["WIDTH"]), 2) * int(str(p["SIZE"]), 2)
-    return {
-        "cells": cells,
-        "gates": sum(n for k, n in cells.items() if k != "$_DFF_P_" and k != "$mem_v2"),
-        "flip_flops": cells.get("$_DFF_P_", 0),
-        "transistors": transistors,
-        "nand2_equivalent": round(transistors / 4),
-        "memory_bits": mem_bits,
-        "transistors_per_cell": {k: CMOS_TRANSISTORS[k] for k in sorted(cells)
-                                 if k in CMOS_TRANSISTORS},
-    }
-
-
-def synth_generic(dut, out):
-    """Synthesize component ``dut`` to generic CMOS gates in folder ``out``; return the area.
-
-    Writes ``top.il``, ``generic.ys``, ``generic.log``, ``generic_stat.json`` and
-    ``generic.json`` (the gate netlist for :class:`hw.gatesim.GateNetlist`).
-    """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "top.il").write_text(rtlil_of(dut))
-    (out / "generic.ys").write_text(_SCRIPT.format(il="top.il"))
-    yosys = find_tool("yosys")
-    with open(out / "generic.log", "w") as fh:
-        proc = subprocess.run(["nice", "-n", "10", yosys, "-q", "generic.ys"], cwd=out,
-                              stdout=fh, stderr=subprocess.STDOUT)
-    if proc.returncode:
-        tail = (out / "generic.log").read_text().strip().splitlines()[-3:]
-        raise GenericError(f"yosys generic synthesis failed (see {out / 'generic.log'}): "
-                           + " | ".join(tail))
-    area = parse_generic_stat((out / "generic_stat.json").read_text(),
-                              (out / "generic.json").read_text())
-    rtl = json.loads((out / "stat_rtl.json").read_text())
-    node = rtl["design"] if "design" in rtl else next(iter(rtl["modules"].values()))
-    area["rtl_mul_cells"] = sum(int(v) for k, v in node.get("num_cells_by_type", {}).items()
-                                if str(k) in ("$mul", "$macc", "$macc_v2"))
-    return area
-
-
-# -- the workload ---------------------------------------------------------------------------
-
-#: The projections of block 0 of the shipped model that the activity runs execute.
-DEFAULT_LAYERS = tuple(f"layers.0.{p}.weight" for p in (
-    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-    "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"))
-DEFAULT_PROMPT = b"In the beginning God created the heaven and the earth."
-
-
-def _checkpoint_path():
-    import model
-    return Path(model.__file__).parent / "data" / "bitnet_kjv.npz"
-
-
-def real_layers(names=DEFAULT_LAYERS, tokens=1, act_bits=8, seed=0):
-    """Return ``({name: (xq, trits)}, source)``: real BitLinear products of the shipped model.
-
-    ``xq`` (``tokens x K`` int8 codes) are the activation codes that reach projection ``name``
-    for the last ``tokens`` positions of :data:`DEFAULT_PROMPT` (captured through the golden
-    transformer's matmul hook); ``trits`` (``M x K``) its weights. For ``act_bits=4`` the 8-bit
-    codes are shifted right by 4. If the checkpoint is missing, one seeded random 256 x 128
-    layer ``"random"`` is returned and ``source`` says so.
-    """
-    path = _checkpoint_path()
-    if not path.exists():
-        rng = np.random.default_rng(seed)
-        trits = rng.choice(np.array([-1, 0, 1], dtype=np.int8), size=(256, 128),
-                           p=[0.3, 0.4, 0.3])
-        lo = -(1 << (act_bits - 1))
-        xq = rng.integers(lo, -lo, size=(tokens, 128)).astype(np.int8)
-        return {"random": (xq, trits)}, f"seeded random 256x128 layer (seed {seed}; {path} " \
-                                         "missing)"
-    from model import checkpoint
-    from model.bitlinear import ternary_matmul
-    ck = checkpoint.load(path)
-    missing = [n for n in names if n not in ck.ternary]
-    if missing:
-        raise GenericError(f"no ternary layer(s) {missing} in {path}")
-    seen = {}
-
-    def hook(layer, xq, trits):
-        if layer in names and layer not in seen:
-            seen[layer] = np.array(xq, dtype=np.int8)
-        return ternary_matmul(xq, trits)
-
-    prompt = np.frombuffer(DEFAULT_PROMPT, dtype=np.uint8).astype(np.int64)
-    ck.transformer(matmul=hook).forward(prompt)
-    out = {}
-    for name in names:
-        xq = seen[name][-tokens:]
-        if act_bits == 4:
-            xq = (xq >> 4).astype(np.int8)
-        out[name] = (xq, np.asarray(ck.ternary[name].trits, dtype=np.int8))
-    return out, (f"{path.name}: projections {', '.join(n.split('.')[-2] for n in names)} of "
-                 f"block {names[0].split('.')[1]}, activation codes of the last {tokens} "
-                 f"token(s) of {DEFAULT_PROMPT.decode()!r}")
 
 
 def _pack(values, width):
@@ -332,7 +161,7 @@ def calibrate_unit_energy(out, width=32, samples=2000, seed=1):
 def activity_energy(netlist, kind, config, xq, trits, e_unit_pj, latency):
     """Run ``xq @ trits.T`` on a generic array netlist; check it; return the energy figures.
 
-    ``netlist`` is a :class:`hw.gatesim.GateNetlist` or the path of a ``write_json`` netlist.
+    ``netlist`` is a :class:`hw.build.gatesim.GateNetlist` or the path of a ``write_json`` netlist.
 
     Raises
     ------
@@ -454,3 +283,73 @@ def engine_activity(netlist, config, xq, trits, e_unit_pj, *, budget=None):
             "memory_pj": mem_pj, "energy_pj": logic + mem_pj,
             "pj_per_mac": (logic + mem_pj) / macs,
             "sim_seconds": round(time.monotonic() - t0, 2)}
+
+
+def array_activity(netlist_path, kind, config, layers, e_unit_pj, latency, t0):
+    """Run every layer of ``layers`` (``{name: (xq, trits)}``) on the ``kind`` array's gate
+    netlist ``netlist_path`` (:func:`activity_energy`); return ``(total, per_layer)``.
+
+    ``per_layer`` maps each layer's short name (``q_proj``) to its figures, ``total`` sums
+    them, with ``pj_per_mac`` over all the layers' MACs.
+    """
+    stage(f"activity: {kind} array runs {len(layers)} layers on its gate netlist", t0)
+    net = GateNetlist(Path(netlist_path).read_text())
+    per_layer = {}
+    try:
+        for layer, (xq, trits) in layers.items():
+            per_layer[layer.split(".")[-2]] = activity_energy(
+                net, kind, config, xq, trits, e_unit_pj, latency)
+    except GenericError as exc:
+        raise BuildError(str(exc)) from None
+    total = {k: sum(r[k] for r in per_layer.values())
+             for k in ("cycles", "useful_macs", "tiles_checked", "net_toggles",
+                       "data_units", "clock_units", "energy_pj", "data_pj", "clock_pj",
+                       "sim_seconds")}
+    total["pj_per_mac"] = total["energy_pj"] / total["useful_macs"]
+    total["checked_against_golden"] = all(r["checked_against_golden"]
+                                          for r in per_layer.values())
+    return total, per_layer
+
+
+def engine_energy(config, netlist_path, gen, t0):
+    """Activity energy of the whole engine (gate netlist ``netlist_path``) on the layers of
+    ``gen`` (from :func:`hw.build.compare.generic_comparison`) that fit ``config``; ``None``
+    if none fits."""
+    layers = {name: v for name, v in gen["layers"].items()
+              if v[0].shape[1] <= config.max_k and v[1].shape[0] <= config.max_m}
+    if not layers:
+        return None
+    stage(f"activity: engine runs {len(layers)} layers on its gate netlist", t0)
+    net = GateNetlist(Path(netlist_path).read_text())
+    per_layer = {}
+    try:
+        for name, (xq, trits) in layers.items():
+            per_layer[name.split(".")[-2]] = engine_activity(
+                net, config, xq, trits, gen["calibration"]["e_unit_pj"])
+    except GenericError as exc:
+        raise BuildError(str(exc)) from None
+    total = {k: sum(r[k] for r in per_layer.values())
+             for k in ("cycles", "useful_macs", "results_checked", "net_toggles", "data_pj",
+                       "clock_pj", "memory_reads", "memory_writes", "memory_pj", "energy_pj",
+                       "sim_seconds")}
+    total["logic_pj_per_mac"] = (total["data_pj"] + total["clock_pj"]) / total["useful_macs"]
+    total["pj_per_mac"] = total["energy_pj"] / total["useful_macs"]
+    total["checked_against_golden"] = True
+    return {"total": total, "layers": per_layer}
+
+
+def activity_notes(gen):
+    """The report's notes on the activity runs of ``gen``: the workload and how the energy is
+    counted (``gen`` from :func:`hw.build.compare.generic_comparison`)."""
+    cal = gen["calibration"]
+    return [
+        f"activity workload: {gen['workload']['source']}; every accumulator of the gate-level "
+        "runs equals model.bitlinear.ternary_matmul",
+        f"activity energy: E = e_unit * (sum over nets of toggles * (fanout + 1) + 2 * FFs * "
+        f"cycles); e_unit = {cal['e_unit_pj'] * 1000:.4g} fJ per unit-load toggle, calibrated "
+        f"so a {cal['adder_bits']}-bit adder (same flow, random operands, "
+        f"{cal['units_per_add']:.0f} unit toggles per add) costs {cal['source']}; zero-delay "
+        "(no glitches), no clock tree, no wires beyond one unit load per net; activity figures "
+        "are of the bare arrays (no decoder / buffers) and the int8 baseline runs the same "
+        "ternary weights as int8 values",
+    ]

@@ -1,8 +1,8 @@
-"""``python -m hw.sweep``: build a small grid of array shapes; table + Pareto plot.
+"""``python -m hw.build.sweep``: build a small grid of array shapes; table + Pareto plot.
 
 For each ``(rows, cols)`` the chosen top (``engine`` default, or ``array``) is built for the
-iCE40 with :func:`hw.build.build_ice40`; the table lists MACs/cycle, LUT4, FF, Fmax, GOPS and the
-op-count pJ/MAC; ``sweep.png`` plots GOPS against LUT4 (Pareto front marked).
+iCE40 with :func:`hw.build.ice40.build_ice40`; the table lists MACs/cycle, LUT4, FF, Fmax, GOPS
+and the op-count pJ/MAC; ``sweep.png`` plots GOPS against LUT4 (Pareto front marked).
 """
 
 import argparse
@@ -11,8 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-from .build import PRESETS, BuildError, build_ice40
+from model.accel import PRESETS
+
+from .checks import BuildError
 from .energy import energy_per_mac
+from .ice40 import build_ice40
 
 __all__ = ["DEFAULT_GRID", "sweep", "pareto", "main"]
 
@@ -54,7 +57,7 @@ def sweep(grid, *, top="engine", board="icebreaker", out, freq_mhz=48.0):
 
 def main(argv=None):
     """Entry point: returns 0 when at least one shape built."""
-    p = argparse.ArgumentParser(prog="python -m hw.sweep")
+    p = argparse.ArgumentParser(prog="python -m hw.build.sweep")
     p.add_argument("--top", default="engine", choices=("engine", "array"))
     p.add_argument("--board", default="icebreaker")
     p.add_argument("--grid", default=",".join(f"{r}x{c}" for r, c in DEFAULT_GRID),

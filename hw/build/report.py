@@ -1,10 +1,11 @@
-"""Parse Yosys ``stat -json`` and nextpnr-ice40 ``--report`` output; write report.json / .md."""
+"""Reports: parse Yosys ``stat -json`` and nextpnr-ice40 ``--report`` output; write the build's
+``report.json`` / ``report.md`` and the summary it prints."""
 
 import json
 from pathlib import Path
 
 __all__ = ["ICE40_CELLS", "UP5K", "parse_yosys_stat", "parse_nextpnr_report", "cell_summary",
-           "write_report"]
+           "write_report", "summary_table"]
 
 #: Report row -> iCE40 cell types counted in it.
 ICE40_CELLS = {
@@ -116,3 +117,38 @@ def write_report(folder, report):
     if isinstance(notes, list) and notes:
         lines += ["## assumptions", ""] + [f"- {n}" for n in notes] + [""]
     (folder / "report.md").write_text("\n".join(lines))
+
+
+def summary_table(report):
+    """The short summary printed at the end of a build (ternary top and comparison)."""
+    lines = []
+    d, t = report.get("device"), report.get("timing", {})
+    g = report.get("generic", {})
+    if d:
+        def used(k):
+            return d[k]["used"] if isinstance(d[k], dict) else d[k]
+        fmax = t.get("fmax_mhz")
+        gops = report["throughput"].get("gops_at_fmax")
+        lines.append(f"{'MACs/cycle':>10} {'LUT4':>6} {'FF':>6} {'EBR':>4} {'SPRAM':>5} "
+                     f"{'DSP':>4} {'Fmax MHz':>9} {'GOPS':>6} {'NAND2-eq':>9} {'transistors':>11}")
+        lines.append(f"{report['throughput']['macs_per_cycle']:>10} {used('LUT4'):>6} "
+                     f"{used('FF'):>6} {used('EBR'):>4} {used('SPRAM'):>5} {used('SB_MAC16'):>4} "
+                     f"{fmax if fmax is None else round(fmax, 1)!s:>9} "
+                     f"{gops if gops is None else round(gops, 2)!s:>6} "
+                     f"{g.get('nand2_equivalent', '-')!s:>9} {g.get('transistors', '-')!s:>11}")
+    elif g:
+        lines.append(f"{report['throughput']['macs_per_cycle']} MACs/cycle, {g['gates']} gates, "
+                     f"{g['flip_flops']} FF, {g['nand2_equivalent']} NAND2-eq, "
+                     f"{g['transistors']} transistors, {g['memory_bits']} memory bits")
+    comp = report.get("comparison")
+    if comp:
+        keys = [k for k in ("LUT4", "FF", "SB_MAC16", "fmax_mhz", "gops", "nand2_eq",
+                            "transistors", "pj_per_mac_horowitz45", "pj_per_mac_bitnet7",
+                            "pj_per_mac_activity") if k in comp["ternary"]]
+        lines.append("array comparison " + " | ".join(f"{k}" for k in keys))
+        for name in ("ternary", "int8", "ratio_int8_over_ternary"):
+            vals = [comp[name].get(k) for k in keys]
+            lines.append(f"{name[:8]:>8}: " + " | ".join(
+                "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+                for v in vals))
+    return "\n".join(lines)

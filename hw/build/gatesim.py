@@ -1,16 +1,16 @@
 """Cycle-based, zero-delay simulation of a Yosys gate-level netlist, with toggle counting.
 
-The netlist is the ``write_json`` output of the generic flow in :mod:`hw.generic`: Yosys internal
-gate cells (``$_NOT_``, ``$_NAND_``, ``$_NOR_`` and the other two-input gates, ``$_MUX_``),
-positive-edge ``$_DFF_P_`` flip-flops and ``$mem_v2`` memories with synchronous read ports (as
-Amaranth's ``lib.memory`` makes them), one clock. (YoWASP's Yosys has no ``sim`` pass, hence this
-small simulator; numpy evaluates one logic level of one gate type per operation.) Memory reads
-and writes are counted per cycle, not as gate toggles.
+The netlist is the ``write_json`` output of the generic flow in :mod:`hw.build.generic`: Yosys
+internal gate cells (``$_NOT_``, ``$_NAND_``, ``$_NOR_`` and the other two-input gates,
+``$_MUX_``), positive-edge ``$_DFF_P_`` flip-flops and ``$mem_v2`` memories with synchronous read
+ports (as Amaranth's ``lib.memory`` makes them), one clock. (YoWASP's Yosys has no ``sim``
+pass, hence this small simulator; numpy evaluates one logic level of one gate type per
+operation.) Memory reads and writes are counted per cycle, not as gate toggles.
 
 Each cycle: the inputs are set, the combinational logic settles (zero delay: glitches are not
 modelled), every net that differs from the previous cycle's settled value counts one toggle, the
 outputs are sampled, then every flip-flop loads its ``D``. Toggle counts per net and fan-out per
-net are what :mod:`hw.generic` turns into an energy estimate.
+net are what :mod:`hw.build.activity` turns into an energy estimate.
 """
 
 import json

@@ -1,0 +1,139 @@
+"""``python -m hw.build``: synthesize, place, route and pack the accelerator; write a report.
+
+A thin CLI (:func:`main`): parse and check the arguments, then call the build functions of
+:mod:`hw.build` (see ``docs/build.md``).
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from model import cli
+from model.accel import PACKINGS, PRESETS
+
+from .checks import BuildError
+from .compare import add_comparison
+from .generic import GenericError, add_generic_area, build_generic
+from .harness import TOPS
+from .ice40 import board_defaults, build_ice40, load_board
+from .report import summary_table, write_report
+from .seeds import DEFAULT_SEEDS
+from .toolchain import ToolchainError, stage
+
+__all__ = ["TARGETS", "DEFAULT_TOP", "make_parser", "main"]
+
+TARGETS = ("ice40", "generic")
+#: Top built by ``python -m hw.build --target ice40`` without ``--top``.
+DEFAULT_TOP = "fpga"
+
+
+def _board(name):
+    """``argparse`` type of ``--board``: an amaranth-boards module with an iCE40 platform."""
+    try:
+        load_board(name)
+    except BuildError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return name
+
+
+def make_parser():
+    """The ``python -m hw.build`` argument parser (every value checked as it is parsed)."""
+    p = argparse.ArgumentParser(prog="python -m hw.build", description=__doc__.splitlines()[0])
+    p.add_argument("--target", default="ice40", choices=TARGETS)
+    p.add_argument("--board", default="icebreaker", type=_board,
+                   help="amaranth-boards module with an iCE40 platform (default icebreaker)")
+    p.add_argument("--top", default=None, choices=(*TOPS, "fpga"),
+                   help=f"design to build (default {DEFAULT_TOP} for ice40, engine for generic)")
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS))
+    p.add_argument("--config", type=cli.accel_config,
+                   help="AccelConfig as JSON text or a .json file (overrides --preset)")
+    p.add_argument("--rows", type=cli.positive_int)
+    p.add_argument("--cols", type=cli.positive_int)
+    p.add_argument("--act-bits", type=int, choices=(4, 8))
+    p.add_argument("--packing", choices=PACKINGS)
+    p.add_argument("--freq", type=cli.positive_float, default=None,
+                   help="nextpnr target MHz (default 48; top fpga: the board top's clock)")
+    p.add_argument("--out", type=cli.output_dir, help="report folder (default build/<target>)")
+    p.add_argument("--no-compare", action="store_true",
+                   help="skip the ternary-array vs int8-baseline comparison")
+    p.add_argument("--no-activity", action="store_true",
+                   help="skip the gate-level activity (switching) energy runs")
+    p.add_argument("--seeds", type=cli.positive_int, default=DEFAULT_SEEDS,
+                   help="nextpnr seeds to try (1, 2, ...) until one meets the clock "
+                        f"(default {DEFAULT_SEEDS})")
+    p.add_argument("--force", action="store_true",
+                   help="synthesize even if the UP5K area estimate says the design does not fit")
+    return p
+
+
+def _configure(parser, args):
+    """``(top, config, board_cfg)`` from the parsed arguments; a bad combination of them is
+    a usage error (``parser.error``: exit status 2)."""
+    top = args.top or (DEFAULT_TOP if args.target == "ice40" else "engine")
+    if args.target == "generic" and top == "fpga":
+        parser.error("argument --top: 'fpga' needs a device (--target ice40); generic tops: "
+                     "engine, array, baseline")
+    board_cfg = board_defaults() if top == "fpga" else None
+    if args.config:
+        config = args.config
+    elif args.preset:
+        config = PRESETS[args.preset]
+    else:
+        config = board_cfg["config"] if board_cfg else PRESETS["up5k"]
+    changes = {k: v for k, v in (("rows", args.rows), ("cols", args.cols),
+                                 ("act_bits", args.act_bits), ("packing", args.packing))
+               if v is not None}
+    try:
+        config = config.replace(**changes) if changes else config
+    except (TypeError, ValueError) as exc:
+        given = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in changes.items())
+        parser.error(f"{given}: {exc}")
+    return top, config, board_cfg
+
+
+def main(argv=None):
+    """Entry point; returns the exit code (0 ok, 1 build error, 2 bad arguments).
+
+    Bad arguments (a value that does not parse or is out of range, an unknown board or top,
+    a configuration that is not a valid :class:`AccelConfig`) are usage errors: one
+    ``error:`` line naming the argument, status 2. A configuration the target cannot take
+    (:func:`hw.build.checks.check_size`, the board top's checks,
+    :func:`hw.build.ice40.check_fits_up5k`) is refused with status 1 before anything is
+    elaborated; so is every failure of a build step.
+    """
+    parser = make_parser()
+    try:
+        args = parser.parse_args(argv)
+        top, config, board_cfg = _configure(parser, args)
+    except SystemExit as exc:       # argparse: --help (0) or a usage error (2), already printed
+        return exc.code
+    t0 = time.monotonic()
+    try:
+        out = args.out or Path("build") / args.target
+        if args.target == "generic":
+            report = build_generic(config, top=top, out=out, t0=t0)
+        else:
+            pll_mhz = board_cfg["pll_mhz"] if board_cfg else None
+            report = build_ice40(config, top=top, board=args.board, out=out,
+                                 freq_mhz=args.freq or (float(pll_mhz) if pll_mhz else 48.0),
+                                 allow_mul=top == "baseline", t0=t0, pll_mhz=pll_mhz,
+                                 seeds=args.seeds, force=args.force)
+            if report.get("fits", True):
+                add_generic_area(report, config, top=top, out=out, t0=t0)
+        if not args.no_compare and top != "baseline":
+            add_comparison(report, config, target=args.target, top=top, board=args.board,
+                           out=out, freq_mhz=args.freq or 48.0, activity=not args.no_activity,
+                           force=args.force, t0=t0)
+        write_report(out, report)
+    except (BuildError, GenericError, ToolchainError, ValueError, TypeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    stage("done", t0)
+    print(summary_table(report))
+    print(f"report: {out / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""The nextpnr seed search: place and route with seeds 1, 2, ... until one meets the clock.
+
+Small pure functions with an injectable step (:func:`search_seeds` takes the place-and-route
+run as an argument), so the search is tested without a toolchain.
+"""
+
+import shutil
+from pathlib import Path
+
+from .checks import BuildError
+
+__all__ = ["DEFAULT_SEEDS", "search_seeds", "keep_seed"]
+
+#: nextpnr seeds tried by default before a build is reported as missing its clock.
+DEFAULT_SEEDS = 4
+
+
+def search_seeds(place_and_route, goal_mhz, seeds, progress=None):
+    """Run ``place_and_route(seed)`` for seeds 1, 2, ... until one meets ``goal_mhz``.
+
+    ``place_and_route`` returns a parsed nextpnr report
+    (:func:`hw.build.report.parse_nextpnr_report`); its slowest clock is the result's Fmax. At
+    most ``seeds`` seeds are tried; the first that meets the goal is kept, else the fastest (the
+    earliest of equals). ``progress(seed, fmax, goal)`` is called for every miss. Returns
+    ``(seed, fmax, report, tried)`` with ``tried`` mapping ``"seed N"`` for each seed tried to
+    its Fmax, rounded to 0.01 MHz, or to ``None`` for a seed whose placement failed
+    (:class:`BuildError` from ``place_and_route``: a full device can be placeable with one seed
+    and not with another); if every seed fails, the last seed's error is raised.
+    """
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise BuildError(f"seeds must be an int >= 1, got {seeds!r}")
+    tried, best = {}, None
+    for seed in range(1, seeds + 1):
+        try:
+            pnr = place_and_route(seed)
+        except BuildError:
+            tried[f"seed {seed}"] = None
+            if best is None and seed == seeds:
+                raise
+            if progress is not None:
+                progress(seed, float("nan"), goal_mhz)
+            continue
+        fmax = min(pnr["fmax_mhz"].values()) if pnr["fmax_mhz"] else float("nan")
+        tried[f"seed {seed}"] = round(fmax, 2)
+        if best is None or fmax > best[1]:
+            best = (seed, fmax, pnr)
+        if fmax >= goal_mhz:
+            break
+        if progress is not None:
+            progress(seed, fmax, goal_mhz)
+    return (*best, tried)
+
+
+def keep_seed(out, seed, n_tried):
+    """Put place-and-route result ``seed`` (of seeds ``1 .. n_tried``) under the plain names.
+
+    ``top.seed<N>.asc`` and ``pnr.seed<N>.json`` of the kept seed become ``top.asc`` and
+    ``pnr.json`` and its log is copied to ``nextpnr.log``; the other seeds' ``.asc`` and
+    ``.json`` are removed, their logs stay for reference.
+    """
+    out = Path(out)
+    (out / f"top.seed{seed}.asc").replace(out / "top.asc")
+    (out / f"pnr.seed{seed}.json").replace(out / "pnr.json")
+    shutil.copyfile(out / f"nextpnr.seed{seed}.log", out / "nextpnr.log")
+    for other in range(1, n_tried + 1):
+        (out / f"top.seed{other}.asc").unlink(missing_ok=True)
+        (out / f"pnr.seed{other}.json").unlink(missing_ok=True)
