@@ -8,7 +8,7 @@ import pytest
 
 from hw.build.__main__ import main
 from hw.build.checks import BuildError
-from hw.build.ice40 import build_ice40
+from hw.build.ice40 import build_ice40, load_board, nextpnr_device_args
 from hw.build.report import cell_summary, parse_nextpnr_report, parse_yosys_stat, write_report
 from hw.build.seeds import keep_seed, search_seeds
 from hw.build.toolchain import ToolchainError, find_tool
@@ -164,3 +164,16 @@ def test_keep_seed_names_the_kept_result_and_removes_the_others(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "nextpnr.log", "nextpnr.seed1.log", "nextpnr.seed2.log", "nextpnr.seed3.log",
         "pnr.json", "top.asc"]
+
+
+@pytest.mark.parametrize("board, args", [("icebreaker", ["--up5k", "--package", "sg48"]),
+                                         ("icestick", ["--hx1k", "--package", "tq144"])])
+def test_nextpnr_device_args_come_from_the_platform_build_plan(board, args):
+    from amaranth.hdl import Elaboratable, Module
+
+    class Empty(Elaboratable):
+        def elaborate(self, platform):
+            return Module()
+
+    plan = load_board(board).build(Empty(), name="top", do_build=False)
+    assert nextpnr_device_args(plan) == args
