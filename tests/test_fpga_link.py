@@ -306,7 +306,7 @@ def test_refused_runs_change_no_memory():
     """A RUN that does not fit, or that comes before any weights or activations were written,
     is refused before anything is written: after all refusals the whole weight and result
     memories read back unchanged and the next RUN (on the same activations) is exact. 512
-    weight bytes, 16 activation rows, 48 results. (The real engine: ``sim/cocotb_board.py``.)"""
+    weight bytes, 16 activation rows, 48 results. (The real engine: ``sim/tb/board.py``.)"""
     rng = np.random.default_rng(21)
     w = rng.integers(-1, 2, (16, 16)).astype(np.int8)   # 8 x 4 beats of 2 bytes: 64 bytes
     x = rng.integers(-128, 128, (3, 16))                 # 4 rows per token: rows 0..11
