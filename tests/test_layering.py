@@ -163,10 +163,25 @@ def test_no_module_import_cycle():
     assert not comps, "module import cycles:\n" + _describe(graph, comps)
 
 
+def _package_edges_by(comps: list[list[str]], root: Path = ROOT) -> str:
+    """The module imports behind the package edges inside ``comps``."""
+    files = module_files(root)
+    members = {p: set(c) for c in comps for p in c}
+    lines = []
+    for mod, deps in sorted(module_graph(root).items()):
+        pkg = package_of(mod, files)
+        for dep in sorted(deps):
+            other = package_of(dep, files)
+            if other != pkg and other in members.get(pkg, ()):
+                lines.append(f"  {pkg} -> {other}: {mod} imports {dep}")
+    return "\n".join(lines)
+
+
 def test_no_package_import_cycle():
     graph = package_graph()
     comps = cycles(graph)
-    assert not comps, "package import cycles:\n" + _describe(graph, comps)
+    assert not comps, ("package import cycles:\n" + _describe(graph, comps) + "\n"
+                       + _package_edges_by(comps))
 
 
 def test_checker_sees_cycles(tmp_path):
@@ -204,6 +219,8 @@ def main() -> int:
         print(f"{what} import cycles: {len(comps)}")
         if comps:
             print(_describe(graph, comps))
+            if what == "package":
+                print(_package_edges_by(comps))
             status = 1
     return status
 
