@@ -2,7 +2,7 @@
 
 The library talks to anything with ``write(bytes)`` and ``read(n) -> bytes`` (a
 ``serial.Serial`` opened by :func:`open_serial`, or the simulated serial port of
-``sim/cocotb_board.py``): :class:`Board` sends one request at a time and checks every reply
+``sim/tb/board.py``): :class:`Board` sends one request at a time and checks every reply
 (sync, length, CRC, opcode, status). :class:`BoardMatmul` is a ``matmul`` hook for
 ``model.transformer.Transformer``: it stores each BitLinear's weight stream in the board's weight
 memory once (keyed by layer name and content), then for every call writes the activation codes,

@@ -1,7 +1,7 @@
 """Testbench for ``hw.engine.BitLinearEngine``: drivers on ``cmd``/``act``/``weights``, a monitor
 on ``result`` feeding an in-order scoreboard, golden values from ``model/``.
 
-Used by :mod:`sim.cocotb_engine` (the tests) and by :class:`sim.fast.FastEngine` (the
+Used by :mod:`sim.tb.engine` (the tests) and by :class:`sim.fast.FastEngine` (the
 stream path). Everything width-related is read from the DUT and checked against the config.
 """
 

@@ -28,179 +28,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from model import cli
 from model.accel import AccelConfig
+from sim.layer_files import read_acts, read_weights
+from sim.layer_run import DEFAULT_CONFIG, PROJECTIONS, RunLayerError, layer_input, run
 
-__all__ = ["PROJECTIONS", "RunLayerError", "layer_input", "main", "read_acts", "read_weights",
-           "run"]
-
-#: ``--proj`` names -> parameter-name infix.
-PROJECTIONS = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj",
-               "o": "self_attn.o_proj", "gate": "mlp.gate_proj", "up": "mlp.up_proj",
-               "down": "mlp.down_proj"}
-#: Engine of the default run: 4 x 16 lanes, every 2B4T layer fits (K, M <= 6912).
-DEFAULT_CONFIG = AccelConfig(rows=4, cols=16, max_k=6912, max_m=6912)
-
-
-class RunLayerError(Exception):
-    """A bad input or a failed check: one line for the user, exit status 1."""
-
-
-# ----------------------------------------------------------------------------------------------
-# inputs
-# ----------------------------------------------------------------------------------------------
-def _read_arrays(path: Path) -> dict[str, np.ndarray]:
-    from model.checkpoint import CheckpointError
-    from model.checkpoint.npz import read_npz
-    from model.checkpoint.safetensors_file import read_safetensors
-
-    try:
-        if path.suffix == ".npy":
-            return {"": np.load(path, allow_pickle=False)}
-        if path.suffix == ".npz":
-            return read_npz(path)
-        if path.suffix == ".safetensors":
-            return read_safetensors(path)
-    except CheckpointError as e:
-        raise RunLayerError(str(e)) from None
-    except (OSError, ValueError, EOFError) as e:
-        raise RunLayerError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
-    raise RunLayerError(f"{path}: want .npy, .npz or .safetensors")
-
-
-def _single(arrays: dict, key: str, path: Path) -> np.ndarray:
-    if key in arrays:
-        return arrays[key]
-    if len(arrays) == 1:
-        return next(iter(arrays.values()))
-    raise RunLayerError(f"{path}: holds {sorted(arrays)}; name the array {key!r}")
-
-
-def read_weights(path) -> tuple[np.ndarray, np.float32 | None]:
-    """An exported layer -> ``(trits (M, K) int8, gamma or None)`` (see the module docstring)."""
-    from model.packing import unpack_i2_hf, unpack_tq1
-    from model.quant import absmean_quantize
-
-    path = Path(path)
-    arrays = _read_arrays(path)
-    if "tq1" in arrays:
-        shape = arrays.get("shape")
-        if shape is None or np.asarray(shape).shape != (2,):
-            raise RunLayerError(f"{path}: tq1 bytes need 'shape' = [M, K]")
-        m, k = (int(v) for v in np.asarray(shape))
-        try:
-            trits = unpack_tq1(arrays["tq1"].astype(np.uint8), m * k).reshape(m, k)
-        except (ValueError, TypeError) as e:
-            raise RunLayerError(f"{path}: tq1: {e}") from None
-        gamma = arrays.get("gamma")
-        return trits, None if gamma is None else np.float32(np.asarray(gamma).reshape(-1)[0])
-    w = _single(arrays, "weight", path)
-    if w.ndim != 2 or w.size == 0:
-        raise RunLayerError(f"{path}: weight has shape {w.shape}, want a 2-D (M, K) matrix")
-    if w.dtype == np.uint8 and "weight_scale" in arrays:
-        try:
-            trits = unpack_i2_hf(w, 4 * w.shape[0])
-        except ValueError as e:
-            raise RunLayerError(f"{path}: packed weight: {e}") from None
-        return trits, np.float32(np.asarray(arrays["weight_scale"]).reshape(-1)[0])
-    if np.issubdtype(w.dtype, np.floating):
-        if not np.all(np.isfinite(w)):
-            raise RunLayerError(f"{path}: weight has non-finite values")
-        trits, gamma = absmean_quantize(w)
-        return trits, gamma
-    if np.issubdtype(w.dtype, np.integer) and w.dtype != np.uint8:
-        if not np.isin(w, (-1, 0, 1)).all():
-            raise RunLayerError(f"{path}: integer weights must be trits in {{-1, 0, 1}}")
-        return w.astype(np.int8), None
-    raise RunLayerError(f"{path}: weight dtype {w.dtype}: want float, trits, or packed uint8 "
-                        "with weight_scale")
-
-
-def read_acts(path, k: int, act_bits: int) -> np.ndarray:
-    """Exported activations -> int8 codes ``(T, K)`` (float rows quantized with absmax)."""
-    from model.quant import absmax_quantize
-
-    path = Path(path)
-    a = _single(_read_arrays(path), "acts", path)
-    if a.ndim == 1:
-        a = a.reshape(1, -1)
-    if a.ndim != 2 or a.shape[1] != k or a.shape[0] == 0:
-        raise RunLayerError(f"{path}: activations have shape {a.shape}, want (T, K={k})")
-    if np.issubdtype(a.dtype, np.floating):
-        if not np.all(np.isfinite(a)):
-            raise RunLayerError(f"{path}: activations have non-finite values")
-        return absmax_quantize(a, act_bits)[0]
-    lo, hi = -(1 << (act_bits - 1)), (1 << (act_bits - 1)) - 1
-    if not np.issubdtype(a.dtype, np.integer) or a.min() < lo or a.max() > hi:
-        raise RunLayerError(f"{path}: integer activations must be codes in [{lo}, {hi}]")
-    return a.astype(np.int8)
-
-
-class _Captured(Exception):
-    pass
-
-
-def layer_input(reader, tokens, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(xq, trits)`` of projection ``name`` when the golden model runs ``tokens``: the model
-    runs up to that projection and stops (later layers are never read)."""
-    from model.bitlinear import ternary_matmul
-
-    got = {}
-
-    def hook(n, xq, trits):
-        if n == name:
-            got["xq"], got["trits"] = xq.copy(), trits
-            raise _Captured
-        return ternary_matmul(xq, trits)
-
-    try:
-        reader.transformer(matmul=hook).forward(tokens)
-    except _Captured:
-        pass
-    return got["xq"], got["trits"]
-
-
-# ----------------------------------------------------------------------------------------------
-# the run
-# ----------------------------------------------------------------------------------------------
-def run(xq: np.ndarray, trits: np.ndarray, config: AccelConfig, fmax_mhz: float | None = None,
-        fmax_source: str = "") -> dict:
-    """Run ``acc = xq @ trits.T`` on the native engine; compare; return the figures."""
-    from model.accel_cycles import cycles as model_cycles
-    from model.packing import pack_layer_stream
-    from sim.native import NativeEngine, NativeEngineError, check_call
-
-    m, k = trits.shape
-    t = xq.shape[0]
-    t0 = time.perf_counter()
-    stream = pack_layer_stream(trits, config)
-    pack_s = time.perf_counter() - t0
-    with NativeEngine(config) as eng:
-        t0 = time.perf_counter()
-        acc, cyc = eng.run_layer(xq, stream=stream, shape=(m, k))
-        call_s = time.perf_counter() - t0
-        sim_s = eng.last_sim_seconds
-    try:
-        check_call(config, xq, trits, acc, cyc)
-    except NativeEngineError as e:
-        raise RunLayerError(str(e)) from None
-    out = {"m": m, "k": k, "tokens": t, "accel_config": config.to_dict(),
-           "cycles": cyc, "model_cycles": model_cycles(config, m, k, t),
-           "beats_per_token": config.beats(m, k),
-           "weight_bytes": t * config.beats(m, k) * config.bytes_per_beat,
-           "exact": True, "cycles_equal": True,
-           "pack_seconds": round(pack_s, 3), "sim_seconds": round(sim_s, 3),
-           "call_seconds": round(call_s, 3),
-           "sim_cycles_per_s": cyc / sim_s if sim_s > 0 else None,
-           "fmax_mhz": fmax_mhz, "fmax_source": fmax_source}
-    if fmax_mhz:
-        out["seconds_at_clock"] = cyc / (fmax_mhz * 1e6)
-    return out
+__all__ = ["main"]
 
 
 def _config(cfg: AccelConfig | None, m: int, k: int) -> AccelConfig:
@@ -262,8 +99,8 @@ def main(argv=None) -> int:
 
 def _main(args) -> int:
     from model.checkpoint import CheckpointError, open_checkpoint
+    from sim.build_report import DEFAULT_FMAX_MHZ, read_build
     from sim.native import NativeEngineError
-    from sim.run_model import DEFAULT_FMAX_MHZ, read_build
 
     rng = np.random.default_rng(args.seed)
     what = ""

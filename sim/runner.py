@@ -15,7 +15,7 @@ Example (any :class:`amaranth.lib.wiring.Component`, any test module)::
 
     from sim.runner import SimBuild
     build = SimBuild(MyComponent(width=8), dut="my_component", key="w8")
-    build.run("sim.cocotb_my_component", params={"width": 8})   # raises if a cocotb test failed
+    build.run("sim.tb.my_component", params={"width": 8})   # raises if a cocotb test failed
 
 Parameters reach the cocotb side as JSON in ``$SIM_PARAMS`` (read them with
 :func:`sim.runner.sim_params`); the random seed as ``COCOTB_RANDOM_SEED``.
@@ -278,7 +278,7 @@ class SimBuild:
         Parameters
         ----------
         test_module : str
-            e.g. ``"sim.cocotb_engine"``; must be importable from the repository root.
+            e.g. ``"sim.tb.engine"``; must be importable from the repository root.
         testcase : str or list of str, optional
             Run only these ``@cocotb.test`` names (default: all in the module).
         params : dict, optional

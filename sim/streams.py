@@ -333,12 +333,3 @@ async def settle() -> None:
     """Let a zero-time write propagate (for combinational checks)."""
     await Timer(1, "ps")
 
-
-def __getattr__(name):
-    # ``from sim.streams import FastEngine`` works too: the class lives in sim.fast (it needs
-    # numpy and model/), imported on first use
-    if name == "FastEngine":
-        from sim.fast import FastEngine
-
-        return FastEngine
-    raise AttributeError(name)

@@ -1,4 +1,4 @@
-"""Verilator co-simulation of the ``R x C`` MAC array alone (``sim/cocotb_array.py``)."""
+"""Verilator co-simulation of the ``R x C`` MAC array alone (``sim/tb/array.py``)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def _run(config):
                          key=config.slug)
     except SimulatorUnavailable as exc:
         pytest.skip(str(exc))
-    n_tests, _ = build.run("sim.cocotb_array", params={"config": config.to_dict()})
+    n_tests, _ = build.run("sim.tb.array", params={"config": config.to_dict()})
     assert n_tests == 3
 
 

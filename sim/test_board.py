@@ -39,7 +39,7 @@ def _run(config):
     params = {"config": config.to_dict(), "divisor": DIVISOR, "period_ns": 10, "seed": 3,
               "layer": [13, 37, 2], "checkpoint": str(CHECKPOINT),
               "model_layer": "layers.0.self_attn.q_proj.weight", "model_tokens": 2}
-    n, failed = build.run("sim.cocotb_board", params=params)
+    n, failed = build.run("sim.tb.board", params=params)
     assert (n, failed) == (3, 0)
 
 

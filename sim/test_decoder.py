@@ -1,4 +1,4 @@
-"""Verilator co-simulation of the weight-stream decoder alone (``sim/cocotb_decoder.py``)."""
+"""Verilator co-simulation of the weight-stream decoder alone (``sim/tb/decoder.py``)."""
 
 from __future__ import annotations
 
@@ -21,5 +21,5 @@ def test_decoder(config):
                          key=f"{config.packing}-t{config.trits_per_beat}")
     except SimulatorUnavailable as exc:
         pytest.skip(str(exc))
-    n_tests, _ = build.run("sim.cocotb_decoder", params={"config": config.to_dict()})
+    n_tests, _ = build.run("sim.tb.decoder", params={"config": config.to_dict()})
     assert n_tests == 3

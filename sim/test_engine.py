@@ -1,4 +1,4 @@
-"""Verilator co-simulation of ``hw.engine.BitLinearEngine`` (``sim/cocotb_engine.py``).
+"""Verilator co-simulation of ``hw.engine.BitLinearEngine`` (``sim/tb/engine.py``).
 
 Two builds in the default run cover both packings, both activation widths and two array
 shapes (one with a purely combinational adder tree, odd R and C); the slow sweep adds more.
@@ -35,13 +35,13 @@ SLOW = [
 
 
 def run_engine_tests(config: AccelConfig, shapes, *, testcase=None, seed: int = 1):
-    """Build the engine for ``config`` (cached) and run ``sim.cocotb_engine`` on it."""
+    """Build the engine for ``config`` (cached) and run ``sim.tb.engine`` on it."""
     try:
         build = SimBuild(BitLinearEngine(config=config), dut="bitlinear_engine",
                          key=config.slug)
     except SimulatorUnavailable as exc:
         pytest.skip(str(exc))
-    return build.run("sim.cocotb_engine", testcase=testcase, seed=seed,
+    return build.run("sim.tb.engine", testcase=testcase, seed=seed,
                      params={"config": config.to_dict(), "shapes": shapes, "seed": seed})
 
 

@@ -17,6 +17,6 @@ def test_fast_engine():
         build = build_fast_engine(CONFIG)
     except SimulatorUnavailable as exc:
         pytest.skip(str(exc))
-    n_tests, _ = build.run("sim.cocotb_fast", params={"config": CONFIG.to_dict(),
+    n_tests, _ = build.run("sim.tb.fast", params={"config": CONFIG.to_dict(),
                                                       "shapes": SHAPES})
     assert n_tests == 2

@@ -40,7 +40,7 @@ def test_chunk_sum_cocotb():
                                 key=f"l{lanes}w{width}")
     except runner.SimulatorUnavailable as exc:
         pytest.skip(str(exc))
-    n_tests, _ = build.run("sim.cocotb_infra", params={"lanes": lanes, "width": width})
+    n_tests, _ = build.run("sim.tb.infra", params={"lanes": lanes, "width": width})
     assert n_tests == 3
 
 
@@ -68,7 +68,7 @@ def test_cached_build_runs_from_a_second_process():
         "from sim.fixtures import ChunkSum\n"
         "b = runner.SimBuild(ChunkSum(lanes=5, width=8), dut='chunk_sum', key='l5w8')\n"
         "assert not b.rebuilt, 'the cached build was rebuilt'\n"
-        "n, _ = b.run('sim.cocotb_infra', testcase='stalls_and_backpressure',\n"
+        "n, _ = b.run('sim.tb.infra', testcase='stalls_and_backpressure',\n"
         "             params={'lanes': 5, 'width': 8}, seed=3)\n"
         "print('RAN', n)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=runner.ROOT, capture_output=True,
@@ -92,7 +92,7 @@ def test_run_rebuilds_a_directory_another_process_changed(monkeypatch):
     stamp.write_text("0" * 64)
     try:
         monkeypatch.setattr(build, "_build", fake_build)
-        n, _ = build.run("sim.cocotb_infra", testcase="stalls_and_backpressure",
+        n, _ = build.run("sim.tb.infra", testcase="stalls_and_backpressure",
                          params={"lanes": 5, "width": 8})
     finally:
         stamp.write_text(good)

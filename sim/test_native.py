@@ -138,7 +138,7 @@ def test_act_chunk_layout():
 def test_real_layer_engine_holds_the_largest_accumulator():
     """The default engine for real layers (K, M <= 6912): its accumulator width is proven for
     K = 6912 (|acc| <= 6912 * 128 = 884,736, 21 bits); the extreme values come out exact."""
-    from sim.run_layer import DEFAULT_CONFIG
+    from sim.layer_run import DEFAULT_CONFIG
     from sim.runner import SimulatorUnavailable
 
     assert DEFAULT_CONFIG.acc_width == 21

@@ -134,7 +134,7 @@ def test_pll_params_match_icepll():
 
 
 def test_matmul_hook_splits_tokens_and_reuses_memory():
-    from fpga_softboard import SoftBoard
+    from tests.helpers.softboard import SoftBoard
 
     cfg = AccelConfig(rows=2, cols=4, max_k=64, max_m=64)
     soft = SoftBoard(cfg, weight_bytes=512, act_rows=32, result_depth=64)
@@ -160,9 +160,8 @@ def test_matmul_hook_splits_tokens_and_reuses_memory():
 
 
 def test_run_model_on_soft_board(capsys):
-    from fpga_softboard import SoftBoard
-
     from fpga.host import run_model
+    from tests.helpers.softboard import SoftBoard
 
     cfg = AccelConfig()
     soft = SoftBoard(cfg, weight_bytes=131072, act_rows=128, result_depth=1024)
@@ -246,9 +245,8 @@ def test_board_arguments_at_the_edges():
 
 
 def test_library_checks_token_counts_before_running():
-    from fpga_softboard import SoftBoard
-
     from fpga.host import check_layer, run_model
+    from tests.helpers.softboard import SoftBoard
 
     cfg = AccelConfig()
     soft = SoftBoard(cfg, weight_bytes=131072, act_rows=128, result_depth=1024)
@@ -414,7 +412,7 @@ def test_cli_failures_during_a_command(capsys):
 
 
 def test_cli_layer_that_does_not_fit_fails_before_writing(capsys):
-    from fpga_softboard import SoftBoard
+    from tests.helpers.softboard import SoftBoard
 
     soft = SoftBoard(AccelConfig(rows=2, cols=4, max_k=64, max_m=64), result_depth=32)
     check_failure(capsys, ["layer", "--m", "40", "--k", "8"],
@@ -425,7 +423,7 @@ def test_cli_layer_that_does_not_fit_fails_before_writing(capsys):
 
 
 def test_cli_model_checks_before_generating(capsys, tmp_path):
-    from fpga_softboard import SoftBoard
+    from tests.helpers.softboard import SoftBoard
 
     # the board's engine takes K <= 64; the model's layers have K = 128: refused before the
     # golden generation, naming the layer

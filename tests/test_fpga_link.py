@@ -1,6 +1,7 @@
 """BoardCore (UART + link + memories + runner) in the Amaranth simulator, driven at the serial
-pins with protocol frames. The engine is the TEST-ONLY stand-in of ``fpga_standin_engine.py``
-(the real engine is exercised end to end by ``sim/test_board.py``)."""
+pins with protocol frames. The engine is the TEST-ONLY stand-in of
+``tests/helpers/standin_engine.py`` (the real engine is exercised end to end by
+``sim/test_board.py``)."""
 
 import struct
 
@@ -8,8 +9,6 @@ import numpy as np
 import pytest
 from amaranth import Module, Signal
 from amaranth.sim import Simulator
-from fpga_simhelpers import UARTMonitor, exchange, uart_send, wait_reply
-from fpga_standin_engine import StandInEngine
 
 from fpga.link import crc16_step
 from fpga.protocol import (
@@ -26,6 +25,8 @@ from fpga.top import BoardCore
 from model.accel import AccelConfig
 from model.bitlinear import ternary_matmul
 from model.packing import pack_layer_stream
+from tests.helpers.standin_engine import StandInEngine
+from tests.helpers.uart import UARTMonitor, exchange, uart_send, wait_reply
 
 CFG = AccelConfig(rows=2, cols=4, max_k=32, max_m=16)
 DIV = 4
@@ -305,7 +306,7 @@ def test_refused_runs_change_no_memory():
     """A RUN that does not fit, or that comes before any weights or activations were written,
     is refused before anything is written: after all refusals the whole weight and result
     memories read back unchanged and the next RUN (on the same activations) is exact. 512
-    weight bytes, 16 activation rows, 48 results. (The real engine: ``sim/cocotb_board.py``.)"""
+    weight bytes, 16 activation rows, 48 results. (The real engine: ``sim/tb/board.py``.)"""
     rng = np.random.default_rng(21)
     w = rng.integers(-1, 2, (16, 16)).astype(np.int8)   # 8 x 4 beats of 2 bytes: 64 bytes
     x = rng.integers(-128, 128, (3, 16))                 # 4 rows per token: rows 0..11

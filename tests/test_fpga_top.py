@@ -3,11 +3,11 @@ The engine is the TEST-ONLY stand-in to keep this fast; hw.build builds the real
 
 import pytest
 from amaranth_boards.icebreaker import ICEBreakerPlatform
-from fpga_standin_engine import StandInEngine
 
 from fpga.top import BoardTop
 from hw._util import silence_unused
 from model.accel import AccelConfig
+from tests.helpers.standin_engine import StandInEngine
 
 CFG = AccelConfig(rows=2, cols=4, max_k=32, max_m=16)
 

@@ -5,9 +5,9 @@ import random
 import pytest
 from amaranth import Module
 from amaranth.sim import Simulator
-from fpga_simhelpers import UARTMonitor, uart_send_byte
 
 from fpga.uart import UARTRx, UARTTx, baud_divisor
+from tests.helpers.uart import UARTMonitor, uart_send_byte
 
 
 def run_rx(divisor, body):

@@ -10,7 +10,7 @@ from hw.decoder import WeightDecoder
 from model import packing as model_packing
 from model.accel import TRITS_PER_BYTE
 from sim.golden import TQ1_INVALID, TQ1_VALID, pack_trits
-from tests.amaranth_streams import stream_sink, stream_source
+from tests.helpers.streams import stream_sink, stream_source
 
 
 def pack(trits, packing):

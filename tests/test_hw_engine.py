@@ -14,7 +14,7 @@ from model.accel_cycles import cycles, stall_cycles
 from model.bitlinear import ternary_matmul
 from model.packing import pack_layer_stream
 from sim import golden
-from tests.amaranth_streams import run_for, stream_sink, stream_source
+from tests.helpers.streams import run_for, stream_sink, stream_source
 
 
 def _pack_layer_stream(w, config):

@@ -7,7 +7,7 @@ import pytest
 from amaranth.back import rtlil
 
 from hw.gearbox import Gearbox
-from tests.amaranth_streams import run_stream_dut
+from tests.helpers.streams import run_stream_dut
 
 
 def run_gearbox(in_bytes, out_bytes, data, *, idle=0.0, backpressure=0.0, seed=0):

@@ -8,7 +8,7 @@ from amaranth.lib import data
 from amaranth.sim import Simulator
 
 from hw.skid import SkidBuffer
-from tests.amaranth_streams import run_stream_dut
+from tests.helpers.streams import run_stream_dut
 
 BEAT = data.ArrayLayout(unsigned(8), 3)
 

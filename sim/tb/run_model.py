@@ -1,4 +1,4 @@
-"""cocotb side of ``sim.run_model --backend verilator`` and ``sim/test_model.py``.
+"""cocotb side of ``sim.run_model --backend cocotb-*`` (:func:`sim.cosim.run_cosim`).
 
 The generation loop runs inside the cocotb test process: the golden model's ``matmul`` hook is a
 blocking function (it is called from inside ``Transformer.step``), so the loop runs in a
@@ -10,20 +10,17 @@ on a build of the bare ``BitLinearEngine``, its stream path (``sim.engine_tb.Eng
 Progress (``token n calls``) is rewritten to the ``progress`` file after every call.
 
 Parameters come from ``sim.runner.sim_params()`` (``$SIM_PARAMS``, set by
-``sim.run_model.run_cosim``)::
+``sim.cosim.run_cosim``)::
 
     {"checkpoint": path, "prompt": [byte, ...], "tokens": n, "out": path, "mode": "generate",
      "progress": path or absent, "accel_config": {...}}
 
 ``mode`` is ``generate`` (greedy generation, one KV-cache step per token) or ``forward`` (one full
 forward pass over the prompt). Results go to ``out`` (``.npz``): every call's step, layer name,
-size, accumulators and measured cycles, plus the tokens. The file is not named ``test_*`` so that
-pytest never collects the cocotb coroutine.
+size, accumulators and measured cycles, plus the tokens (:func:`sim.generation.save_result`).
 """
 
 from __future__ import annotations
-
-import json
 
 import cocotb
 import numpy as np
@@ -37,7 +34,7 @@ async def run_model(dut):
     """Generate (or run one forward pass) with every BitLinear on the DUT."""
     from model import checkpoint as ckpt
     from sim.fast import FastEngine
-    from sim.run_model import generate, run_forward
+    from sim.generation import generate, run_forward, save_result
     from sim.runner import sim_params
 
     job = sim_params()
@@ -55,7 +52,7 @@ async def run_model(dut):
     n_tokens = int(job["tokens"])
 
     def report():
-        # the host (sim.run_model.run_cosim) polls this file to show progress on its console
+        # the host (sim.cosim.run_cosim) polls this file to show progress on its console
         if job.get("progress"):
             with open(job["progress"], "w") as f:
                 f.write(f"{state['token']} {n_tokens} {state['calls']}\n")
@@ -80,21 +77,3 @@ async def run_model(dut):
     res = await bridge(blocking)()
     save_result(job["out"], res)
 
-
-def save_result(path, res) -> None:
-    """Write a :class:`sim.run_model.GenerationResult` to ``path`` (``.npz``)."""
-    meta = {"prompt": res.prompt, "tokens": res.tokens, "seconds": res.seconds,
-            "calls": [{"step": c.step, "name": c.name, "m": c.m, "k": c.k, "tokens": c.tokens,
-                       "cycles": c.cycles, "weight_bytes": c.weight_bytes} for c in res.calls]}
-    arrays = {f"acc{i}": c.acc for i, c in enumerate(res.calls)}
-    np.savez(path, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
-
-
-def load_result(path):
-    """Read what :func:`save_result` wrote."""
-    from sim.run_model import CallRecord, GenerationResult
-
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(z["__meta__"].tobytes().decode())
-        calls = [CallRecord(acc=z[f"acc{i}"], **c) for i, c in enumerate(meta["calls"])]
-    return GenerationResult(meta["prompt"], meta["tokens"], calls, meta["seconds"])

@@ -1,0 +1,1 @@
+"""The project's unit tests; :mod:`tests.helpers` holds what several of them share."""
