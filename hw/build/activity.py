@@ -31,7 +31,8 @@ from .gatesim import GateNetlist
 from .generic import GenericError, synth_generic
 from .toolchain import stage
 
-__all__ = ["HOROWITZ_ADD32_PJ", "SRAM_PJ_PER_64BIT", "array_stimulus", "calibrate_unit_energy",
+__all__ = ["HOROWITZ_ADD32_PJ", "SRAM_PJ_PER_64BIT", "array_stimulus", "array_run",
+           "calibrate_unit_energy",
            "activity_energy", "array_activity", "engine_activity", "engine_energy",
            "activity_notes"]
 
@@ -158,10 +159,34 @@ def calibrate_unit_energy(out, width=32, samples=2000, seed=1):
             "source": f"{width}-bit add = {HOROWITZ_ADD32_PJ} pJ, Horowitz ISSCC 2014, 45 nm"}
 
 
+def array_run(net, kind, config, xq, trits, latency):
+    """Run ``xq @ trits.T`` on an array's gate netlist ``net``; check it; return
+    ``(toggles, cycles, tiles checked)``.
+
+    ``net`` is a :class:`hw.build.gatesim.GateNetlist` of ``kind``'s array (generic gates or
+    library cells); every tile's accumulators are compared with the golden model.
+
+    Raises
+    ------
+    GenericError
+        An accumulator of the gate-level run differs from the golden model.
+    """
+    stim, checks = array_stimulus(kind, config.rows, config.cols, config.act_bits, latency,
+                                  xq, trits)
+    toggles, samples = net.run(stim, outputs=("acc",))
+    for cycle, want in checks:
+        got = _unpack_acc(samples["acc"][cycle], config.rows, config.acc_width)
+        if got != want.tolist():
+            raise GenericError(f"{kind} gate-level run differs from the golden model at cycle "
+                               f"{cycle}: {got} != {want.tolist()}")
+    return toggles, len(stim["en"]), len(checks)
+
+
 def activity_energy(netlist, kind, config, xq, trits, e_unit_pj, latency):
     """Run ``xq @ trits.T`` on a generic array netlist; check it; return the energy figures.
 
-    ``netlist`` is a :class:`hw.build.gatesim.GateNetlist` or the path of a ``write_json`` netlist.
+    ``netlist`` is a :class:`hw.build.gatesim.GateNetlist` or the path of a ``write_json``
+    netlist.
 
     Raises
     ------
@@ -171,19 +196,11 @@ def activity_energy(netlist, kind, config, xq, trits, e_unit_pj, latency):
     t0 = time.monotonic()
     net = netlist if isinstance(netlist, GateNetlist) else GateNetlist(
         Path(netlist).read_text())
-    stim, checks = array_stimulus(kind, config.rows, config.cols, config.act_bits, latency,
-                                  xq, trits)
-    toggles, samples = net.run(stim, outputs=("acc",))
-    for cycle, want in checks:
-        got = _unpack_acc(samples["acc"][cycle], config.rows, config.acc_width)
-        if got != want.tolist():
-            raise GenericError(f"{kind} gate-level run differs from the golden model at cycle "
-                               f"{cycle}: {got} != {want.tolist()}")
-    cycles = len(stim["en"])
+    toggles, cycles, tiles = array_run(net, kind, config, xq, trits, latency)
     data, clock = _energy_units(net, toggles, cycles)
     macs = int(xq.shape[0] * trits.shape[0] * trits.shape[1])
     energy = (data + clock) * e_unit_pj
-    return {"cycles": cycles, "useful_macs": macs, "tiles_checked": len(checks),
+    return {"cycles": cycles, "useful_macs": macs, "tiles_checked": tiles,
             "checked_against_golden": True,
             "net_toggles": int(toggles.sum()),
             "toggles_per_net_per_cycle": float(toggles.sum() / (net.nbits - 2) / cycles),
@@ -345,7 +362,9 @@ def activity_notes(gen):
     return [
         f"activity workload: {gen['workload']['source']}; every accumulator of the gate-level "
         "runs equals model.bitlinear.ternary_matmul",
-        f"activity energy: E = e_unit * (sum over nets of toggles * (fanout + 1) + 2 * FFs * "
+        "gate_model_45nm (45 nm-calibrated gate model, not FPGA or silicon energy; measured "
+        "cells: --target sky130): "
+        f"E = e_unit * (sum over nets of toggles * (fanout + 1) + 2 * FFs * "
         f"cycles); e_unit = {cal['e_unit_pj'] * 1000:.4g} fJ per unit-load toggle, calibrated "
         f"so a {cal['adder_bits']}-bit adder (same flow, random operands, "
         f"{cal['units_per_add']:.0f} unit toggles per add) costs {cal['source']}; zero-delay "

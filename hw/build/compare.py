@@ -75,7 +75,7 @@ def generic_row(gen):
     area, act = gen["area"], gen.get("activity")
     return {"gates": area["gates"], "gate_ff": area["flip_flops"],
             "nand2_eq": area["nand2_equivalent"], "transistors": area["transistors"],
-            "pj_per_mac_activity": act["pj_per_mac"] if act else None}
+            "pj_per_mac_gate_model_45nm": act["pj_per_mac"] if act else None}
 
 
 def generic_comparison(config, *, out, activity=True, t0):
@@ -147,7 +147,7 @@ def add_comparison(report, config, *, target, top, board, out, freq_mhz, activit
         {k: r["pj_per_mac"] for k, r in eng["layers"].items()} if eng else None)
     if eng:
         t = eng["total"]
-        report["energy"]["engine_pj_per_mac_activity"] = {
+        report["energy"]["engine_pj_per_mac_gate_model_45nm"] = {
             "ternary": t["pj_per_mac"], "logic_only": t["logic_pj_per_mac"],
             "memory_share": t["memory_pj"] / t["energy_pj"]}
         report["engine_activity"] = t

@@ -82,8 +82,8 @@ def energy_tables(config, table, measured=None, engine=None):
     Per-MAC energies (op-count per table, activity-based when measured) times the MACs of each
     BitLinear layer of the shipped model; ``per token`` sums every BitLinear layer once.
     ``measured`` (``{kind: {projection: pJ/MAC}}``, from the activity runs of block 0) replaces
-    the average activity pJ/MAC for the projections it names, in every block. ``engine``
-    (``{projection: pJ/MAC}`` of the whole engine with its memory) adds an ``engine_activity``
+    the average gate-model pJ/MAC for the projections it names, in every block. ``engine``
+    (``{projection: pJ/MAC}`` of the whole engine with its memory) adds an ``engine_gate_model_45nm``
     column.
     """
     methods = [k.removeprefix("pj_per_mac_") for k in table["ternary"]
@@ -102,14 +102,14 @@ def energy_tables(config, table, measured=None, engine=None):
             for method in methods:
                 for kind in ("ternary", "int8"):
                     pj = table[kind][f"pj_per_mac_{method}"]
-                    if method == "activity" and measured and short in measured.get(kind, {}):
+                    if method == "gate_model_45nm" and measured and short in measured.get(kind, {}):
                         pj = measured[kind][short]
                     row[f"{kind}_{method}_pj"] = m * k * pj if pj is not None else None
                     total[f"{kind}_{method}_pj"] = total.get(f"{kind}_{method}_pj", 0.0) + (
                         n * m * k * pj if pj is not None else 0.0)
             if engine and short in engine:
-                row["engine_activity_pj"] = m * k * engine[short]
-                total["engine_activity_pj"] = total.get("engine_activity_pj", 0.0) + (
+                row["engine_gate_model_45nm_pj"] = m * k * engine[short]
+                total["engine_gate_model_45nm_pj"] = total.get("engine_gate_model_45nm_pj", 0.0) + (
                     n * m * k * engine[short])
             per_layer[short] = row
         total["macs"] = sum(n * m * k for _s, m, k, n in layers)

@@ -41,6 +41,18 @@ COMB_OPS = {
 _IGNORED = ("$scopeinfo",)
 
 
+def _table_op(table):
+    """Vectorized function of a truth table (bit ``i``: output for input vector ``i``)."""
+    table = int(table)
+
+    def op(*ins):
+        idx = np.zeros(len(ins[0]), dtype=np.int64)
+        for k, a in enumerate(ins):
+            idx |= a.astype(np.int64) << k
+        return ((table >> idx) & 1).astype(np.uint8)
+    return op
+
+
 def _bit(b):
     """Net index of a JSON bit: constants ``"0"``/``"x"``/``"z"`` -> 0, ``"1"`` -> 1."""
     if isinstance(b, int):
@@ -57,6 +69,13 @@ class GateNetlist:
         Yosys ``write_json`` text.
     top : str
         Module name (default ``"top"``).
+    cells : dict, optional
+        Library cells besides Yosys's internal gates: ``{type: (input pins, output pin,
+        truth table)}``, the table an int whose bit ``i`` is the output for the input vector
+        with input ``k`` at bit ``k`` of ``i`` (as :mod:`hw.build.sky130_cells` reads them).
+    flops : dict, optional
+        Library positive-edge D flip-flops besides ``$_DFF_P_``: ``{type: (D pin, Q pin,
+        clock pin)}``.
 
     Raises
     ------
@@ -65,28 +84,34 @@ class GateNetlist:
         combinational loop.
     """
 
-    def __init__(self, netlist_json, top="top"):
+    def __init__(self, netlist_json, top="top", *, cells=None, flops=None):
         mod = json.loads(netlist_json)["modules"][top]
+        self._ops = {kind: (pins, "Y", fn) for kind, (pins, fn) in COMB_OPS.items()}
+        for kind, (pins, out, table) in (cells or {}).items():
+            self._ops[kind] = (tuple(pins), out, _table_op(table))
+        flop_pins = {"$_DFF_P_": ("D", "Q", "C"), **(flops or {})}
         self.ports = {name: (p["direction"], [_bit(b) for b in p["bits"]])
                       for name, p in mod["ports"].items()}
         nbits = 2
         for p in mod["ports"].values():
             nbits = max([nbits] + [b + 1 for b in p["bits"] if isinstance(b, int)])
-        comb, ffs, clocks, mems = [], [], set(), []
+        comb, ffs, clocks, mems, ff_kinds = [], [], set(), [], []
         for name, cell in mod["cells"].items():
             kind, conn = cell["type"], cell["connections"]
             for bits in conn.values():
                 nbits = max([nbits] + [b + 1 for b in bits if isinstance(b, int)])
             if kind in _IGNORED:
                 continue
-            if kind == "$_DFF_P_":
-                ffs.append((_bit(conn["D"][0]), _bit(conn["Q"][0])))
-                clocks.add(_bit(conn["C"][0]))
+            if kind in flop_pins:
+                d, q, c = flop_pins[kind]
+                ffs.append((_bit(conn[d][0]), _bit(conn[q][0])))
+                clocks.add(_bit(conn[c][0]))
+                ff_kinds.append(kind)
             elif kind == "$mem_v2":
                 mems.append(self._memory(name, cell, clocks))
-            elif kind in COMB_OPS:
-                comb.append((kind, [_bit(conn[p][0]) for p in COMB_OPS[kind][0]],
-                             _bit(conn["Y"][0])))
+            elif kind in self._ops:
+                pins, out, _fn = self._ops[kind]
+                comb.append((kind, [_bit(conn[p][0]) for p in pins], _bit(conn[out][0])))
             else:
                 raise GateSimError(f"cell {name} of type {kind} is not supported by the gate "
                                    "simulator (run dfflegalize / abc -g first)")
@@ -119,6 +144,9 @@ class GateNetlist:
                 for key in ("addr", "data", "en"):
                     np.add.at(self.fanout, port[key], 1)
         self.driver = {y: kind for kind, _ins, y in comb}
+        self.driver.update((q, kind) for (_d, q), kind in zip(ffs, ff_kinds, strict=True))
+        self.ff_kinds = ff_kinds
+        self.comb_cells = comb
         self._levels = self._levelize(comb)
         self.cell_count = len(comb) + len(ffs)
         self.reset()
@@ -254,9 +282,9 @@ class GateNetlist:
             groups.setdefault((lev, kind), []).append((ins, y))
         out = []
         for (_lev, kind), cells in sorted(groups.items()):
-            ins = [np.array([c[0][p] for c in cells], dtype=np.int64)
-                   for p in range(len(COMB_OPS[kind][0]))]
-            out.append((COMB_OPS[kind][1], ins, np.array([c[1] for c in cells], dtype=np.int64)))
+            pins, _out, fn = self._ops[kind]
+            ins = [np.array([c[0][p] for c in cells], dtype=np.int64) for p in range(len(pins))]
+            out.append((fn, ins, np.array([c[1] for c in cells], dtype=np.int64)))
         return out
 
     def port_width(self, name):

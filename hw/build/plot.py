@@ -51,11 +51,11 @@ def plot(out, table, generic=None, engine=None):
                 vals = [table[name][k] for k in methods]
                 if generic and generic[name].get("activity"):
                     act = generic[name]["activity"]
-                    j = methods.index("pj_per_mac_activity")
+                    j = methods.index("pj_per_mac_gate_model_45nm")
                     clock = act["clock_pj"] / act["useful_macs"]
                     vals[j] -= clock
                     ax.bar(xs[j], clock, bottom=vals[j], width=0.4, color="0.6",
-                           label="clock (activity)" if i == 0 else None)
+                           label="clock (gate model 45 nm)" if i == 0 else None)
                 ax.bar(xs, vals, width=0.4, label=name, color=f"C{i}")
             labels = [k.removeprefix("pj_per_mac_") for k in methods]
             if engine:

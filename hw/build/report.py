@@ -144,7 +144,7 @@ def summary_table(report):
     if comp:
         keys = [k for k in ("LUT4", "FF", "SB_MAC16", "fmax_mhz", "gops", "nand2_eq",
                             "transistors", "pj_per_mac_horowitz45", "pj_per_mac_bitnet7",
-                            "pj_per_mac_activity") if k in comp["ternary"]]
+                            "pj_per_mac_gate_model_45nm") if k in comp["ternary"]]
         lines.append("array comparison " + " | ".join(f"{k}" for k in keys))
         for name in ("ternary", "int8", "ratio_int8_over_ternary"):
             vals = [comp[name].get(k) for k in keys]
