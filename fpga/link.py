@@ -27,11 +27,11 @@ cost nothing. Only additions, comparisons and shifts by constants are used (no m
 
 from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
-from amaranth.lib.memory import Memory
+from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 
 from fpga.admission import RunAdmission
-from fpga.memory import WORD_BYTES
+from fpga.memory import WORD_BYTES, WeightPortSignature, addr_width
 from fpga.protocol import (
     ARG_LEN,
     DATA_OPS,
@@ -43,6 +43,7 @@ from fpga.protocol import (
     Op,
     Status,
 )
+from fpga.runner import RunControlSignature
 from hw._util import check_int, validated
 
 __all__ = ["Link", "crc16_step"]
@@ -101,13 +102,13 @@ class Link(wiring.Component):
         Bytes from / to the UART.
     uart_overrun, uart_frame_error : in
         Pulses from the UART receiver (sticky STATUS flags).
-    w_addr, w_en, w_we, w_wmask, w_wdata, w_rdata
+    weight_mem : In(WeightPortSignature(weight_depth))
         Weight memory port (when no run is in progress).
-    act_waddr, act_wen, act_wdata
-        Activation memory write port (``act_wen``: one enable per lane byte).
-    res_raddr, res_ren, res_rdata
+    act_mem : In(WritePort.Signature(...))
+        Activation memory write port (``cols`` bytes per row, one enable per lane byte).
+    res_mem : In(ReadPort.Signature(...))
         Result memory read port.
-    run_start, run_m, run_k, run_tokens, run_wbase; run_done, run_status, run_cycles
+    run : Out(RunControlSignature(weight_depth))
         The :class:`fpga.runner.LayerRunner` control.
     engine_reset : out
         Pulsed by a RESET request.
@@ -130,14 +131,12 @@ class Link(wiring.Component):
             "rx": In(stream.Signature(unsigned(8))),
             "tx": Out(stream.Signature(unsigned(8))),
             "uart_overrun": In(1), "uart_frame_error": In(1),
-            "w_addr": Out(range(weight_depth)), "w_en": Out(1), "w_we": Out(1),
-            "w_wmask": Out(WORD_BYTES), "w_wdata": Out(8 * WORD_BYTES),
-            "w_rdata": In(8 * WORD_BYTES),
-            "act_waddr": Out(range(act_rows)), "act_wen": Out(C), "act_wdata": Out(8 * C),
-            "res_raddr": Out(range(result_depth)), "res_ren": Out(1), "res_rdata": In(32),
-            "run_start": Out(1), "run_m": Out(16), "run_k": Out(16), "run_tokens": Out(16),
-            "run_wbase": Out(range(weight_depth)),
-            "run_done": In(1), "run_status": In(3), "run_cycles": In(32),
+            "weight_mem": In(WeightPortSignature(weight_depth)),
+            "act_mem": In(WritePort.Signature(addr_width=addr_width(act_rows),
+                                              shape=unsigned(8 * C), granularity=8)),
+            "res_mem": In(ReadPort.Signature(addr_width=addr_width(result_depth),
+                                             shape=unsigned(32))),
+            "run": Out(RunControlSignature(weight_depth)),
             "engine_reset": Out(1), "engine_busy": In(1), "engine_error": In(1),
         })
 
@@ -223,7 +222,7 @@ class Link(wiring.Component):
         # receiver -> executor handshake (registered pulses)
         frame_ok = Signal()      # a whole frame is in: check and execute it
         frame_abort = Signal()   # the frame is cut short or too long: reply abort_status
-        abort_status = Signal(3)
+        abort_status = Signal(Status)
         exec_done = Signal()     # the reply is out: receive the next frame
         m.d.sync += [frame_ok.eq(0), frame_abort.eq(0), exec_done.eq(0)]
 
@@ -310,8 +309,9 @@ class Link(wiring.Component):
         a_act_row = args[0:16]
         a_m, a_k, a_tokens, a_wbase = args[0:16], args[16:32], args[32:48], args[48:80]
         a_index, a_rcount = args[0:16], args[16:32]
-        m.d.comb += [self.run_m.eq(a_m), self.run_k.eq(a_k), self.run_tokens.eq(a_tokens),
-                     self.run_wbase.eq(a_wbase[3:])]
+        run_cmd = self.run.cmd
+        m.d.comb += [run_cmd.payload.m.eq(a_m), run_cmd.payload.k.eq(a_k),
+                     run_cmd.payload.tokens.eq(a_tokens), run_cmd.payload.wbase.eq(a_wbase[3:])]
 
         op_is = {o: Signal(name=f"op_is_{o.name.lower()}") for o in ops}
         known = Signal()
@@ -328,19 +328,22 @@ class Link(wiring.Component):
         bad_op = {o: Signal(name=f"bad_{o.name.lower()}") for o in ops}
         len_ok = Signal()
         fail = Signal()
-        status = Signal(3)
+        status = Signal(Status)
 
-        run_start = Signal()
+        # the run command: valid from ADMIT until the runner (idle) takes it
+        run_valid = Signal()
         eng_reset = Signal()
-        m.d.sync += [run_start.eq(0), eng_reset.eq(0), run_err.eq(0)]
+        m.d.sync += [eng_reset.eq(0), run_err.eq(0)]
+        with m.If(run_cmd.ready):
+            m.d.sync += run_valid.eq(0)
         with m.If(exec_done):
             m.d.sync += clear_flags.eq(0)
-        m.d.comb += [self.run_start.eq(run_start), self.engine_reset.eq(eng_reset)]
+        m.d.comb += [run_cmd.valid.eq(run_valid), self.engine_reset.eq(eng_reset)]
 
         # reply registers; every payload byte is picked by a byte index (no wide shift
         # registers); the frame counters are advanced when the reply has been sent, so a
         # STATUS reply reports the frames before itself
-        r_status = Signal(4)
+        r_status = Signal(Status)
         r_ok = Signal()
         r_len = Signal(plen)
         r_len_zero = Signal()
@@ -394,8 +397,8 @@ class Link(wiring.Component):
         # the runner's status and cycle count hold from the end of a run to the next start,
         # so they are read from the runner, not copied)
         flags = Cat(eng_err_seen, self.engine_busy, overrun_seen, frame_err_seen, Const(0, 4))
-        regs = Cat(flags, self.run_status, Const(0, 5 + 16), good_frames, bad_frames,
-                   self.run_cycles)
+        regs = Cat(flags, self.run.status, Const(0, 4 + 16), good_frames, bad_frames,
+                   self.run.cycles)
 
         def reply(st, ok=False):
             m.d.sync += [r_status.eq(st), r_ok.eq(ok)]
@@ -405,10 +408,13 @@ class Link(wiring.Component):
         # (the memory only acts on them with `w_en`): `rd_addr`, which is the address of the
         # weight write or of the reply's read, the byte enable of the write, the staged byte
         # in every lane. So the executor's state only reaches `w_en` and `w_we`.
+        wport = self.weight_mem
         m.d.comb += [
-            self.w_addr.eq(rd_addr[3:]),
-            self.w_wmask.eq(Const(1, WORD_BYTES) << rd_addr[:3]),
-            self.w_wdata.eq(st_r.data.replicate(WORD_BYTES)),
+            wport.addr.eq(rd_addr[3:]),
+            wport.wmask.eq(Const(1, WORD_BYTES) << rd_addr[:3]),
+            wport.wdata.eq(st_r.data.replicate(WORD_BYTES)),
+            # the read port's enable defaults to 1: the result memory is read in TX_ADDR only
+            self.res_mem.en.eq(0),
         ]
         with m.FSM(name="fsm"):
             with m.State("IDLE"):
@@ -483,7 +489,7 @@ class Link(wiring.Component):
                 m.d.sync += ci_last.eq(ci == len_m1)
                 m.next = "WW_WRITE"
             with m.State("WW_WRITE"):
-                m.d.comb += [self.w_en.eq(1), self.w_we.eq(1)]
+                m.d.comb += [wport.en.eq(1), wport.we.eq(1)]
                 m.d.sync += [ci.eq(ci + 1), rd_addr.eq(rd_addr + 1), w_loaded.eq(1)]
                 with m.If(ci_last):
                     m.next = "REPLY"
@@ -502,9 +508,9 @@ class Link(wiring.Component):
             with m.State("WA_WRITE"):
                 with m.If(~dry):
                     m.d.comb += [
-                        self.act_waddr.eq(arow),
-                        self.act_wen.eq(Const(1, C) << alane),
-                        self.act_wdata.eq(st_r.data.replicate(C)),
+                        self.act_mem.addr.eq(arow),
+                        self.act_mem.en.eq(Const(1, C) << alane),
+                        self.act_mem.data.eq(st_r.data.replicate(C)),
                     ]
                     m.d.sync += a_loaded.eq(1)
                 m.d.sync += ci.eq(ci + 1)
@@ -533,13 +539,13 @@ class Link(wiring.Component):
                     with m.Elif(~(w_loaded & a_loaded)):
                         reply(Status.NOT_LOADED)
                     with m.Else():
-                        m.d.sync += run_start.eq(1)     # the runner starts next cycle
+                        m.d.sync += run_valid.eq(1)     # the (idle) runner takes it next cycle
                         m.next = "RUN_WAIT"
 
             with m.State("RUN_WAIT"):
-                with m.If(self.run_done):
-                    m.d.sync += run_err.eq(self.run_status == Status.ENGINE_ERROR)
-                    reply(self.run_status, self.run_status == Status.OK)
+                with m.If(self.run.done):
+                    m.d.sync += run_err.eq(self.run.status == Status.ENGINE_ERROR)
+                    reply(self.run.status, self.run.status == Status.OK)
 
             # -- reply set-up: length, source and start address from the opcode and r_ok
             with m.State("REPLY"):
@@ -571,8 +577,8 @@ class Link(wiring.Component):
             # -- reply: every byte goes ADDR (memory read) -> LOAD (each source's byte) ->
             # MUX (the byte) -> SEND. tcnt counts within a phase; ph_* are one-hot
             with m.State("TX_ADDR"):
-                m.d.comb += [self.w_en.eq(s_w), info_r.addr.eq(rd_addr[:5]),
-                             self.res_raddr.eq(rd_addr), self.res_ren.eq(s_res)]
+                m.d.comb += [wport.en.eq(s_w), info_r.addr.eq(rd_addr[:5]),
+                             self.res_mem.addr.eq(rd_addr), self.res_mem.en.eq(s_res)]
                 m.next = "TX_LOAD"
             with m.State("TX_LOAD"):
                 hdr = Cat(Const(REP_SYNC, 8), op, r_status, Const(0, 4), r_len,
@@ -582,8 +588,8 @@ class Link(wiring.Component):
                     b_hdr.eq(hdr.word_select(tcnt[:3], 8)),
                     b_info.eq(info_r.data),
                     b_regs.eq(regs16.word_select(rd_addr[:4], 8)),
-                    b_w.eq(self.w_rdata.word_select(rd_addr[:3], 8)),
-                    b_res.eq(self.res_rdata.word_select(rd_lane, 8)),
+                    b_w.eq(wport.rdata.word_select(rd_addr[:3], 8)),
+                    b_res.eq(self.res_mem.data.word_select(rd_lane, 8)),
                     b_crc.eq(tx_crc.word_select(tcnt[0], 8)),
                     t_last.eq(tcnt == r_len_m1),
                     hdr_last.eq(tcnt[:3] == 4),

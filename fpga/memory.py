@@ -14,20 +14,62 @@ beats per cycle at most (e.g. 0.615 for a 13-byte 4 x 16 ``tq1`` beat): the weig
 bound of this board.
 """
 
-from amaranth import Cat, ClockSignal, Module, Mux, Signal, unsigned
+from amaranth import Cat, ClockSignal, Module, Mux, Shape, Signal, unsigned
 from amaranth.hdl import Instance
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
+from amaranth.lib.memory import Memory, ReadPort
 from amaranth.lib.wiring import In, Out
 
 from hw._util import check_int, validated
 
-__all__ = ["WeightMemory", "WeightReader", "select_backend", "WORD_BYTES", "SPRAM_WORDS"]
+__all__ = ["WeightMemory", "WeightPortSignature", "WeightReader", "addr_width", "select_backend",
+           "WORD_BYTES", "SPRAM_WORDS"]
 
 #: Bytes per weight-memory word (4 SPRAMs x 16 bits).
 WORD_BYTES = 8
 #: Words of the four UP5K SPRAMs used side by side.
 SPRAM_WORDS = 16384
+
+
+def addr_width(depth: int) -> int:
+    """Address bits of a memory of ``depth`` entries (the width of ``range(depth)``)."""
+    return Shape.cast(range(depth)).width
+
+
+class WeightPortSignature(wiring.Signature):
+    """The weight store's single port, seen from the memory (as ``lib.memory`` port signatures
+    are): ``addr``, ``en``, ``we``, ``wmask``, ``wdata`` in, ``rdata`` out. A block that reads
+    and writes the store has a member ``In(WeightPortSignature(depth))``.
+
+    Parameters
+    ----------
+    depth : int
+        Words of the store.
+    """
+
+    def __init__(self, depth: int):
+        self._depth = depth
+        super().__init__({
+            "addr": In(range(depth)),
+            "en": In(1),
+            "we": In(1),
+            "wmask": In(WORD_BYTES),
+            "wdata": In(8 * WORD_BYTES),
+            "rdata": Out(8 * WORD_BYTES),
+        })
+
+    @property
+    def depth(self):
+        return self._depth
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other.depth == self._depth
+
+    def __hash__(self):
+        return hash((type(self), self._depth))
+
+    def __repr__(self):
+        return f"WeightPortSignature({self._depth})"
 
 
 def select_backend(backend: str, depth: int, platform) -> str:
@@ -59,6 +101,8 @@ class WeightMemory(wiring.Component):
         Word address; access enable; write (else read); per-byte write enables; write data.
     rdata : out
         Read data of the word addressed on the previous enabled read cycle.
+
+    The component's signature is :class:`WeightPortSignature` ``(depth)``.
     """
 
     @validated
@@ -70,14 +114,7 @@ class WeightMemory(wiring.Component):
             raise ValueError(f"the SPRAM backend holds at most {SPRAM_WORDS} words")
         self._depth = depth
         self._backend = backend
-        super().__init__({
-            "addr": In(range(depth)),
-            "en": In(1),
-            "we": In(1),
-            "wmask": In(WORD_BYTES),
-            "wdata": In(8 * WORD_BYTES),
-            "rdata": Out(8 * WORD_BYTES),
-        })
+        super().__init__(WeightPortSignature(depth))
 
     @property
     def depth(self):
@@ -156,10 +193,9 @@ class WeightReader(wiring.Component):
         A read is in progress (words remain to be read, are in flight or are queued).
     range_error : out
         Sticky until the next ``start``: the layer runs past the end of the memory.
-    mem_addr, mem_en : out
-        Read requests to the :class:`WeightMemory` (read data is valid the next cycle).
-    mem_rdata : in
-        The memory's read data.
+    mem : In(ReadPort.Signature(addr_width=addr_width(depth), shape=64))
+        Reads of the :class:`WeightMemory` (``data`` is the word of the previous enabled
+        cycle).
     beats : stream out
         ``ArrayLayout(unsigned(8), bytes_per_beat)`` weight beats.
     """
@@ -179,9 +215,8 @@ class WeightReader(wiring.Component):
             "tokens": In(16),
             "busy": Out(1),
             "range_error": Out(1),
-            "mem_addr": Out(range(depth)),
-            "mem_en": Out(1),
-            "mem_rdata": In(8 * WORD_BYTES),
+            "mem": In(ReadPort.Signature(addr_width=addr_width(depth),
+                                         shape=unsigned(8 * WORD_BYTES))),
             "beats": Out(stream.Signature(data.ArrayLayout(unsigned(8), self._beat))),
         })
 
@@ -250,7 +285,7 @@ class WeightReader(wiring.Component):
                 with m.Switch(held):
                     for i in range(3):
                         with m.Case(i):
-                            m.d.sync += q[i].eq(self.mem_rdata)
+                            m.d.sync += q[i].eq(self.mem.data)
             m.d.sync += [count.eq(held + pending),
                          count_nz.eq(pending | count[1] | (count[0] & ~fire))]
             starved = ~count_nz
@@ -271,7 +306,7 @@ class WeightReader(wiring.Component):
             buf2 = Signal.like(buf)
             with m.If(pending):
                 m.d.comb += [level2.eq(level1 + W),
-                             buf2.eq(buf1 | (self.mem_rdata << (level1 << 3))[:8 * CAP])]
+                             buf2.eq(buf1 | (self.mem.data << (level1 << 3))[:8 * CAP])]
             with m.Else():
                 m.d.comb += [level2.eq(level1), buf2.eq(buf1)]
             issue = Signal()
@@ -281,7 +316,7 @@ class WeightReader(wiring.Component):
             with m.If(flush):
                 m.d.sync += [buf.eq(0), level.eq(0)]
 
-        m.d.comb += [self.mem_en.eq(issue), self.mem_addr.eq(addr)]
+        m.d.comb += [self.mem.en.eq(issue), self.mem.addr.eq(addr)]
         m.d.sync += pending.eq(issue)
         with m.If(issue):
             m.d.sync += [addr.eq(addr + 1), addr_end.eq(addr == self._depth - 1)]

@@ -1,4 +1,4 @@
-"""The host <-> board frame format (pure Python, shared by the host library, tests and docs).
+"""The host <-> board frame format (shared by the host library, the gateware, tests and docs).
 
 Every multi-byte field is little-endian. The checksum is **CRC-16/CCITT-FALSE** (polynomial
 0x1021, initial value 0xFFFF, no reflection, no final XOR; check value ``crc16(b"123456789") ==
@@ -24,6 +24,8 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
+
+from amaranth.lib import enum as hdl_enum
 
 __all__ = [
     "REQ_SYNC", "REP_SYNC", "MAX_PAYLOAD", "PROTOCOL_VERSION", "Op", "Status", "ProtocolError",
@@ -59,8 +61,9 @@ ARG_LEN = {Op.INFO: 0, Op.WRITE_WEIGHTS: 4, Op.READ_WEIGHTS: 6, Op.WRITE_ACT: 2,
 DATA_OPS = (Op.WRITE_WEIGHTS, Op.WRITE_ACT)
 
 
-class Status(enum.IntEnum):
-    """Reply status codes."""
+class Status(hdl_enum.IntEnum, shape=4):
+    """Reply status codes: a Python ``IntEnum`` (``Status(3)``, ``Status.OK == 0``) that is also
+    an Amaranth shape (4 bits), so gateware signals that carry it are ``Signal(Status)``."""
 
     OK = 0
     BAD_CRC = 1         #: checksum mismatch; nothing was changed

@@ -20,25 +20,64 @@ with ``RANGE``. An engine ``error`` stops it with ``ENGINE_ERROR``; either way t
 ``engine_reset`` so the engine is idle again afterwards.
 """
 
-from amaranth import Module, Signal, signed, unsigned
+from amaranth import Module, Signal, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 
-from fpga.memory import WORD_BYTES, WeightReader
+from fpga.memory import WORD_BYTES, WeightReader, addr_width
 from fpga.protocol import Status
+from hw.engine import EngineSignature
 
-__all__ = ["LayerRunner", "cmd_layout", "result_layout", "act_layout", "weights_layout"]
-
-cmd_layout = data.StructLayout({"m": unsigned(16), "k": unsigned(16), "tokens": unsigned(16)})
-result_layout = data.StructLayout({"acc": signed(32), "last": unsigned(1)})
+__all__ = ["LayerRunner", "RunCommand", "RunControlSignature"]
 
 
-def act_layout(config):
-    return data.ArrayLayout(signed(config.act_bits), config.cols)
+class RunCommand(data.StructLayout):
+    """Payload of the run command: a layer of ``m x k`` for ``tokens`` tokens, its weight
+    stream from word ``wbase`` of a weight memory of ``weight_depth`` words."""
+
+    def __init__(self, weight_depth: int):
+        super().__init__({"m": unsigned(16), "k": unsigned(16), "tokens": unsigned(16),
+                          "wbase": range(weight_depth)})
 
 
-def weights_layout(config):
-    return data.ArrayLayout(unsigned(8), config.bytes_per_beat)
+class RunControlSignature(wiring.Signature):
+    """The runner's control, seen from the block that starts runs (the link).
+
+    Members
+    -------
+    cmd : Out(stream.Signature(RunCommand(weight_depth)))
+        The run to start; taken when the runner is idle.
+    done : In(1)
+        One-cycle pulse at the end of a run, with ``status`` and ``cycles``.
+    status : In(Status)
+        The last run's :class:`fpga.protocol.Status` (held until the next run ends).
+    cycles : In(32)
+        The last run's engine cycles, ``cmd`` transfer to final result (held until the next
+        run starts).
+    """
+
+    def __init__(self, weight_depth: int):
+        self._weight_depth = weight_depth
+        super().__init__({
+            "cmd": Out(stream.Signature(RunCommand(weight_depth))),
+            "done": In(1),
+            "status": In(Status),
+            "cycles": In(32),
+        })
+
+    @property
+    def weight_depth(self):
+        return self._weight_depth
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other.weight_depth == self._weight_depth
+
+    def __hash__(self):
+        return hash((type(self), self._weight_depth))
+
+    def __repr__(self):
+        return f"RunControlSignature({self._weight_depth})"
 
 
 class LayerRunner(wiring.Component):
@@ -56,18 +95,23 @@ class LayerRunner(wiring.Component):
 
     Attributes
     ----------
-    start : in
-        One-cycle pulse; ``m``, ``k``, ``tokens``, ``wbase`` (word address) sampled then (the
-        run is set up from the registered values in the next cycle, ``LOAD``).
-    busy, done : out
-        A run is in progress; one-cycle pulse at its end with ``status`` (a
-        :class:`fpga.protocol.Status`) and ``cycles`` (``cmd`` transfer to final result).
+    control : In(RunControlSignature(weight_depth))
+        ``control.cmd``: the run ``{m, k, tokens, wbase}`` (word address), taken when idle
+        (the run is set up from the registered values in the next cycle, ``LOAD``);
+        ``control.done``: one-cycle pulse at the end of a run with ``control.status`` (a
+        :class:`fpga.protocol.Status`) and ``control.cycles`` (``cmd`` transfer to final
+        result of the engine).
+    busy : out
+        A run is in progress.
     engine_reset : out
         Asserted for one cycle after an aborted run.
-    cmd, act, weights : stream out; result : stream in; engine_error : in
-        The engine's ports (``docs/architecture.md`` section 5).
-    w_addr, w_en, w_rdata; act_addr, act_en, act_rdata; res_addr, res_en, res_data
-        Memory ports (reads have one cycle latency).
+    engine : Out(EngineSignature(config).flip())
+        Drives the engine (``docs/architecture.md`` section 5); its ``busy`` is not used.
+    weight_mem, act_mem : In(ReadPort.Signature(...))
+        Read ports of the weight memory (64-bit words) and the activation memory (``cols``
+        bytes per row); reads have one cycle latency.
+    res_mem : In(WritePort.Signature(...))
+        Write port of the result memory (int32 entries).
     """
 
     def __init__(self, *, config, weight_depth: int, act_rows: int, result_depth: int):
@@ -76,21 +120,16 @@ class LayerRunner(wiring.Component):
         self._act_rows = act_rows
         self._result_depth = result_depth
         super().__init__({
-            "start": In(1),
-            "m": In(16), "k": In(16), "tokens": In(16),
-            "wbase": In(range(weight_depth)),
-            "busy": Out(1), "done": Out(1), "status": Out(3), "cycles": Out(32),
+            "control": In(RunControlSignature(weight_depth)),
+            "busy": Out(1),
             "engine_reset": Out(1),
-            "cmd": Out(stream.Signature(cmd_layout)),
-            "act": Out(stream.Signature(act_layout(config))),
-            "weights": Out(stream.Signature(weights_layout(config))),
-            "result": In(stream.Signature(result_layout)),
-            "engine_error": In(1),
-            "w_addr": Out(range(weight_depth)), "w_en": Out(1),
-            "w_rdata": In(8 * WORD_BYTES),
-            "act_addr": Out(range(act_rows)), "act_en": Out(1),
-            "act_rdata": In(8 * config.cols),
-            "res_addr": Out(range(result_depth)), "res_en": Out(1), "res_data": Out(32),
+            "engine": Out(EngineSignature(config).flip()),
+            "weight_mem": In(ReadPort.Signature(addr_width=addr_width(weight_depth),
+                                                shape=unsigned(8 * WORD_BYTES))),
+            "act_mem": In(ReadPort.Signature(addr_width=addr_width(act_rows),
+                                             shape=unsigned(8 * config.cols))),
+            "res_mem": In(WritePort.Signature(addr_width=addr_width(result_depth),
+                                              shape=unsigned(32))),
         })
 
     def elaborate(self, platform):
@@ -124,31 +163,33 @@ class LayerRunner(wiring.Component):
         res_left = Signal(16, **rl)  # tokens whose last result has not come yet
         res_last_token = Signal(**rl)  # res_left == 1
 
+        eng = self.engine
+        ctl = self.control
         m.submodules.reader = reader = WeightReader(config=cfg, depth=self._weight_depth)
+        wiring.connect(m, reader.mem, wiring.flipped(self.weight_mem))
         m.d.comb += [
-            self.w_addr.eq(reader.mem_addr), self.w_en.eq(reader.mem_en),
-            reader.mem_rdata.eq(self.w_rdata),
             reader.base.eq(wbase_r), reader.m.eq(m_r), reader.k.eq(k_r),
             reader.tokens.eq(tokens_r),
         ]
-        wiring.connect(m, wiring.flipped(self.weights), reader.beats)
+        wiring.connect(m, wiring.flipped(eng.weights), reader.beats)
 
-        m.d.comb += self.cmd.valid.eq(cmd_valid)
+        m.d.comb += eng.cmd.valid.eq(cmd_valid)
         # results are always taken (the result memory never stalls; outside a run the engine
         # is idle or being reset): a constant ready keeps the engine's stall logic out of the
         # weight/activation handshakes
-        m.d.comb += self.result.ready.eq(1)
-        m.d.comb += self.cmd.payload.m.eq(m_r)
-        m.d.comb += self.cmd.payload.k.eq(k_r)
-        m.d.comb += self.cmd.payload.tokens.eq(tokens_r)
+        m.d.comb += eng.result.ready.eq(1)
+        m.d.comb += eng.cmd.payload.m.eq(m_r)
+        m.d.comb += eng.cmd.payload.k.eq(k_r)
+        m.d.comb += eng.cmd.payload.tokens.eq(tokens_r)
+        m.d.comb += [self.res_mem.addr.eq(res_idx), self.res_mem.data.eq(eng.result.payload.acc)]
         for i in range(C):
-            m.d.comb += self.act.payload[i].eq(self.act_rdata[8 * i:8 * i + cfg.act_bits])
+            m.d.comb += eng.act.payload[i].eq(self.act_mem.data[8 * i:8 * i + cfg.act_bits])
 
         with m.If(counting):
             m.d.sync += cycles.eq(cycles + 1)
         # `cycles` holds its count from the end of a run to the next run's start: the output
         # is the counter itself (no copy)
-        m.d.comb += self.cycles.eq(cycles)
+        m.d.comb += ctl.cycles.eq(cycles)
 
         # -- activations, outside the FSM (`act_active` is set by `start` and cleared by the
         #    last token or an abort, so no state decode is on this path): one
@@ -157,10 +198,11 @@ class LayerRunner(wiring.Component):
         #    a row is *issued*; the "last row of the token" and "last token"
         #    conditions are registered flags kept with their counters (no compare in front of
         #    the enables).
-        act_fire = self.act.valid & self.act.ready
-        m.d.comb += self.act.valid.eq(act_have)
-        with m.If((~act_have | act_fire) & act_active):
-            m.d.comb += [self.act_addr.eq(act_row), self.act_en.eq(1)]
+        act_fire = eng.act.valid & eng.act.ready
+        act_read = Signal()
+        m.d.comb += [eng.act.valid.eq(act_have), act_read.eq((~act_have | act_fire) & act_active),
+                     self.act_mem.addr.eq(act_row), self.act_mem.en.eq(act_read)]
+        with m.If(act_read):
             m.d.sync += [act_have.eq(1), act_row.eq(act_row + 1)]
             with m.If(act_tile_last):
                 m.d.sync += [act_krem.eq(k_r),
@@ -180,9 +222,11 @@ class LayerRunner(wiring.Component):
                 # the layer's arguments are registered first; everything derived from them is
                 # set up in LOAD from those registers (no compare of the link's registers in
                 # front of the runner's and the reader's state)
-                with m.If(self.start):
-                    m.d.sync += [m_r.eq(self.m), k_r.eq(self.k), tokens_r.eq(self.tokens),
-                                 wbase_r.eq(self.wbase)]
+                m.d.comb += ctl.cmd.ready.eq(1)
+                with m.If(ctl.cmd.valid):
+                    p = ctl.cmd.payload
+                    m.d.sync += [m_r.eq(p.m), k_r.eq(p.k), tokens_r.eq(p.tokens),
+                                 wbase_r.eq(p.wbase)]
                     m.next = "LOAD"
             with m.State("LOAD"):
                 m.d.comb += self.busy.eq(1)
@@ -200,14 +244,13 @@ class LayerRunner(wiring.Component):
             with m.State("RUN"):
                 m.d.comb += self.busy.eq(1)
                 # -- command
-                with m.If(self.cmd.valid & self.cmd.ready):
+                with m.If(eng.cmd.valid & eng.cmd.ready):
                     m.d.sync += [cmd_valid.eq(0), counting.eq(1)]
                 # -- results
-                m.d.comb += [self.res_addr.eq(res_idx), self.res_data.eq(self.result.payload.acc)]
-                with m.If(self.result.valid):
-                    m.d.comb += self.res_en.eq(1)
+                with m.If(eng.result.valid):
+                    m.d.comb += self.res_mem.en.eq(1)
                     m.d.sync += res_idx.eq(res_idx + 1)
-                    with m.If(self.result.payload.last):
+                    with m.If(eng.result.payload.last):
                         m.d.sync += [res_left.eq(res_left - 1),
                                      res_last_token.eq(res_left == 2)]
                         with m.If(res_last_token):
@@ -215,22 +258,22 @@ class LayerRunner(wiring.Component):
                             m.d.sync += [counting.eq(0), cycles.eq(cycles)]
                             m.next = "FINISH"
                 # -- aborts
-                with m.If(self.engine_error):
-                    m.d.sync += [self.status.eq(Status.ENGINE_ERROR), counting.eq(0),
+                with m.If(eng.error):
+                    m.d.sync += [ctl.status.eq(Status.ENGINE_ERROR), counting.eq(0),
                                  cmd_valid.eq(0), act_active.eq(0), act_have.eq(0)]
                     m.next = "ABORT"
                 with m.Elif(reader.range_error):
-                    m.d.sync += [self.status.eq(Status.RANGE), counting.eq(0), cmd_valid.eq(0),
+                    m.d.sync += [ctl.status.eq(Status.RANGE), counting.eq(0), cmd_valid.eq(0),
                                  act_active.eq(0), act_have.eq(0)]
                     m.next = "ABORT"
             with m.State("FINISH"):
-                m.d.sync += self.status.eq(Status.OK)
+                m.d.sync += ctl.status.eq(Status.OK)
                 m.next = "DONE"
             with m.State("ABORT"):
                 # the engine may be mid-command: reset it; stop the reader
                 m.d.comb += [self.engine_reset.eq(1), reader.stop.eq(1)]
                 m.next = "DONE"
             with m.State("DONE"):
-                m.d.comb += self.done.eq(1)
+                m.d.comb += ctl.done.eq(1)
                 m.next = "IDLE"
         return m

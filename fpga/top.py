@@ -183,7 +183,8 @@ class BoardCore(wiring.Component):
     memory_backend : str
         Weight memory backend: ``"auto"``, ``"spram"`` or ``"generic"`` (:class:`WeightMemory`).
     engine_factory : callable, optional
-        ``engine_factory(config) -> engine`` with the ports of ``docs/architecture.md`` section 5;
+        ``engine_factory(config) -> engine`` whose signature is
+        :class:`hw.engine.EngineSignature` ``(config)`` (``docs/architecture.md`` section 5);
         default ``hw.engine.BitLinearEngine``. Tests may pass a stand-in.
 
     Raises
@@ -296,56 +297,34 @@ class BoardCore(wiring.Component):
         # per bit, in front of the runner's read path). Likewise for the result memory.
         m.submodules.act_mem = act_mem = Memory(shape=8 * C, depth=self._act_rows, init=[],
                                                 attrs={"no_rw_check": 1})
-        act_w = act_mem.write_port(granularity=8)
-        act_r = act_mem.read_port()
-        m.d.comb += [act_w.addr.eq(link.act_waddr), act_w.en.eq(link.act_wen),
-                     act_w.data.eq(link.act_wdata),
-                     act_r.addr.eq(runner.act_addr), act_r.en.eq(runner.act_en),
-                     runner.act_rdata.eq(act_r.data)]
+        wiring.connect(m, link.act_mem, act_mem.write_port(granularity=8))
+        wiring.connect(m, runner.act_mem, act_mem.read_port())
 
         # result memory: written by the runner, read by the link
         m.submodules.res_mem = res_mem = Memory(shape=32, depth=self._result_depth, init=[],
                                                 attrs={"no_rw_check": 1})
-        res_w = res_mem.write_port()
-        res_r = res_mem.read_port()
-        m.d.comb += [res_w.addr.eq(runner.res_addr), res_w.en.eq(runner.res_en),
-                     res_w.data.eq(runner.res_data),
-                     res_r.addr.eq(link.res_raddr), res_r.en.eq(link.res_ren),
-                     link.res_rdata.eq(res_r.data)]
+        wiring.connect(m, runner.res_mem, res_mem.write_port())
+        wiring.connect(m, link.res_mem, res_mem.read_port())
 
         # weight memory: the runner reads while it runs, the link otherwise. Only the address
         # and the enable are switched: the link writes only outside a run (it waits for the
         # run in its RUN_WAIT state), so `we`, `wmask` and `wdata` come from it directly
         with m.If(runner.busy):
-            m.d.comb += [wmem.addr.eq(runner.w_addr), wmem.en.eq(runner.w_en)]
+            m.d.comb += [wmem.addr.eq(runner.weight_mem.addr), wmem.en.eq(runner.weight_mem.en)]
         with m.Else():
-            m.d.comb += [wmem.addr.eq(link.w_addr), wmem.en.eq(link.w_en)]
-        m.d.comb += [wmem.we.eq(link.w_we), wmem.wmask.eq(link.w_wmask),
-                     wmem.wdata.eq(link.w_wdata)]
-        m.d.comb += [runner.w_rdata.eq(wmem.rdata), link.w_rdata.eq(wmem.rdata)]
+            m.d.comb += [wmem.addr.eq(link.weight_mem.addr), wmem.en.eq(link.weight_mem.en)]
+        m.d.comb += [wmem.we.eq(link.weight_mem.we), wmem.wmask.eq(link.weight_mem.wmask),
+                     wmem.wdata.eq(link.weight_mem.wdata)]
+        m.d.comb += [runner.weight_mem.data.eq(wmem.rdata), link.weight_mem.rdata.eq(wmem.rdata)]
 
         # runner control
+        wiring.connect(m, link.run, runner.control)
         m.d.comb += [
-            runner.start.eq(link.run_start), runner.m.eq(link.run_m), runner.k.eq(link.run_k),
-            runner.tokens.eq(link.run_tokens), runner.wbase.eq(link.run_wbase),
-            link.run_done.eq(runner.done), link.run_status.eq(runner.status),
-            link.run_cycles.eq(runner.cycles),
-            runner.engine_error.eq(engine.error),
             link.engine_error.eq(engine.error), link.engine_busy.eq(engine.busy),
             self.busy.eq(runner.busy), self.error.eq(engine.error),
         ]
 
-        # engine streams, field by field (the engine may use its own equal layouts)
-        m.d.comb += [
-            engine.cmd.valid.eq(runner.cmd.valid), runner.cmd.ready.eq(engine.cmd.ready),
-            engine.cmd.payload.m.eq(runner.cmd.payload.m),
-            engine.cmd.payload.k.eq(runner.cmd.payload.k),
-            engine.cmd.payload.tokens.eq(runner.cmd.payload.tokens),
-            runner.result.valid.eq(engine.result.valid),
-            engine.result.ready.eq(runner.result.ready),
-            runner.result.payload.acc.eq(engine.result.payload.acc),
-            runner.result.payload.last.eq(engine.result.payload.last),
-        ]
+        # the engine, driven by the runner (`runner.engine` is the engine's signature flipped).
         # act and weights pass through skid buffers (registered valid, payload and ready):
         # the runner's activation feeder and weight reader sit by their memories, the engine's
         # issue and sequencer by the array, and a direct handshake would be one path from one
@@ -354,20 +333,14 @@ class BoardCore(wiring.Component):
         # starts and ends at a register. They are reset with the engine, so an aborted run
         # leaves no beat behind; their cycle of latency is covered by the engine's start-up
         # (the RUN cycle count is unchanged).
-        skid_act = SkidBuffer(shape=engine.act.payload.shape())
-        m.submodules.skid_act = ResetInserter({"sync": engine_reset})(skid_act)
-        wiring.connect(m, skid_act.o, engine.act)
-        skid_w = SkidBuffer(shape=engine.weights.payload.shape())
-        m.submodules.skid_w = ResetInserter({"sync": engine_reset})(skid_w)
-        wiring.connect(m, skid_w.o, engine.weights)
-        m.d.comb += [
-            skid_act.i.valid.eq(runner.act.valid), runner.act.ready.eq(skid_act.i.ready),
-            skid_w.i.valid.eq(runner.weights.valid), runner.weights.ready.eq(skid_w.i.ready),
-        ]
-        for i in range(C):
-            m.d.comb += skid_act.i.payload[i].eq(runner.act.payload[i])
-        for i in range(cfg.bytes_per_beat):
-            m.d.comb += skid_w.i.payload[i].eq(runner.weights.payload[i])
+        wiring.connect(m, runner.engine.cmd, engine.cmd)
+        wiring.connect(m, engine.result, runner.engine.result)
+        m.d.comb += runner.engine.error.eq(engine.error)
+        for name in ("act", "weights"):
+            skid = SkidBuffer(shape=getattr(engine, name).payload.shape())
+            m.submodules[f"skid_{name}"] = ResetInserter({"sync": engine_reset})(skid)
+            wiring.connect(m, getattr(runner.engine, name), skid.i)
+            wiring.connect(m, skid.o, getattr(engine, name))
         return m
 
 

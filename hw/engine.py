@@ -24,12 +24,53 @@ from .decoder import (
 )
 from .trit import Trit
 
-__all__ = ["BitLinearEngine", "CmdLayout", "ResultLayout"]
+__all__ = ["BitLinearEngine", "EngineSignature", "CmdLayout", "ResultLayout"]
 
 #: Payload of the ``cmd`` stream.
 CmdLayout = data.StructLayout({"m": unsigned(16), "k": unsigned(16), "tokens": unsigned(16)})
 #: Payload of the ``result`` stream.
 ResultLayout = data.StructLayout({"acc": signed(32), "last": unsigned(1)})
+
+
+class EngineSignature(wiring.Signature):
+    """The engine's ports (``docs/architecture.md`` section 5), seen from the engine.
+
+    ``cmd``, ``act`` and ``weights`` are streams in, ``result`` a stream out, ``error`` and
+    ``busy`` flags out; the ``act`` and ``weights`` payloads follow ``config`` (``cols`` codes
+    of ``act_bits``; ``bytes_per_beat`` bytes). :class:`BitLinearEngine` has this signature; a
+    block that drives an engine has a member ``Out(EngineSignature(config).flip())``.
+
+    Parameters
+    ----------
+    config : AccelConfig
+    """
+
+    def __init__(self, config):
+        if not isinstance(config, AccelConfig):
+            raise TypeError(f"config must be an AccelConfig, got {type(config).__name__}")
+        self._config = config
+        super().__init__({
+            "cmd": In(stream.Signature(CmdLayout)),
+            "act": In(stream.Signature(data.ArrayLayout(signed(config.act_bits), config.cols))),
+            "weights": In(stream.Signature(
+                data.ArrayLayout(unsigned(8), config.bytes_per_beat))),
+            "result": Out(stream.Signature(ResultLayout)),
+            "error": Out(1),
+            "busy": Out(1),
+        })
+
+    @property
+    def config(self):
+        return self._config
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other.config == self._config
+
+    def __hash__(self):
+        return hash((type(self), self._config))
+
+    def __repr__(self):
+        return f"EngineSignature({self._config!r})"
 
 
 class BitLinearEngine(wiring.Component):
@@ -54,6 +95,8 @@ class BitLinearEngine(wiring.Component):
     ----------
     config : AccelConfig
         Array shape, activation width, packing, ``max_k`` / ``max_m`` and ``adder_stages``.
+
+    The component's signature is :class:`EngineSignature` ``(config)``.
 
     Attributes
     ----------
@@ -83,15 +126,7 @@ class BitLinearEngine(wiring.Component):
         if not isinstance(config, AccelConfig):
             raise TypeError(f"config must be an AccelConfig, got {type(config).__name__}")
         self._config = config
-        super().__init__({
-            "cmd": In(stream.Signature(CmdLayout)),
-            "act": In(stream.Signature(data.ArrayLayout(signed(config.act_bits), config.cols))),
-            "weights": In(stream.Signature(
-                data.ArrayLayout(unsigned(8), config.bytes_per_beat))),
-            "result": Out(stream.Signature(ResultLayout)),
-            "error": Out(1),
-            "busy": Out(1),
-        })
+        super().__init__(EngineSignature(config))
 
     @property
     def config(self):

@@ -81,7 +81,7 @@ def run_reader(cfg, w, tokens, base, depth=64, backpressure=0.3, seed=0):
     m = Module()
     m.submodules.mem = mem = WeightMemory(depth=depth, backend="generic")
     m.submodules.reader = rd = WeightReader(config=cfg, depth=depth)
-    m.d.comb += rd.mem_rdata.eq(mem.rdata)
+    m.d.comb += rd.mem.data.eq(mem.rdata)
     # the testbench loads the memory first, then hands the port to the reader
     sim = Simulator(m)
     sim.add_clock(1e-6)
@@ -102,8 +102,8 @@ def run_reader(cfg, w, tokens, base, depth=64, backpressure=0.3, seed=0):
         for _ in range(100_000):
             ready = rng.random() >= backpressure
             ctx.set(rd.beats.ready, ready)
-            ctx.set(mem.addr, ctx.get(rd.mem_addr))   # after ready: mem_en depends on it
-            ctx.set(mem.en, ctx.get(rd.mem_en))
+            ctx.set(mem.addr, ctx.get(rd.mem.addr))   # after ready: mem_en depends on it
+            ctx.set(mem.en, ctx.get(rd.mem.en))
             if ctx.get(rd.beats.valid) and ready:
                 beats.append(bytes(ctx.get(rd.beats.payload)))
             if not ctx.get(rd.busy):
@@ -158,7 +158,7 @@ def test_reader_full_rate_without_backpressure(cfg):
     m = Module()
     m.submodules.mem = mem = WeightMemory(depth=64, backend="generic")
     m.submodules.reader = rd = WeightReader(config=cfg, depth=64)
-    m.d.comb += [rd.mem_rdata.eq(mem.rdata), mem.addr.eq(rd.mem_addr), mem.en.eq(rd.mem_en),
+    m.d.comb += [rd.mem.data.eq(mem.rdata), mem.addr.eq(rd.mem.addr), mem.en.eq(rd.mem.en),
                  rd.beats.ready.eq(1)]
     sim = Simulator(m)
     sim.add_clock(1e-6)

@@ -1,20 +1,21 @@
 """TEST-ONLY stand-in for ``hw.engine.BitLinearEngine`` (never used outside tests/).
 
-A slow, simple, behavioural engine with the ports of ``docs/architecture.md`` section 5, so that
-the board's link, memories and runner can be tested in the Amaranth simulator independently of
-(and faster than) the real engine. It decodes ``tq1`` beats through a 256-entry table (invalid
-bytes raise ``error``), multiplies nothing (trit-selected add/subtract), processes one beat per
-cycle when its streams allow and emits the ``R`` accumulators of a row group one per cycle.
+A slow, simple, behavioural engine with the ports of ``docs/architecture.md`` section 5 (its
+signature is :class:`hw.engine.EngineSignature`), so that the board's link, memories and runner
+can be tested in the Amaranth simulator independently of (and faster than) the real engine. It
+decodes ``tq1`` beats through a 256-entry table (invalid bytes raise ``error``), multiplies
+nothing (trit-selected add/subtract), processes one beat per cycle when its streams allow and
+emits the ``R`` accumulators of a row group one per cycle.
 The board-level cocotb test (``sim/test_board.py``) uses the real engine.
 """
 
 import itertools
 
-from amaranth import Module, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth import Module, Signal, signed
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
 
+from hw.engine import EngineSignature
 from sim.golden import pack_trits
 
 __all__ = ["StandInEngine"]
@@ -39,17 +40,7 @@ class StandInEngine(wiring.Component):
             raise ValueError("the stand-in engine only reads tq1")
         self.config = config
         R, C = config.rows, config.cols
-        super().__init__({
-            "cmd": In(stream.Signature(data.StructLayout(
-                {"m": unsigned(16), "k": unsigned(16), "tokens": unsigned(16)}))),
-            "act": In(stream.Signature(data.ArrayLayout(signed(config.act_bits), C))),
-            "weights": In(stream.Signature(data.ArrayLayout(unsigned(8),
-                                                            config.bytes_per_beat))),
-            "result": Out(stream.Signature(data.StructLayout(
-                {"acc": signed(32), "last": unsigned(1)}))),
-            "error": Out(1),
-            "busy": Out(1),
-        })
+        super().__init__(EngineSignature(config))
         self._R, self._C = R, C
 
     def elaborate(self, platform):
