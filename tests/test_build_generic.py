@@ -147,7 +147,8 @@ def test_generic_build_end_to_end(tmp_path):
         assert set(report["activity_per_layer"]) == {
             "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
         down = report["activity_per_layer"]["down_proj"]
-        assert report["energy_per_layer"]["down_proj"]["ternary_gate_model_45nm_pj"] == pytest.approx(
+        per_layer = report["energy_per_layer"]["down_proj"]
+        assert per_layer["ternary_gate_model_45nm_pj"] == pytest.approx(
             down["ternary_pj_per_mac"] * 128 * 256)
     assert (tmp_path / "comparison.png").stat().st_size > 10_000
     assert not (tmp_path / "top.bin").exists()

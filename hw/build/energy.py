@@ -83,8 +83,8 @@ def energy_tables(config, table, measured=None, engine=None):
     BitLinear layer of the shipped model; ``per token`` sums every BitLinear layer once.
     ``measured`` (``{kind: {projection: pJ/MAC}}``, from the activity runs of block 0) replaces
     the average gate-model pJ/MAC for the projections it names, in every block. ``engine``
-    (``{projection: pJ/MAC}`` of the whole engine with its memory) adds an ``engine_gate_model_45nm``
-    column.
+    (``{projection: pJ/MAC}`` of the whole engine with its memory) adds an
+    ``engine_gate_model_45nm`` column.
     """
     methods = [k.removeprefix("pj_per_mac_") for k in table["ternary"]
                if k.startswith("pj_per_mac_") and table["ternary"][k] is not None]
