@@ -111,11 +111,21 @@ def real_width(tmp_path_factory):
                     BITNET_2B4T.replace(n_layers=1, vocab_size=1024), seed=7)
 
 
+def test_real_width_layer_every_shape(real_width, capsys, tmp_path):
+    """Each projection shape of a real-width layer on the default engine for real layers
+    (4 x 16, K, M <= 6912): 2560 x 2560 (q; o is the same), 640 x 2560 (k; v), 6912 x 2560 (up;
+    gate) and 2560 x 6912 (down), exact and cycle-exact, with the golden model's activations.
+    All seven projections: ``test_real_width_layer_every_projection`` (slow)."""
+    _run_projections(real_width, capsys, tmp_path, ("q", "k", "up", "down"))
+
+
+@pytest.mark.slow
 def test_real_width_layer_every_projection(real_width, capsys, tmp_path):
-    """Every projection of a real-width layer on the default engine for real layers (4 x 16,
-    K, M <= 6912): 2560 x 2560, 640 x 2560, 6912 x 2560 and 2560 x 6912, exact and cycle-exact,
-    with the golden model's activations."""
-    for proj in ("q", "k", "v", "o", "gate", "up", "down"):
+    _run_projections(real_width, capsys, tmp_path, ("q", "k", "v", "o", "gate", "up", "down"))
+
+
+def _run_projections(real_width, capsys, tmp_path, projections):
+    for proj in projections:
         code = main(["--checkpoint", str(real_width), "--layer", "0", "--proj", proj,
                      "--tokens-in", "17,1000", "--json", str(tmp_path / f"{proj}.json")])
         assert code == 0, capsys.readouterr().err

@@ -7,7 +7,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from hw.build import sky130, sky130_cells
+from hw.build import sky130, sky130_cells, sky130_characterize
 from hw.build.__main__ import main
 from hw.build.activity import array_run
 from hw.build.checks import BuildError
@@ -210,3 +210,33 @@ def test_sky130_report_fields(tmp_path):
     assert "sky130_energy" not in rep
     assert any("LEF SIZE" in n for n in rep["assumptions"])
     assert (out / "report.md").read_text().count("## sky130_") >= 3
+
+
+def test_characterization_deck_switches_every_input(cells):
+    """Every input pin of every cell gets an arc whose side inputs let it switch the output,
+    and the deck has one instance, one supply and its measurements per arc (no ngspice)."""
+    libdir = sky130_cells.library_dir()
+    for c in cells:
+        if c.table is None:
+            continue
+        arcs = sky130_characterize._arcs(c)
+        assert [pin for pin, _side in arcs] == list(c.inputs), c.name
+        for pin, side in arcs:
+            k = c.inputs.index(pin)
+            assert (c.table >> side) & 1 != (c.table >> (side | 1 << k)) & 1
+    deck, plan = sky130_characterize.netlist(cells, libdir, libdir.parent / "sky130_fd_pr")
+    instances = [line for line in deck.splitlines() if line.startswith("X")]
+    assert len(instances) == len(plan) == sum(len(c.inputs) for c in cells if c.table) + 2
+    for _cell, _tag, _drive, inst in plan:
+        assert f".meas tran q_{inst} integ i(V{inst})" in deck
+    assert ".lib" in deck and " tt\n" in deck
+
+
+def test_characterization_check_flags_a_moved_figure():
+    table = sky130.load_energy()["cells"]
+    name = "sky130_fd_sc_hd__nand2_1"
+    same = {name: json.loads(json.dumps(table[name]))}
+    assert sky130_characterize.check(table, same)[name] == 0
+    moved = json.loads(json.dumps(same))
+    moved[name]["input_cap_ff"]["B"] *= 1.05
+    assert sky130_characterize.check(table, moved)[name] == pytest.approx(0.05)

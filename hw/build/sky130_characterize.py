@@ -175,18 +175,89 @@ def summarize(plan, values):
     return table
 
 
+#: Largest relative difference ``--check`` accepts between a new run and the table (ngspice's
+#: adaptive time step depends on every edge in the deck, so a subset run differs in the last
+#: digits).
+CHECK_TOLERANCE = 0.02
+
+
+def _flat(entry):
+    """The numbers of one cell entry, by name."""
+    out = {}
+    for key, value in entry.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        elif key != "area_um2":
+            out[key] = value
+    return out
+
+
+def check(table, new):
+    """Per cell of ``new``: the largest relative difference from ``table`` (both ``cells``)."""
+    worst = {}
+    for name, entry in new.items():
+        old = _flat(table.get(name, {}))
+        diffs = [abs(v - old[k]) / max(abs(old[k]), 1e-9) if k in old else float("inf")
+                 for k, v in _flat(entry).items()]
+        worst[name] = max(diffs, default=0.0)
+    return worst
+
+
+def _cells_arg(text):
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in cells_mod.CELLS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"unknown cells {unknown or text!r}; the flow's cells "
+                                         f"are {', '.join(cells_mod.CELLS)}")
+    return tuple(names)
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    """Characterize and write the table; ``--check``: re-run and compare instead (exit 1 if a
+    figure moved by more than :data:`CHECK_TOLERANCE`)."""
+    ap = argparse.ArgumentParser(prog="python -m hw.build.sky130_characterize",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                    help=f"the table to write (or, with --check, to compare with; default "
+                         f"{DEFAULT_OUT})")
+    ap.add_argument("--cells", type=_cells_arg, default=cells_mod.CELLS,
+                    help="comma-separated subset of the cells (default: all the flow uses)")
+    ap.add_argument("--check", action="store_true",
+                    help="compare a new run with the table instead of writing it")
     ap.add_argument("--ngspice", default="ngspice")
     args = ap.parse_args(argv)
+    if args.cells != cells_mod.CELLS and not args.check and args.out == DEFAULT_OUT:
+        ap.error("--cells writes a partial table: give --check or another --out")
     if shutil.which(args.ngspice) is None:
         print(f"error: {args.ngspice} not found (apt-get install ngspice)", file=sys.stderr)
         return 1
-    libdir = cells_mod.library_dir()
+    old = None
+    if args.check:
+        try:
+            old = json.loads(args.out.read_text())["cells"]
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"error: cannot read the table {args.out}: {exc}", file=sys.stderr)
+            return 1
+    try:
+        libdir = cells_mod.library_dir()
+    except cells_mod.Sky130Error as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     prdir = libdir.parent / "sky130_fd_pr"
-    cells = cells_mod.read_cells(libdir)
+    cells = cells_mod.read_cells(libdir, args.cells)
     plan, values, _deck = run(cells, libdir, prdir, args.ngspice)
+    table = summarize(plan, values)
+    if args.check:
+        worst = check(old, table)
+        for name, diff in worst.items():
+            print(f"{name}: largest relative difference {diff:.2%}")
+        bad = [n for n, d in worst.items() if d > CHECK_TOLERANCE]
+        if bad:
+            print(f"error: {', '.join(bad)} differ from {args.out} by more than "
+                  f"{CHECK_TOLERANCE:.0%}", file=sys.stderr)
+            return 1
+        print(f"{len(worst)} cells reproduce {args.out} within {CHECK_TOLERANCE:.0%}")
+        return 0
     version = subprocess.run([args.ngspice, "-v"], capture_output=True, text=True).stdout
     ver = re.search(r"ngspice-(\S+)", version)
     doc = {"provenance": {
@@ -200,7 +271,7 @@ def main(argv=None):
         "units": {"internal_fj": "fJ per output transition (flip-flop: per Q change)",
                   "clock_fj": "fJ per clock cycle, Q unchanged",
                   "input_cap_ff": "fF", "area_um2": "um^2 (LEF SIZE)"}},
-        "cells": summarize(plan, values)}
+        "cells": table}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
     print(f"wrote {args.out}: {len(doc['cells'])} cells")
