@@ -107,14 +107,14 @@ def estimate_up5k(config, top, *, use_dsp=True):
       200 per MAC in LUTs (5 x 8: 8305, 4 x 16: 12762 LUT4).
 
     Against the measured LUT4 (model / measured; docs/build.md, "Area estimate"): board
-    5 x 8 3861 / 3830 (session 7, with the RUN admission); the other boards were measured
+    5 x 8 3861 / 3788 (session 8, with the RUN admission); the other boards were measured
     before it, 95 LUT4 (its net cost on the 5 x 8) added: 4 x 16 5561 / 5550, 2 x 4 3151 /
     3143, 4 x 8 i2 3465 / 3509; engine
     2 x 8 976 / 973, 4 x 8 1528 / 1513, 5 x 8 1788 / 1787, 4 x 16 2520 / 2524, 4 x 16 i2
     2280 / 2288, 4 x 16 4-bit 1752 / 1833, 8 x 16 4456 / 4497, 8 x 32 8104 / 8262; array 5 x 8
-    980 / 995, 4 x 16 1398 / 1408, 4 x 16 4-bit 854 / 859: -4.4 % to +1.0 %. Logic cells are
+    980 / 995, 4 x 16 1398 / 1408, 4 x 16 4-bit 854 / 859: -4.4 % to +1.9 %. Logic cells are
     ``LUT4 * LC_PER_LUT4`` (:data:`LC_PER_LUT4`, the smallest ratio measured), 4-21 % below
-    every measured logic-cell count (board 5 x 8: 4788 / 4975; engine 8 x 16: 5525 / 6039).
+    every measured logic-cell count (board 5 x 8: 4788 / 4945; engine 8 x 16: 5525 / 6039).
 
     EBR: one entry per memory, each in the fewest EBRs of its shape (:func:`ebr_blocks`): the
     engine's activation buffer (``C * b`` bits x ``ceil(max_k / C)``), and on the board the
