@@ -157,9 +157,9 @@ def _net_loads(netlist_text, table, flop_clock):
         if entry is None:
             continue
         for pin, bits in cell["connections"].items():
-            if cell["port_directions"][pin] != "input":
+            cap = entry["input_cap_ff"].get(pin)     # the cell's inputs are the pins it has
+            if cap is None:                          # a capacitance for
                 continue
-            cap = entry["input_cap_ff"][pin]
             if flop_clock.get(cell["type"]) == pin:
                 clock_ff += cap
                 continue
