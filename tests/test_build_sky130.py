@@ -240,3 +240,22 @@ def test_characterization_check_flags_a_moved_figure():
     moved = json.loads(json.dumps(same))
     moved[name]["input_cap_ff"]["B"] *= 1.05
     assert sky130_characterize.check(table, moved)[name] == pytest.approx(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.toolchain
+def test_sky130_report_with_energy(tmp_path):
+    """The whole target on the tiny shape: the three arrays' energy on the shipped model's
+    layers, checked against the golden model, and the ratios."""
+    out = tmp_path / "rep"
+    assert main(["--target", "sky130", "--preset", "tiny", "--out", str(out)]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    for name in sky130.ARRAYS:
+        fig = rep["sky130_energy"][name]
+        assert fig["checked_against_golden"] and fig["useful_macs"] > 0
+        assert fig["pj_per_mac"] == pytest.approx(fig["energy_pj"] / fig["useful_macs"])
+    ratio = rep["sky130_ratio"]
+    assert ratio["energy_int8_over_ternary_x_int8"] == pytest.approx(
+        rep["sky130_energy"]["int8_x_int8"]["pj_per_mac"]
+        / rep["sky130_energy"]["ternary_x_int8"]["pj_per_mac"])
+    assert any("ngspice" in n for n in rep["assumptions"])
