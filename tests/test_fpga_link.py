@@ -302,7 +302,8 @@ def test_run_errors_and_recovery():
     run_board(body)
 
 
-def test_refused_runs_change_no_memory():
+@pytest.mark.slow   # 20 s; the Verilated board (sim/tb/board.py refused_runs_change_nothing)
+def test_refused_runs_change_no_memory():    # checks the same refusals in the default suite
     """A RUN that does not fit, or that comes before any weights or activations were written,
     is refused before anything is written: after all refusals the whole weight and result
     memories read back unchanged and the next RUN (on the same activations) is exact. 512
