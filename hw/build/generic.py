@@ -20,7 +20,7 @@ from .checks import MUL_CELLS, BuildError, check_no_multipliers, check_size
 from .harness import make_dut
 from .toolchain import find_tool, stage
 
-__all__ = ["CMOS_TRANSISTORS", "GenericError", "rtlil_of", "parse_generic_stat",
+__all__ = ["CMOS_TRANSISTORS", "GenericError", "rtlil_of", "rtl_mul_cells", "parse_generic_stat",
            "synth_generic", "GENERIC_NOTE", "area_section", "build_generic", "add_generic_area"]
 
 #: Transistors per Yosys internal cell in ``stat -tech cmos`` (Yosys ``kernel/cost.h``,
@@ -124,11 +124,17 @@ def synth_generic(dut, out):
                            + " | ".join(tail))
     area = parse_generic_stat((out / "generic_stat.json").read_text(),
                               (out / "generic.json").read_text())
-    rtl = json.loads((out / "stat_rtl.json").read_text())
-    node = rtl["design"] if "design" in rtl else next(iter(rtl["modules"].values()))
-    area["rtl_mul_cells"] = sum(int(v) for k, v in node.get("num_cells_by_type", {}).items()
-                                if str(k) in MUL_CELLS)
+    area["rtl_mul_cells"] = rtl_mul_cells((out / "stat_rtl.json").read_text())
     return area
+
+
+def rtl_mul_cells(stat_text):
+    """Multiplier cells (:data:`hw.build.checks.MUL_CELLS`) in a ``stat -json`` of the RTL,
+    before mapping."""
+    rtl = json.loads(stat_text)
+    node = rtl["design"] if "design" in rtl else next(iter(rtl["modules"].values()))
+    return sum(int(v) for k, v in node.get("num_cells_by_type", {}).items()
+               if str(k) in MUL_CELLS)
 
 
 #: How the generic area is counted (goes into every report that has it).

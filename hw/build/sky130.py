@@ -29,7 +29,6 @@ Energy
 """
 
 import json
-import subprocess
 import time
 from pathlib import Path
 
@@ -39,7 +38,7 @@ from .activity import array_run
 from .checks import BuildError, check_no_multipliers, check_size
 from .energy import ENERGY_TABLES
 from .gatesim import GateNetlist
-from .generic import GenericError, rtlil_of
+from .generic import GenericError, rtl_mul_cells, rtlil_of
 from .harness import make_dut
 from .sky130_cells import (
     CELLS,
@@ -49,7 +48,7 @@ from .sky130_cells import (
     package_version,
     read_cells,
 )
-from .toolchain import find_tool, stage
+from .toolchain import find_tool, run_tool, stage
 from .workload import real_layers
 
 __all__ = ["ENERGY_TABLE", "ARRAYS", "synth_sky130", "parse_sky130_stat", "cell_library",
@@ -113,18 +112,9 @@ def synth_sky130(dut, out, liberty):
     (out / "top.il").write_text(rtlil_of(dut))
     (out / "cells.lib").write_text(liberty)
     (out / "sky130.ys").write_text(_SCRIPT.format(il="top.il", lib="cells.lib"))
-    with open(out / "sky130.log", "w") as fh:
-        proc = subprocess.run(["nice", "-n", "10", find_tool("yosys"), "-q", "sky130.ys"],
-                              cwd=out, stdout=fh, stderr=subprocess.STDOUT)
-    if proc.returncode:
-        tail = (out / "sky130.log").read_text().strip().splitlines()[-3:]
-        raise BuildError(f"yosys sky130 mapping failed (see {out / 'sky130.log'}): "
-                         + " | ".join(tail))
+    run_tool([find_tool("yosys"), "-q", "sky130.ys"], out, "sky130.log")
     area = parse_sky130_stat((out / "sky130_stat.json").read_text())
-    rtl = json.loads((out / "stat_rtl.json").read_text())
-    node = rtl["design"] if "design" in rtl else next(iter(rtl["modules"].values()))
-    area["rtl_mul_cells"] = sum(int(v) for k, v in node.get("num_cells_by_type", {}).items()
-                                if str(k) in ("$mul", "$macc", "$macc_v2"))
+    area["rtl_mul_cells"] = rtl_mul_cells((out / "stat_rtl.json").read_text())
     return area
 
 
