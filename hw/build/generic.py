@@ -20,20 +20,26 @@ from .checks import MUL_CELLS, BuildError, check_no_multipliers, check_size
 from .harness import make_dut
 from .toolchain import find_tool, stage
 
-__all__ = ["CMOS_TRANSISTORS", "GenericError", "rtlil_of", "rtl_mul_cells", "parse_generic_stat",
-           "synth_generic", "GENERIC_NOTE", "area_section", "build_generic", "add_generic_area"]
+__all__ = ["CMOS_TRANSISTORS", "RTL_PREAMBLE", "GenericError", "rtlil_of", "rtl_mul_cells",
+           "parse_generic_stat", "synth_generic", "GENERIC_NOTE", "area_section", "build_generic",
+           "add_generic_area"]
 
 #: Transistors per Yosys internal cell in ``stat -tech cmos`` (Yosys ``kernel/cost.h``,
 #: ``cmos_transistors_db``), for the cells the generic flow produces.
 CMOS_TRANSISTORS = {"$_NOT_": 2, "$_NAND_": 4, "$_NOR_": 4, "$_DFF_P_": 16}
 
-_SCRIPT = """\
+#: The start of every gate-level flow's Yosys script: the design flattened and its RTL cells
+#: counted (``stat_rtl.json``, for :func:`rtl_mul_cells`) before anything is mapped.
+RTL_PREAMBLE = """\
 read_rtlil {il}
 hierarchy -top top
 proc
 flatten
 opt_expr
 tee -q -o stat_rtl.json stat -json
+"""
+
+_SCRIPT = RTL_PREAMBLE + """\
 synth -flatten -top top -noabc -run begin:fine
 opt -fast -full
 techmap

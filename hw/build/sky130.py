@@ -38,7 +38,7 @@ from .activity import array_run
 from .checks import BuildError, check_no_multipliers, check_size
 from .energy import ENERGY_TABLES
 from .gatesim import GateNetlist
-from .generic import GenericError, rtl_mul_cells, rtlil_of
+from .generic import RTL_PREAMBLE, GenericError, rtl_mul_cells, rtlil_of
 from .harness import make_dut
 from .sky130_cells import (
     CELLS,
@@ -57,13 +57,7 @@ __all__ = ["ENERGY_TABLE", "ARRAYS", "synth_sky130", "parse_sky130_stat", "cell_
 ENERGY_TABLE = Path(__file__).resolve().parent / "data" / "sky130_energy.json"
 VDD = 1.8
 
-_SCRIPT = """\
-read_rtlil {il}
-hierarchy -top top
-proc
-flatten
-opt_expr
-tee -q -o stat_rtl.json stat -json
+_SCRIPT = RTL_PREAMBLE + """\
 synth -flatten -top top
 dfflegalize -cell $_DFF_P_ 01
 dfflibmap -liberty {lib}
