@@ -3,7 +3,9 @@
 The netlist is the ``write_json`` output of the generic flow in :mod:`hw.build.generic`: Yosys
 internal gate cells (``$_NOT_``, ``$_NAND_``, ``$_NOR_`` and the other two-input gates,
 ``$_MUX_``), positive-edge ``$_DFF_P_`` flip-flops and ``$mem_v2`` memories with synchronous read
-ports (as Amaranth's ``lib.memory`` makes them), one clock. (YoWASP's Yosys has no ``sim``
+ports (as Amaranth's ``lib.memory`` makes them), one clock; or a netlist mapped to library
+cells (the sky130 flow of :mod:`hw.build.sky130`), whose functions and flip-flop pins are given
+by the caller (``cells``, ``flops``). (YoWASP's Yosys has no ``sim``
 pass, hence this small simulator; numpy evaluates one logic level of one gate type per
 operation.) Memory reads and writes are counted per cycle, not as gate toggles.
 
@@ -114,7 +116,8 @@ class GateNetlist:
                 comb.append((kind, [_bit(conn[p][0]) for p in pins], _bit(conn[out][0])))
             else:
                 raise GateSimError(f"cell {name} of type {kind} is not supported by the gate "
-                                   "simulator (run dfflegalize / abc -g first)")
+                                   "simulator (run dfflegalize / abc -g first, or pass its "
+                                   "function in cells=)")
         if len(clocks) > 1:
             raise GateSimError(f"{len(clocks)} clock nets; one clock domain supported")
         self.nbits = nbits
