@@ -16,7 +16,7 @@ from hw.build.ecp5 import (
     estimate_ecp5,
     load_ecp5_board,
 )
-from hw.build.toolchain import nextpnr_device_args
+from hw.build.toolchain import nextpnr_device_args, run_tool
 from model.accel import PRESETS, AccelConfig
 
 #: The board's shape (fpga.top.BOARD_CONFIG), the default of --target ecp5.
@@ -72,6 +72,18 @@ def test_estimate_refuses_what_cannot_fit():
         check_fits_ecp5(SHIPPED, top, p85)
     assert estimate_ecp5(SHIPPED, "baseline")["MULT18X18D"] == 40
     assert estimate_ecp5(SHIPPED, "baseline", use_dsp=False)["MULT18X18D"] == 0
+
+
+def test_tool_failures_say_what_failed(tmp_path):
+    """nextpnr-ecp5 out of sites: "does not fit"; Yosys -q with its log in -l FILE (its own
+    output empty): the ERROR line of that file."""
+    no_bels = ("echo \"ERROR: Unable to place cell 'm.0', no BELs remaining to implement cell "
+               "type 'DP16KD'\"; exit 1")
+    with pytest.raises(BuildError, match=r"^design does not fit the device: no DP16KD left"):
+        run_tool(["sh", "-c", no_bels], tmp_path, "pnr.log")
+    yosys = "printf 'line\\nERROR: Assert failed.\\nend\\n' > top.rpt; exit 1"
+    with pytest.raises(BuildError, match=r"sh failed \(see .*top.rpt\): ERROR: Assert failed\.$"):
+        run_tool(["sh", "-c", yosys, "-l", "top.rpt"], tmp_path, "yosys.log")
 
 
 def test_arrays_per_device():

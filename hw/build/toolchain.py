@@ -84,21 +84,31 @@ def run_tool(cmd, cwd, log):
     Raises
     ------
     BuildError
-        The tool failed: "design does not fit the device" when nextpnr could not place it,
-        else the tool's name and the last three lines of its log.
+        The tool failed: "design does not fit the device" when nextpnr could not place it
+        (nextpnr-ice40: "Failed to expand region"; nextpnr-ecp5: "no BELs remaining"), else
+        the tool's name and its last ``ERROR`` line or the last three lines of its log (of the
+        log it wrote itself, ``-l FILE``, when its output was empty: Yosys with ``-q``).
     """
     with open(Path(cwd) / log, "w") as fh:
         proc = subprocess.run(["nice", "-n", "10", *cmd], cwd=cwd, stdout=fh,
                               stderr=subprocess.STDOUT)
     if proc.returncode != 0:
-        text = (Path(cwd) / log).read_text()
+        where = Path(cwd) / log
+        text = where.read_text()
+        if not text.strip() and "-l" in cmd and (Path(cwd) / cmd[cmd.index("-l") + 1]).exists():
+            where = Path(cwd) / cmd[cmd.index("-l") + 1]
+            text = where.read_text()
         over = re.search(r"Failed to expand region .* of (\d+) (\w+)", text)
         if over:
             raise BuildError(f"design does not fit the device: {over.group(1)} {over.group(2)} "
-                             f"needed (see {Path(cwd) / log})")
-        tail = text.strip().splitlines()[-3:]
-        raise BuildError(f"{Path(cmd[0]).name} failed (see {Path(cwd) / log}): "
-                         + " | ".join(tail))
+                             f"needed (see {where})")
+        over = re.search(r"no BELs remaining to implement cell type '(\w+)'", text)
+        if over:
+            raise BuildError(f"design does not fit the device: no {over.group(1)} left to "
+                             f"place (see {where})")
+        errors = [line for line in text.splitlines() if line.startswith("ERROR")]
+        tail = errors[-1:] or text.strip().splitlines()[-3:]
+        raise BuildError(f"{Path(cmd[0]).name} failed (see {where}): " + " | ".join(tail))
 
 
 def stage(name, t0):
