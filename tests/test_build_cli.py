@@ -92,8 +92,6 @@ def run(argv, capsys, tmp_path):
     (["--target", "ecp5", "--device", "12F"], "argument --device: invalid choice: '12F'"),
     (["--device", "85F"], "argument --device: an ECP5 device size, only with --target ecp5"),
     (["--board", "ulx3s"], "argument --board: board 'ulx3s' has no iCE40 platform"),
-    (["--target", "ecp5", "--top", "fpga"],
-     "argument --top: 'fpga' is the iCEBreaker board top (--target ice40)"),
     # a combination that is no AccelConfig: the board's adder_stages=2 needs cols >= 4
     (["--cols", "2"], "--cols 2: AccelConfig.adder_stages=2 exceeds the adder tree depth 1"),
     (["--preset", "up5k", "--rows", "2", "--cols", "8"],
@@ -165,6 +163,14 @@ def test_config_file_is_read(capsys, tmp_path, no_synthesis):
     (["--target", "ecp5", "--device", "25F", "--top", "baseline"],
      "top baseline 5x8 does not fit the LFE5U-25F: 40 MULT18X18D (one per int8 multiply) > 28"),
     (["--target", "ecp5", "--rows", "1000000", "--cols", "1000000"], "MAX_MACS = 8192"),
+    # the board top: a UART for its host link, block RAM for its 1 Mbit weight memory
+    (["--target", "ecp5", "--board", "orangecrab", "--top", "fpga"],
+     "board orangecrab has no UART for the board top's host link"),
+    (["--target", "ecp5", "--device", "25F", "--top", "fpga"],
+     "top fpga 5x8 does not fit the LFE5U-25F: 60 DP16KD (memories at 18 kbit each, at least) "
+     "> 56"),
+    (["--target", "ecp5", "--top", "fpga", "--config", '{"rows": 64, "cols": 64}'],
+     "bytes_per_beat = 820"),
 ])
 def test_configuration_the_target_cannot_take_is_refused(argv, message, capsys, tmp_path,
                                                          no_synthesis):
@@ -192,6 +198,8 @@ def test_estimate_refusal_names_the_estimate_the_limit_and_the_escape(capsys, tm
     ["--top", "engine", "--rows", "8", "--cols", "16"],   # does not place, not refused early
     ["--target", "generic", "--top", "engine", "--rows", "16", "--cols", "64"],
     ["--target", "ecp5"],                                 # the 5 x 8 engine on the ULX3S 85F
+    ["--target", "ecp5", "--top", "fpga"],                # the board top on the ULX3S 85F
+    ["--target", "ecp5", "--board", "ecpix5", "--device", "45F", "--top", "fpga"],
     ["--target", "ecp5", "--board", "ecpix5", "--top", "baseline"],
     ["--target", "ecp5", "--board", "orangecrab", "--device", "25F", "--top", "array"],
     ["--target", "ecp5", "--device", "25F", "--top", "array",   # forced past the estimate

@@ -172,3 +172,16 @@ def test_shipped_shape_on_85f(tmp_path):
     assert comp["int8_lut"]["MULT18X18D"] == 0
     assert comp["ternary"]["LUT4"] < comp["int8"]["LUT4"] < comp["int8_lut"]["LUT4"]
     assert comp["ternary"]["macs_per_device"] > comp["int8_lut"]["macs_per_device"]
+
+
+@pytest.mark.slow
+@pytest.mark.toolchain
+def test_board_top_on_ulx3s_85f(tmp_path):
+    """fpga.top.BoardTop (UART link, generic memories in DP16KD, the 25 MHz board clock) on the
+    ULX3S 85F (docs/build.md, "ECP5"; a few minutes on 2 cores)."""
+    assert main(["--target", "ecp5", "--top", "fpga", "--no-compare", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert (tmp_path / "top.bit").stat().st_size > 0
+    assert report["checks"]["mult18x18d"] == 0 and report["checks"]["rtl_mul_cells"] == 0
+    assert report["device"]["DP16KD"]["used"] >= estimate_ecp5(SHIPPED, "fpga")["DP16KD"]
+    assert report["timing"]["clock_mhz"] == 25.0 and report["timing"]["meets_clock"]

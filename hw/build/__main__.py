@@ -106,9 +106,6 @@ def _configure(parser, args):
     if args.target == "generic" and top == "fpga":
         parser.error("argument --top: 'fpga' needs a device (--target ice40); generic tops: "
                      "engine, array, baseline")
-    if args.target == "ecp5" and top == "fpga":
-        parser.error("argument --top: 'fpga' is the iCEBreaker board top (--target ice40); "
-                     "ecp5 tops: engine, array, baseline")
     _check_board(parser, args)
     board_cfg = board_defaults() if top == "fpga" else None
     if args.config:

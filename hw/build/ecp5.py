@@ -1,7 +1,9 @@
 """The ECP5 build: synthesize (``synth_ecp5``), place and route (nextpnr-ecp5) and pack
 (ecppack) a top for an amaranth-boards ECP5 board.
 
-:func:`build_ecp5` is ``python -m hw.build --target ecp5``'s step. The boards are
+:func:`build_ecp5` is ``python -m hw.build --target ecp5``'s step: the engine or an array in the
+pin harness, or the board top :class:`fpga.top.BoardTop` (UART host link, generic memories,
+the board clock) on a board with a UART. The boards are
 :data:`ECP5_BOARDS` (ULX3S, OrangeCrab r0.2, ECPIX-5), the device sizes their amaranth-boards
 platform classes offer (:func:`load_ecp5_board`). Before anything is elaborated
 :func:`check_fits_ecp5` refuses, from :func:`estimate_ecp5`, what cannot fit the device; after
@@ -91,26 +93,39 @@ def lut_slots(summary):
     return summary["LUT4"] + 2 * summary["CCU2C"] + 2 * summary["DPR16X4"]
 
 
+#: Memories of at least this many bits are counted in block RAM by :func:`estimate_ecp5`.
+BLOCK_RAM_MIN_BITS = 16384
+#: Bits of one DP16KD (18 kbit).
+DP16KD_BITS = 18432
+
+
 def estimate_ecp5(config, top, *, use_dsp=True):
-    """Estimated ECP5 resources of ``top`` (``engine``, ``array``, ``baseline``), in the units of
-    :data:`CAPACITY`, before anything is elaborated.
+    """Estimated ECP5 resources of ``top`` (``fpga``, ``engine``, ``array``, ``baseline``), in
+    the units of :data:`CAPACITY`, before anything is elaborated.
 
     The LUT4 sites are the iCE40 LUT4 model (:func:`hw.build.ice40.estimate_up5k`): the same
     LUT4-and-carry logic, an iCE40 adder bit being one SB_LUT4 beside its SB_CARRY and an ECP5
     one half a CCU2C (docs/build.md, "ECP5", has it against the ECP5 builds). The int8
     baseline with ``use_dsp`` takes one MULT18X18D per multiply (``synth_ecp5`` maps every
-    8 x 8 ``$mul`` to one), else its multipliers go to LUTs.
+    8 x 8 ``$mul`` to one), else its multipliers go to LUTs. DP16KD: a lower bound, the
+    memories of the iCE40 model of at least :data:`BLOCK_RAM_MIN_BITS` bits (and for the board
+    top its weight memory, SPRAM on the UP5K) at 18 kbit per DP16KD.
     """
     macs = config.rows * config.cols
     est = estimate_up5k(config, top, use_dsp=use_dsp, dsp_limit=macs)
-    return {"TRELLIS_COMB": est["LUT4"], "MULT18X18D": est["SB_MAC16"]}
+    bits = [w * d for _name, w, d, _ebr in est["memories"]]
+    if top == "fpga":
+        from fpga.memory import SPRAM_WORDS, WORD_BYTES
+        bits.append(SPRAM_WORDS * WORD_BYTES * 8)
+    return {"TRELLIS_COMB": est["LUT4"], "MULT18X18D": est["SB_MAC16"],
+            "DP16KD": sum(-(-b // DP16KD_BITS) for b in bits if b >= BLOCK_RAM_MIN_BITS)}
 
 
 def check_fits_ecp5(config, top, platform, *, use_dsp=True):
     """Raise :class:`BuildError` if ``top`` surely does not fit the platform's device: its
     :func:`estimate_ecp5` LUT4 sites exceed the device by more than
-    :data:`hw.build.ice40.FIT_MARGIN`, or it needs more MULT18X18D than the device has.
-    Returns the estimate otherwise."""
+    :data:`hw.build.ice40.FIT_MARGIN`, or it needs more MULT18X18D or DP16KD than the device
+    has. Returns the estimate otherwise."""
     est = estimate_ecp5(config, top, use_dsp=use_dsp)
     cap = ecp5_capacity(platform)
     limit = round(cap["TRELLIS_COMB"] * (1 + FIT_MARGIN))
@@ -121,6 +136,9 @@ def check_fits_ecp5(config, top, platform, *, use_dsp=True):
     if est["MULT18X18D"] > cap["MULT18X18D"]:
         over.append(f"{est['MULT18X18D']} MULT18X18D (one per int8 multiply) > "
                     f"{cap['MULT18X18D']}")
+    if est["DP16KD"] > cap["DP16KD"]:
+        over.append(f"{est['DP16KD']} DP16KD (memories at 18 kbit each, at least) > "
+                    f"{cap['DP16KD']}")
     if over:
         raise BuildError(f"top {top} {config.rows}x{config.cols} does not fit the "
                          f"{platform.device}: " + "; ".join(over)
@@ -171,15 +189,27 @@ def build_ecp5(config, *, top="engine", board=DEFAULT_BOARD, device=DEFAULT_DEVI
     is timed against the same target) and seeds 1 .. ``seeds`` until one meets it
     (:func:`hw.build.seeds.search_seeds`); ecppack writes ``top.bit``.
 
-    Before anything is elaborated: :func:`check_size` and, unless ``unfit_ok`` or ``force``,
+    The board top (``top="fpga"``) is :class:`fpga.top.BoardTop` without a PLL: it runs from
+    the board clock, which is then the target (``freq_mhz`` is not used), and its memories are
+    the generic ``lib.memory`` ones (block RAM).
+
+    Before anything is elaborated: :func:`check_size`, for the board top a UART on the board
+    and :func:`fpga.top.check_board_params`, and unless ``unfit_ok`` or ``force``
     :func:`check_fits_ecp5`.
     """
     t0 = time.monotonic() if t0 is None else t0
-    if top == "fpga":
-        raise BuildError("top 'fpga' is the iCEBreaker board top (--target ice40); ECP5 tops: "
-                         "engine, array, baseline")
     platform = load_ecp5_board(board, device)
     check_size(config)
+    if top == "fpga":
+        from fpga.top import check_board_params
+        if not any(name == "uart" for name, _number in platform.resources):
+            raise BuildError(f"board {board} has no UART for the board top's host link (ECP5 "
+                             "tops without one: engine, array, baseline)")
+        try:
+            check_board_params(config=config, pll_mhz=None)
+        except (TypeError, ValueError) as exc:
+            raise BuildError(f"the board top (fpga.top.BoardTop) cannot take "
+                             f"{config.rows}x{config.cols}: {exc}") from None
     if not (unfit_ok or force):
         check_fits_ecp5(config, top, platform, use_dsp=use_dsp)
     capacity = ecp5_capacity(platform)
@@ -188,7 +218,14 @@ def build_ecp5(config, *, top="engine", board=DEFAULT_BOARD, device=DEFAULT_DEVI
     tools = {name: find_tool(name) for name in ("yosys", "nextpnr-ecp5", "ecppack")}
     variant = "" if use_dsp else " (-nodsp)"
     stage(f"elaborate {top} {config.rows}x{config.cols} for {board} {platform.device}", t0)
-    design = BoardHarness(make_dut(top, config))
+    if top == "fpga":
+        from fpga.top import BoardTop
+        design = BoardTop(config=config, pll_mhz=None)
+        freq_mhz = design.clock_hz(platform) / 1e6
+        harness = {"note": "none (board top)"}
+    else:
+        design = BoardHarness(make_dut(top, config))
+        harness = harness_overhead(design.dut)
     plan = platform.build(design, name="top", build_dir=str(out), do_build=False,
                           synth_opts="" if use_dsp else "-nodsp", script_after_read=RTL_SCRIPT,
                           script_after_synth="tee -q -o stat.json stat -json")
@@ -210,7 +247,7 @@ def build_ecp5(config, *, top="engine", board=DEFAULT_BOARD, device=DEFAULT_DEVI
     report = {"title": title, "fits": True, "config": config.to_dict(),
               "checks": {"mult18x18d": summary["MULT18X18D"], "alu54b": summary["ALU54B"],
                          "rtl_mul_cells": muls},
-              "harness_overhead": harness_overhead(design.dut), "raw_cells": cells}
+              "harness_overhead": harness, "raw_cells": cells}
     over = check_synthesis_fits(summary, platform)
     if over:
         message = f"design does not fit the {platform.device}: " + ", ".join(over)
@@ -248,17 +285,25 @@ def build_ecp5(config, *, top="engine", board=DEFAULT_BOARD, device=DEFAULT_DEVI
         **report,
         "device": device_rows,
         "timing": {"fmax_mhz": fmax, "target_mhz": freq_mhz, "clocks": pnr["fmax_mhz"],
-                   "meets_target": fmax >= freq_mhz, "seed": seed, "seeds_tried": tried},
+                   "meets_target": fmax >= freq_mhz, "seed": seed, "seeds_tried": tried,
+                   **({"clock_mhz": freq_mhz, "meets_clock": fmax >= freq_mhz}
+                      if top == "fpga" else {})},
         "throughput": {"macs_per_cycle": macs, "gops_at_fmax": 2 * macs * fmax / 1000,
+                       **({"gops_at_clock": 2 * macs * freq_mhz / 1000} if top == "fpga"
+                          else {}),
                        "bits_per_trit": config.bits_per_trit,
                        "weight_bandwidth_mbyte_s": config.bytes_per_beat * fmax,
-                       "copies_per_device": copies,
-                       "macs_per_device": copies * macs if copies else None},
+                       **({"copies_per_device": copies,
+                           "macs_per_device": copies * macs if copies else None}
+                          if top != "fpga" else {})},
         "assumptions": [
             "GOPS counts 2 ops per MAC per cycle at achieved Fmax",
             f"nextpnr-ecp5 --seed {seed}, --freq {freq_mhz} (seeds tried, Fmax MHz: "
             + ", ".join(f"{k[5:]}: {v}" for k, v in tried.items()) + ")",
-            "harness overhead (serial-in shift register, XOR-reduced outputs) included",
-            f"copies_per_device: the smallest available // used over {', '.join(capacity)} "
-            "(nextpnr's utilisation; the harness in every copy, no routing limit assumed)"],
+            "harness overhead (serial-in shift register, XOR-reduced outputs) included"
+            if top != "fpga" else f"board top: clocked by the board's {freq_mhz:g} MHz "
+            "oscillator (no PLL), generic memories",
+            *([f"copies_per_device: the smallest available // used over "
+               f"{', '.join(capacity)} (nextpnr's utilisation; the harness in every copy, no "
+               "routing limit assumed)"] if top != "fpga" else [])],
     }
