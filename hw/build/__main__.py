@@ -131,8 +131,7 @@ def main(argv=None):
     """Entry point; returns the exit code (0 ok, 1 build error, 2 bad arguments).
 
     Bad arguments (a value that does not parse or is out of range, an unknown board, device or
-    top,
-    a configuration that is not a valid :class:`AccelConfig`) are usage errors: one
+    top, a configuration that is not a valid :class:`AccelConfig`) are usage errors: one
     ``error:`` line naming the argument, status 2. A configuration the target cannot take
     (:func:`hw.build.checks.check_size`, the board top's checks,
     :func:`hw.build.ice40.check_fits_up5k`, :func:`hw.build.ecp5.check_fits_ecp5`) is refused
