@@ -1,7 +1,7 @@
 """The build flow: ``python -m hw.build`` (:mod:`hw.build.__main__`) and one module per job.
 
-The RTL is in ``hw/``; nothing there imports this package. :mod:`hw.build.ice40` is the only
-importer of the board package :mod:`fpga` (for ``--top fpga``).
+The RTL is in ``hw/``; nothing there imports this package. :mod:`hw.build.ice40` and
+:mod:`hw.build.ecp5` are the only importers of the board package :mod:`fpga` (for ``--top fpga``).
 
 - :mod:`hw.build.checks`: :class:`~hw.build.checks.BuildError`, the size limit, the multiplier
   check.

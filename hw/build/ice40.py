@@ -3,8 +3,8 @@
 :func:`build_ice40` is ``python -m hw.build --target ice40``'s step; before anything is
 elaborated :func:`check_fits_up5k` refuses, from the area model :func:`estimate_up5k`, what
 cannot fit an iCE40 UP5K. The board top (``--top fpga``) is :class:`fpga.top.BoardTop`: this
-module is where the build flow reads the board package :mod:`fpga` (no RTL module of ``hw/``
-imports it).
+module (and :mod:`hw.build.ecp5`) is where the build flow reads the board package :mod:`fpga`
+(no RTL module of ``hw/`` imports it).
 """
 
 import importlib
