@@ -442,7 +442,7 @@ class BoardTop(Elaboratable):
         m.submodules.core = core = BoardCore(config=self.config, divisor=divisor,
                                              clk_hz=clk_hz, timeout=clk_hz // 10,
                                              **self._core_kw)
-        uart = platform.request("uart", 0, dir={"rx": "-", "tx": "-"})
+        uart = platform.request("uart", 0, dir="-")    # every pin of it: the ULX3S's has rts/dtr
         m.submodules.uart_rx_buf = rx_buf = io.Buffer("i", uart.rx)
         m.submodules.uart_tx_buf = tx_buf = io.Buffer("o", uart.tx)
         m.d.comb += [core.rx.eq(rx_buf.i), tx_buf.o.eq(core.tx)]

@@ -8,10 +8,10 @@ import pytest
 
 from hw.build.__main__ import main
 from hw.build.checks import BuildError
-from hw.build.ice40 import build_ice40, load_board, nextpnr_device_args
+from hw.build.ice40 import build_ice40, load_board
 from hw.build.report import cell_summary, parse_nextpnr_report, parse_yosys_stat, write_report
 from hw.build.seeds import keep_seed, search_seeds
-from hw.build.toolchain import ToolchainError, find_tool
+from hw.build.toolchain import ToolchainError, find_tool, nextpnr_device_args
 from hw.build.yosys import ABC9_WIRE_DELAY_PS, synth_ice40_scripts
 from model.accel import PRESETS
 

@@ -10,7 +10,7 @@ from amaranth.build.plat import Platform
 from amaranth.hdl import Elaboratable
 
 from hw._util import silence_unused
-from hw.build import compare, generic, ice40
+from hw.build import compare, ecp5, generic, ice40
 from hw.build.__main__ import main
 from hw.build.checks import BuildError, check_size
 from model.accel import PRESETS, AccelConfig
@@ -32,9 +32,12 @@ def no_synthesis(monkeypatch):
     monkeypatch.setattr(ice40, "make_dut", started)
     monkeypatch.setattr(generic, "make_dut", started)
     monkeypatch.setattr(ice40, "run_tool", started)
+    monkeypatch.setattr(ecp5, "make_dut", started)
+    monkeypatch.setattr(ecp5, "run_tool", started)
     monkeypatch.setattr(compare, "generic_comparison", started)
     monkeypatch.setattr(generic, "synth_generic", started)
     monkeypatch.setattr(ice40, "find_tool", lambda name: name)   # no toolchain needed
+    monkeypatch.setattr(ecp5, "find_tool", lambda name: name)
 
 
 def run(argv, capsys, tmp_path):
@@ -80,6 +83,15 @@ def run(argv, capsys, tmp_path):
     (["--board", "arty_a7"], "argument --board: board 'arty_a7' has no iCE40 platform"),
     (["--top", "cpu"], "argument --top: invalid choice: 'cpu'"),
     (["--target", "generic", "--top", "fpga"], "argument --top: 'fpga' needs a device"),
+    # ECP5 boards and devices (amaranth-boards platforms), checked for the target
+    (["--target", "ecp5", "--board", "icebreaker"],
+     "argument --board: unknown ECP5 board 'icebreaker' (known: ulx3s, orangecrab, ecpix5)"),
+    (["--target", "ecp5", "--board", "orangecrab", "--device", "45F"],
+     "argument --device: board orangecrab has no 45F platform"),
+    (["--target", "ecp5", "--board", "ecpix5", "--device", "25F"], "(its devices: 45F, 85F)"),
+    (["--target", "ecp5", "--device", "12F"], "argument --device: invalid choice: '12F'"),
+    (["--device", "85F"], "argument --device: an ECP5 device size, only with --target ecp5"),
+    (["--board", "ulx3s"], "argument --board: board 'ulx3s' has no iCE40 platform"),
     # a combination that is no AccelConfig: the board's adder_stages=2 needs cols >= 4
     (["--cols", "2"], "--cols 2: AccelConfig.adder_stages=2 exceeds the adder tree depth 1"),
     (["--preset", "up5k", "--rows", "2", "--cols", "8"],
@@ -144,6 +156,21 @@ def test_config_file_is_read(capsys, tmp_path, no_synthesis):
     (["--top", "baseline", "--preset", "up5k"], "top baseline 4x16 does not fit"),
     (["--config", '{"rows": 1, "cols": 32, "act_bits": 4, "packing": "i2", "adder_stages": 1}'],
      "top fpga 1x32 does not fit the iCE40UP5K: 33 EBR > 30"),
+    # the ECP5 estimate: LUT4 sites, one MULT18X18D per int8 multiply
+    (["--target", "ecp5", "--device", "25F", "--top", "array",
+      "--config", '{"rows": 64, "cols": 64, "adder_stages": 1}'],
+     "top array 64x64 does not fit the LFE5U-25F: 80286 LUT4 (estimated) > 24288"),
+    (["--target", "ecp5", "--device", "25F", "--top", "baseline"],
+     "top baseline 5x8 does not fit the LFE5U-25F: 40 MULT18X18D (one per int8 multiply) > 28"),
+    (["--target", "ecp5", "--rows", "1000000", "--cols", "1000000"], "MAX_MACS = 8192"),
+    # the board top: a UART for its host link, block RAM for its 1 Mbit weight memory
+    (["--target", "ecp5", "--board", "orangecrab", "--top", "fpga"],
+     "board orangecrab has no UART for the board top's host link"),
+    (["--target", "ecp5", "--device", "25F", "--top", "fpga"],
+     "top fpga 5x8 does not fit the LFE5U-25F: 60 DP16KD (memories at 18 kbit each, at least) "
+     "> 56"),
+    (["--target", "ecp5", "--top", "fpga", "--config", '{"rows": 64, "cols": 64}'],
+     "bytes_per_beat = 820"),
 ])
 def test_configuration_the_target_cannot_take_is_refused(argv, message, capsys, tmp_path,
                                                          no_synthesis):
@@ -170,6 +197,13 @@ def test_estimate_refusal_names_the_estimate_the_limit_and_the_escape(capsys, tm
     ["--rows", "16", "--cols", "64", "--force"],          # too big, but forced
     ["--top", "engine", "--rows", "8", "--cols", "16"],   # does not place, not refused early
     ["--target", "generic", "--top", "engine", "--rows", "16", "--cols", "64"],
+    ["--target", "ecp5"],                                 # the 5 x 8 engine on the ULX3S 85F
+    ["--target", "ecp5", "--top", "fpga"],                # the board top on the ULX3S 85F
+    ["--target", "ecp5", "--board", "ecpix5", "--device", "45F", "--top", "fpga"],
+    ["--target", "ecp5", "--board", "ecpix5", "--top", "baseline"],
+    ["--target", "ecp5", "--board", "orangecrab", "--device", "25F", "--top", "array"],
+    ["--target", "ecp5", "--device", "25F", "--top", "array",   # forced past the estimate
+     "--config", '{"rows": 64, "cols": 64, "adder_stages": 1}', "--force"],
 ])
 def test_what_may_fit_goes_on_to_synthesis(argv, capsys, tmp_path, no_synthesis):
     with pytest.raises(SynthesisStarted):

@@ -25,6 +25,20 @@ def test_boardtop_prepares_for_icebreaker(pll_mhz):
     assert top.clock_hz(plat) == (12_000_000 if pll_mhz is None else 24_000_000)
 
 
+@pytest.mark.parametrize("board", ["ulx3s", "ecpix5"])
+def test_boardtop_prepares_for_an_ecp5_board(board):
+    """The board top without a PLL on an ECP5 board (hw.build --target ecp5 --top fpga): the
+    board clock, the UART pins (the ULX3S's resource also has rts/dtr), generic memories."""
+    from hw.build.ecp5 import load_ecp5_board
+    top = BoardTop(config=CFG, engine_factory=StandInEngine)
+    plat = load_ecp5_board(board, "85F")
+    plan = plat.prepare(top, name="t")
+    assert "SB_SPRAM256KA" not in plan.files["t.il"] and "SB_PLL40" not in plan.files["t.il"]
+    assert 'COMP "uart_0__rx__io"' in plan.files["t.lpf"]
+    assert 'COMP "uart_0__tx__io"' in plan.files["t.lpf"]
+    assert top.clock_hz(plat) == plat.default_clk_frequency
+
+
 def test_boardtop_rejects_unreachable_baud():
     top = BoardTop(config=CFG, baud=5_000_000, engine_factory=StandInEngine)
     with pytest.raises(ValueError, match="cycles/bit"):

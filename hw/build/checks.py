@@ -36,11 +36,12 @@ def check_size(config):
 MUL_CELLS = ("$mul", "$macc", "$macc_v2")
 
 
-def check_no_multipliers(rtl_mul_cells, sb_mac16=0):
+def check_no_multipliers(rtl_mul_cells, dsp=0, dsp_cell="SB_MAC16"):
     """Raise :class:`BuildError` if a ternary design has multiplier cells: ``rtl_mul_cells``
-    (:data:`MUL_CELLS` in its RTL) or ``sb_mac16`` (iCE40 DSPs in its netlist)."""
+    (:data:`MUL_CELLS` in its RTL) or ``dsp`` hard multipliers (``dsp_cell``: iCE40 SB_MAC16,
+    ECP5 MULT18X18D) in its netlist."""
     if rtl_mul_cells:
         raise BuildError(f"multiplier check failed: {rtl_mul_cells} $mul/$macc cells in the "
                          "ternary RTL")
-    if sb_mac16:
-        raise BuildError(f"multiplier check failed: {sb_mac16} SB_MAC16 in the ternary netlist")
+    if dsp:
+        raise BuildError(f"multiplier check failed: {dsp} {dsp_cell} in the ternary netlist")

@@ -1,7 +1,8 @@
 """The ternary array beside an int8 multiply-accumulate array of the same shape.
 
 Every report sets the two side by side, so the saving is measured, not claimed: on the iCE40
-(:func:`ice40_comparison`), as generic gates with their activity energy
+(:func:`ice40_comparison`), on the ECP5 with the int8 multipliers in MULT18X18D and in LUTs
+(:func:`ecp5_comparison`), as generic gates with their activity energy
 (:func:`generic_comparison`), and per operation count (:mod:`hw.build.energy`).
 :func:`add_comparison` adds all of it (and the whole engine's activity energy) to a report.
 """
@@ -19,6 +20,7 @@ from .activity import (
     engine_energy,
 )
 from .checks import check_size
+from .ecp5 import DEFAULT_DEVICE, build_ecp5
 from .energy import energy_tables, opcount_energies
 from .generic import synth_generic
 from .ice40 import build_ice40
@@ -27,7 +29,8 @@ from .report import UP5K
 from .toolchain import stage
 from .workload import real_layers
 
-__all__ = ["ice40_comparison", "generic_row", "generic_comparison", "add_comparison"]
+__all__ = ["ice40_comparison", "ecp5_comparison", "generic_row", "generic_comparison",
+           "add_comparison"]
 
 
 def ice40_comparison(config, *, board, out, freq_mhz, t0, gen=None, force=False):
@@ -43,22 +46,8 @@ def ice40_comparison(config, *, board, out, freq_mhz, t0, gen=None, force=False)
                        freq_mhz=freq_mhz, t0=t0, force=force)
     base = build_ice40(config, top="baseline", board=board, out=Path(out) / "baseline", seeds=1,
                        freq_mhz=freq_mhz, allow_mul=True, use_dsp=use_dsp, unfit_ok=True, t0=t0)
-    rows = {}
-    for name, rep in (("ternary", tern), ("int8", base)):
-        rows[name] = {
-            "LUT4": rep["device"]["LUT4"]["used"], "FF": rep["device"]["FF"]["used"],
-            "SB_MAC16": rep["device"]["SB_MAC16"]["used"],
-            "fmax_mhz": rep["timing"]["fmax_mhz"], "gops": rep["throughput"]["gops_at_fmax"],
-            **opcount_energies(name, config.cols),
-        }
-    rows["int8"]["fits_device"] = base["fits"]
-    if gen is not None:
-        for name in ("ternary", "int8"):
-            rows[name].update(generic_row(gen[name]))
-    rows["ratio_int8_over_ternary"] = {
-        k: (rows["int8"][k] / rows["ternary"][k]
-            if rows["ternary"][k] and rows["int8"].get(k) is not None else None)
-        for k in rows["ternary"]}
+    rows = _device_table({"ternary": tern, "int8": base}, ("LUT4", "FF", "SB_MAC16"),
+                         config, gen)
     rows["assumptions"] = [
         f"both arrays {config.rows}x{config.cols} in the same serial-in/XOR-out harness "
         "(iCE40 figures); generic gates and activity energy are of the bare arrays",
@@ -66,6 +55,69 @@ def ice40_comparison(config, *, board, out, freq_mhz, t0, gen=None, force=False)
         f"int8 multipliers in LUTs ({macs} > {UP5K['SB_MAC16']} SB_MAC16)",
         "pJ/MAC: operation counts (hw.build.energy.mac_ops) x per-op energies; Horowitz 32-bit "
         "add/mult verified, 8-bit add/mult and all BitNet 7 nm values NOT verified",
+    ]
+    return rows
+
+
+def _device_table(reports, cells, config, gen=None):
+    """The comparison rows of device builds ``{name: report}`` (``"ternary"`` first): the
+    ``cells`` used, Fmax, GOPS, the op-count energies (``int8*`` rows: of an int8 MAC) and,
+    with ``gen`` (:func:`generic_comparison`), the generic-gate columns; then for every other
+    row ``ratio_<name>_over_ternary``."""
+    rows = {}
+    for name, rep in reports.items():
+        kind = "ternary" if name == "ternary" else "int8"
+        rows[name] = {**{k: rep["device"][k]["used"] for k in cells},
+                      "fmax_mhz": rep["timing"]["fmax_mhz"],
+                      "gops": rep["throughput"]["gops_at_fmax"],
+                      **({"macs_per_device": rep["throughput"]["macs_per_device"]}
+                         if "macs_per_device" in rep["throughput"] else {}),
+                      **opcount_energies(kind, config.cols)}
+        if gen is not None:
+            rows[name].update(generic_row(gen[kind]))
+        if name != "ternary":
+            rows[name]["fits_device"] = rep["fits"]
+    for name in [n for n in reports if n != "ternary"]:
+        rows[f"ratio_{name}_over_ternary"] = {
+            k: (rows[name][k] / rows["ternary"][k]
+                if rows["ternary"][k] and rows[name].get(k) is not None else None)
+            for k in rows["ternary"]}
+    return rows
+
+
+def ecp5_comparison(config, *, board, device=DEFAULT_DEVICE, out, freq_mhz, t0, gen=None,
+                    force=False):
+    """Build the ternary array and the int8 baseline array of the same shape on the same ECP5,
+    the int8 one twice: multipliers in MULT18X18D (``synth_ecp5``'s default: row ``int8``) and
+    in LUTs (``synth_ecp5 -nodsp``: row ``int8_lut``); return the table.
+
+    Each row: LUT4, CCU2C, FF, LUT4 sites and FFs as nextpnr places them (``TRELLIS_COMB``,
+    ``TRELLIS_FF``), DP16KD, MULT18X18D, Fmax, GOPS, MACs per device (copies of the array the
+    device holds, :func:`hw.build.ecp5.arrays_per_device`, times its MACs), energies. An int8
+    array that does not fit the device is reported from synthesis (``fits_device`` false).
+    """
+    out = Path(out)
+    common = {"board": board, "device": device, "freq_mhz": freq_mhz, "t0": t0, "seeds": 1}
+    tern = build_ecp5(config, top="array", out=out / "array", force=force, **common)
+    base = build_ecp5(config, top="baseline", out=out / "baseline", allow_mul=True,
+                      unfit_ok=True, **common)
+    base_lut = build_ecp5(config, top="baseline", out=out / "baseline_lut", allow_mul=True,
+                          use_dsp=False, unfit_ok=True, **common)
+    rows = _device_table({"ternary": tern, "int8": base, "int8_lut": base_lut},
+                         ("LUT4", "CCU2C", "FF", "TRELLIS_COMB", "TRELLIS_FF", "DP16KD",
+                          "MULT18X18D"), config, gen)
+    rows["assumptions"] = [
+        f"the three arrays {config.rows}x{config.cols} in the same serial-in/XOR-out harness "
+        f"on the same {tern['title'].rsplit('(', 1)[-1].rstrip(')')}, nextpnr-ecp5 --freq "
+        f"{freq_mhz}, seed 1 (ECP5 figures); generic gates and activity energy are of the "
+        "bare arrays, device-independent (the int8_lut row repeats the int8 ones)",
+        "int8: multipliers in MULT18X18D (synth_ecp5); int8_lut: synth_ecp5 -nodsp",
+        "TRELLIS_COMB / TRELLIS_FF: LUT4 sites / FFs as nextpnr placed them (a LUT4, half a "
+        "CCU2C, route-through LUTs); from synthesis (LUT4 + 2 CCU2C + 2 DPR16X4) if not placed",
+        "macs_per_device: copies of the array the device holds (min available // used over "
+        "LUT4 sites, FF, DP16KD, MULT18X18D; harness included) x MACs per copy",
+        "pJ/MAC: operation counts (hw.build.energy.mac_ops) x per-op energies and the 45 nm "
+        "gate model; no ECP5 power figures (none verified): not FPGA energy",
     ]
     return rows
 
@@ -110,11 +162,13 @@ def generic_comparison(config, *, out, activity=True, t0):
 
 
 
-def add_comparison(report, config, *, target, top, board, out, freq_mhz, activity, force, t0):
+def add_comparison(report, config, *, target, top, board, out, freq_mhz, activity, force, t0,
+                   device=DEFAULT_DEVICE):
     """Add the ternary-vs-int8 comparison to ``report`` (of top ``top``, built for ``target``).
 
-    The sections ``comparison`` (:func:`ice40_comparison` on the iCE40, else the generic and
-    op-count columns alone), ``energy`` and ``energy_per_layer``
+    The sections ``comparison`` (:func:`ice40_comparison` on the iCE40,
+    :func:`ecp5_comparison` on the ECP5 ``device``, else the generic and op-count columns
+    alone), ``energy`` and ``energy_per_layer``
     (:func:`hw.build.energy.energy_tables`); with ``activity`` also ``activity``,
     ``activity_per_layer`` and ``activity_calibration``, and for an engine top (``engine`` or
     ``fpga``) the whole engine's ``engine_activity`` (:func:`hw.build.activity.engine_energy`
@@ -128,6 +182,9 @@ def add_comparison(report, config, *, target, top, board, out, freq_mhz, activit
     if target == "ice40":
         table = ice40_comparison(config, board=board, out=out, freq_mhz=freq_mhz, t0=t0,
                                  gen=gen, force=force)
+    elif target == "ecp5":
+        table = ecp5_comparison(config, board=board, device=device, out=out, freq_mhz=freq_mhz,
+                                t0=t0, gen=gen, force=force)
     else:
         table = {name: {**generic_row(gen[name]), **opcount_energies(name, config.cols)}
                  for name in ("ternary", "int8")}

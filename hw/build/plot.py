@@ -23,13 +23,16 @@ def plot(out, table, generic=None, engine=None):
         ["gates"] if generic else []) + ["energy"]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.4), squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):
-        if panel == "ice40":
-            keys = ["LUT4", "FF", "SB_MAC16"]
-            for i, name in enumerate(kinds):
-                ax.bar([x + 0.4 * i for x in range(len(keys))],
-                       [table[name][k] for k in keys], width=0.4, label=name)
-            ax.set_xticks([x + 0.2 for x in range(len(keys))], keys)
-            ax.set_title("iCE40 cells")
+        if panel == "ice40":        # the device's cells: iCE40, or ECP5 with int8 in LUTs too
+            keys = [k for k in ("LUT4", "CCU2C", "FF", "SB_MAC16", "MULT18X18D")
+                    if k in table["ternary"]]
+            names = [n for n in (*kinds, "int8_lut") if n in table]
+            width = 0.8 / len(names)
+            for i, name in enumerate(names):
+                ax.bar([x + width * i for x in range(len(keys))],
+                       [table[name][k] or 0 for k in keys], width=width, label=name)
+            ax.set_xticks([x + 0.4 - width / 2 for x in range(len(keys))], keys)
+            ax.set_title("iCE40 cells" if "SB_MAC16" in keys else "ECP5 cells")
         elif panel == "gates":
             # stacked transistors per cell type
             types = sorted({t for k in kinds for t in generic[k]["area"]["cells"]

@@ -1,11 +1,11 @@
-"""Reports: parse Yosys ``stat -json`` and nextpnr-ice40 ``--report`` output; write the build's
+"""Reports: parse Yosys ``stat -json`` and nextpnr ``--report`` output; write the build's
 ``report.json`` / ``report.md`` and the summary it prints."""
 
 import json
 from pathlib import Path
 
-__all__ = ["ICE40_CELLS", "UP5K", "parse_yosys_stat", "parse_nextpnr_report", "cell_summary",
-           "write_report", "summary_table"]
+__all__ = ["ICE40_CELLS", "UP5K", "ECP5_CELLS", "parse_yosys_stat", "parse_nextpnr_report",
+           "cell_summary", "write_report", "summary_table"]
 
 #: Report row -> iCE40 cell types counted in it.
 ICE40_CELLS = {
@@ -21,6 +21,17 @@ ICE40_CELLS = {
 }
 #: iCE40 UP5K capacity per report row (Lattice iCE40 UltraPlus family data sheet).
 UP5K = {"LUT4": 5280, "SB_CARRY": 5280, "FF": 5280, "EBR": 30, "SPRAM": 4, "SB_MAC16": 8}
+#: Report row -> ECP5 cell types of a ``synth_ecp5`` netlist counted in it (CCU2C: a two-bit
+#: carry-chain cell, two LUT4 with carry logic; TRELLIS_DPR16X4: 16 x 4 distributed RAM).
+ECP5_CELLS = {
+    "LUT4": ("LUT4",),
+    "CCU2C": ("CCU2C",),
+    "FF": ("TRELLIS_FF",),
+    "DPR16X4": ("TRELLIS_DPR16X4",),
+    "DP16KD": ("DP16KD",),
+    "MULT18X18D": ("MULT18X18D",),
+    "ALU54B": ("ALU54B",),
+}
 
 
 def parse_yosys_stat(text, top=None):
@@ -44,9 +55,9 @@ def parse_yosys_stat(text, top=None):
     return {str(k).lstrip("\\"): int(v) for k, v in cells.items()}
 
 
-def cell_summary(cells):
-    """Group raw iCE40 cell counts into the report rows of :data:`ICE40_CELLS`."""
-    return {row: sum(cells.get(t, 0) for t in set(types)) for row, types in ICE40_CELLS.items()}
+def cell_summary(cells, rows=ICE40_CELLS):
+    """Group raw cell counts into report rows (:data:`ICE40_CELLS`, :data:`ECP5_CELLS`)."""
+    return {row: sum(cells.get(t, 0) for t in set(types)) for row, types in rows.items()}
 
 
 def parse_nextpnr_report(text):
@@ -125,14 +136,16 @@ def summary_table(report):
     d, t = report.get("device"), report.get("timing", {})
     g = report.get("generic", {})
     if d:
-        def used(k):
-            return d[k]["used"] if isinstance(d[k], dict) else d[k]
+        def used(*keys):        # the first of ``keys`` the device has (iCE40 or ECP5 rows)
+            k = next((k for k in keys if k in d), None)
+            return "-" if k is None else d[k]["used"] if isinstance(d[k], dict) else d[k]
         fmax = t.get("fmax_mhz")
         gops = report["throughput"].get("gops_at_fmax")
         lines.append(f"{'MACs/cycle':>10} {'LUT4':>6} {'FF':>6} {'EBR':>4} {'SPRAM':>5} "
                      f"{'DSP':>4} {'Fmax MHz':>9} {'GOPS':>6} {'NAND2-eq':>9} {'transistors':>11}")
-        lines.append(f"{report['throughput']['macs_per_cycle']:>10} {used('LUT4'):>6} "
-                     f"{used('FF'):>6} {used('EBR'):>4} {used('SPRAM'):>5} {used('SB_MAC16'):>4} "
+        lines.append(f"{report['throughput']['macs_per_cycle']:>10} {used('LUT4')!s:>6} "
+                     f"{used('FF')!s:>6} {used('EBR', 'DP16KD')!s:>4} {used('SPRAM')!s:>5} "
+                     f"{used('SB_MAC16', 'MULT18X18D')!s:>4} "
                      f"{fmax if fmax is None else round(fmax, 1)!s:>9} "
                      f"{gops if gops is None else round(gops, 2)!s:>6} "
                      f"{g.get('nand2_equivalent', '-')!s:>9} {g.get('transistors', '-')!s:>11}")
@@ -142,13 +155,15 @@ def summary_table(report):
                      f"{g['transistors']} transistors, {g['memory_bits']} memory bits")
     comp = report.get("comparison")
     if comp:
-        keys = [k for k in ("LUT4", "FF", "SB_MAC16", "fmax_mhz", "gops", "nand2_eq",
+        keys = [k for k in ("LUT4", "CCU2C", "FF", "SB_MAC16", "MULT18X18D", "fmax_mhz", "gops",
+                            "macs_per_device", "nand2_eq",
                             "transistors", "pj_per_mac_horowitz45", "pj_per_mac_bitnet7",
                             "pj_per_mac_gate_model_45nm") if k in comp["ternary"]]
         lines.append("array comparison " + " | ".join(f"{k}" for k in keys))
-        for name in ("ternary", "int8", "ratio_int8_over_ternary"):
+        for name in [n for n in ("ternary", "int8", "int8_lut", "ratio_int8_over_ternary",
+                                  "ratio_int8_lut_over_ternary") if n in comp]:
             vals = [comp[name].get(k) for k in keys]
-            lines.append(f"{name[:8]:>8}: " + " | ".join(
+            lines.append(f"{name.removeprefix('ratio_')[:18]:>18}: " + " | ".join(
                 "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
                 for v in vals))
     return "\n".join(lines)

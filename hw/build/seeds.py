@@ -51,17 +51,18 @@ def search_seeds(place_and_route, goal_mhz, seeds, progress=None):
     return (*best, tried)
 
 
-def keep_seed(out, seed, n_tried):
+def keep_seed(out, seed, n_tried, placed="asc"):
     """Put place-and-route result ``seed`` (of seeds ``1 .. n_tried``) under the plain names.
 
-    ``top.seed<N>.asc`` and ``pnr.seed<N>.json`` of the kept seed become ``top.asc`` and
-    ``pnr.json`` and its log is copied to ``nextpnr.log``; the other seeds' ``.asc`` and
+    ``top.seed<N>.<placed>`` (the placed design: ``asc`` from nextpnr-ice40, ``config`` from
+    nextpnr-ecp5) and ``pnr.seed<N>.json`` of the kept seed become ``top.<placed>`` and
+    ``pnr.json`` and its log is copied to ``nextpnr.log``; the other seeds' placed designs and
     ``.json`` are removed, their logs stay for reference.
     """
     out = Path(out)
-    (out / f"top.seed{seed}.asc").replace(out / "top.asc")
+    (out / f"top.seed{seed}.{placed}").replace(out / f"top.{placed}")
     (out / f"pnr.seed{seed}.json").replace(out / "pnr.json")
     shutil.copyfile(out / f"nextpnr.seed{seed}.log", out / "nextpnr.log")
     for other in range(1, n_tried + 1):
-        (out / f"top.seed{other}.asc").unlink(missing_ok=True)
+        (out / f"top.seed{other}.{placed}").unlink(missing_ok=True)
         (out / f"pnr.seed{other}.json").unlink(missing_ok=True)
