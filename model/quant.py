@@ -112,11 +112,15 @@ def absmax_quantize(x, bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
     _check_bits(bits)
     a = _activations(x)
     qp = np.float32(2 ** (bits - 1) - 1)
-    qn = np.float32(-(2 ** (bits - 1)))
     amax = np.maximum(np.abs(a).max(axis=-1, keepdims=True), EPS)
     s = (qp / amax).astype(np.float32)
-    codes = np.clip(np.round(a * s), qn, qp).astype(np.int8)
-    return codes, s
+    return _round_clip(a, s, bits), s
+
+
+def _round_clip(a: np.ndarray, s: np.ndarray, bits: int) -> np.ndarray:
+    """``clip(round(a * s), -2**(bits-1), 2**(bits-1) - 1)`` as int8 (float32, half to even)."""
+    qp = np.float32(2 ** (bits - 1) - 1)
+    return np.clip(np.round(a * s), -qp - np.float32(1), qp).astype(np.int8)
 
 
 def absmean_act_quantize(x, bits: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -129,28 +133,14 @@ def absmean_act_quantize(x, bits: int = 4) -> tuple[np.ndarray, np.ndarray]:
     activation is ``codes / s`` (the paper's ``beta / sqrt(7)`` up to its ``eps``). Unlike absmax,
     the scale follows the mean, so the largest entries of a token clip at ``Qp`` (and at
     ``-2**(bits-1)``: the code -8 does occur); an all-zero token gives all-zero codes.
-
-    Parameters
-    ----------
-    x : array_like
-        Float activations, shape ``(..., K)``.
-    bits : int
-        Code width, 2..8 (a4.8 uses 4).
-
-    Returns
-    -------
-    codes : numpy.ndarray
-        int8, same shape as ``x``.
-    s : numpy.ndarray
-        float32 scales of shape ``(..., 1)`` (one per token).
+    Arguments and results as :func:`absmax_quantize` (a4.8 uses ``bits=4``).
     """
     _check_bits(bits)
     a = _activations(x)
     qp = np.float32(2 ** (bits - 1) - 1)
     beta = np.abs(a).mean(axis=-1, keepdims=True, dtype=np.float32)
     s = (np.sqrt(qp) / (beta + EPS)).astype(np.float32)
-    codes = np.clip(np.round(a * s), -qp - 1, qp).astype(np.int8)
-    return codes, s
+    return _round_clip(a, s, bits), s
 
 
 def topk_mask(x, keep: float = TOPK_KEEP) -> np.ndarray:
