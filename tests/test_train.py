@@ -67,6 +67,34 @@ def test_shipped_model_golden_loss_matches_metrics():
     assert loss < math.log(256) / 3  # far better than uniform bytes: it learned something
 
 
+def test_shipped_a48_model_and_metrics():
+    """The a4.8 model ships beside the b1.58 one; its metrics are what the golden model gives."""
+    cfg = train.TrainConfig()
+    ck = ckpt.load(train.CHECKPOINT_A48)
+    assert ck.config == ModelConfig(**cfg.model_dict(), quant="a4.8")
+    m = json.loads(train.METRICS_A48.read_text())
+    a = m["a4.8"]
+    assert m["config"] == json.loads(json.dumps(train.TrainConfig().__dict__))
+    assert a["phase1_steps"] == cfg.steps and a["phase2_steps"] == train.A48_PHASE2_STEPS
+    assert math.isclose(a["val_bits_per_byte"], a["val_loss_nats"] / math.log(2), rel_tol=1e-12)
+    # the QAT evaluation in torch and the golden a4.8 model agree on the whole validation split
+    assert abs(a["golden_val_loss_nats"] - a["val_loss_nats"]) < 0.01
+    shipped = json.loads(train.METRICS.read_text())
+    assert m["compare"]["b1.58_val_bits_per_byte"] == shipped["ternary"]["val_bits_per_byte"]
+    assert m["compare"]["fp32_val_bits_per_byte"] == shipped["fp32"]["val_bits_per_byte"]
+    # recompute the loss and the zero fractions on the first validation windows
+    _, val = train.split_corpus(train.load_corpus(), cfg.val_fraction)
+    loss, zeros = train.golden_input_sparsity(ck, val, cfg.seq_len, max_windows=4)
+    assert abs(loss - a["val_loss_nats"]) < 0.35
+    assert set(zeros) == set(a["input_zero_fraction"]) == {str(i) for i in range(cfg.n_layers)}
+    for layer, fr in zeros.items():
+        want = a["input_zero_fraction"][layer]
+        assert set(fr) == set(want) and fr["o_proj"] >= 0.5
+        assert fr["q_proj"] == fr["k_proj"] == fr["v_proj"] and fr["gate_proj"] == fr["up_proj"]
+        for proj, f in fr.items():
+            assert abs(f - want[proj]) < 0.1, (layer, proj)
+
+
 @pytest.fixture
 def torch():
     """PyTorch (the optional ``train`` extra); the tests that need it skip without it."""

@@ -112,8 +112,8 @@ def train_a48(cfg: TrainConfig, args) -> int:
     metrics["golden_val_bits_per_byte"] = gl / math.log(2)
     metrics["input_zero_fraction"] = zeros
     print(f"golden model on the exported checkpoint: {gl:.4f} nats, {gl / math.log(2):.4f} bpb")
-    out = {"config": dataclasses.asdict(cfg), "ternary_weights": cfg.ternary_weights,
-           "corpus": CORPUS.name, "a4.8": metrics}
+    out = {"config": dataclasses.asdict(cfg), "threads": args.threads,
+           "ternary_weights": cfg.ternary_weights, "corpus": CORPUS.name, "a4.8": metrics}
     # the shipped b1.58 model's input sparsity, and the fp32 / b1.58 figures, side by side
     bl, bzeros = golden_input_sparsity(checkpoint.load(CHECKPOINT), val, cfg.seq_len)
     shipped = json.loads(METRICS.read_text())
