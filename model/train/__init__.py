@@ -12,7 +12,7 @@ the committed public-domain corpus (``model/data/kjv_genesis_exodus.txt``, see
   passes through the rounding unchanged), as in Hugging Face transformers' ``WeightQuant`` /
   ``ActQuant`` (``src/transformers/integrations/bitnet.py``);
 * the **fp32** baseline: the same network with ordinary float linear layers;
-* with ``--recipe a4.8``, the **BitNet a4.8** model (arXiv 2411.04965, section 2.3's two-stage
+* with ``--recipe a4.8``, the **BitNet a4.8** model (arXiv 2411.04965, its two-stage
   recipe): phase 1 is the ternary model's 8-bit run above, phase 2 continues it for
   :data:`A48_PHASE2_STEPS` steps at the final learning rate with the a4.8 quantizers
   (:data:`model.transformer.A48_INPUTS`: INT4 absmean inputs of QKV / gate / up, top-50 %
@@ -69,8 +69,9 @@ METRICS_A48 = DATA_DIR / "train_metrics_a48.json"
 #: Training recipes: ``"b1.58"`` (8-bit activations throughout) and ``"a4.8"`` (the b1.58 run,
 #: then :data:`A48_PHASE2_STEPS` steps with the a4.8 quantizers).
 RECIPES = ("b1.58", "a4.8")
-#: Length of the a4.8 recipe's second phase (the paper: 5B of 100B tokens, 5 %; here 800 of
-#: 3300 steps, since a few hundred steps at the final learning rate are what adaptation needs).
+#: Length of the a4.8 recipe's second phase (the paper: 5B tokens after 95B at 8 bits; here 800
+#: steps after 2500: enough steps at the final learning rate for the loss to recover, within the
+#: time budget of a CPU run).
 A48_PHASE2_STEPS = 800
 
 
