@@ -11,7 +11,7 @@ import numpy as np
 
 from model.accel import acc_bound, acc_width_for
 from model.packing import validate_trits
-from model.quant import absmax_quantize, absmean_quantize
+from model.quant import absmean_quantize, act_quantize
 
 __all__ = ["BitLinear", "acc_bound", "acc_width_for", "bitlinear_forward", "check_codes",
            "ternary_matmul"]
@@ -64,10 +64,12 @@ def ternary_matmul(xq, trits, act_bits: int = 8) -> np.ndarray:
     return acc.astype(np.int64).astype(np.int32)
 
 
-def bitlinear_forward(x, trits, gamma, act_bits: int = 8, matmul=None) -> np.ndarray:
+def bitlinear_forward(x, trits, gamma, act_bits: int = 8, matmul=None,
+                      quantizer: str = "absmax") -> np.ndarray:
     """BitLinear forward: ``y = acc * gamma / s`` in float32.
 
-    ``xq, s = absmax_quantize(x, act_bits)`` per token, ``acc = matmul(xq, trits)`` (default
+    ``xq, s = act_quantize(x, quantizer, act_bits)`` per token (default
+    :func:`~model.quant.absmax_quantize`), ``acc = matmul(xq, trits)`` (default
     :func:`ternary_matmul`), then ``y = (float32(acc) * gamma) / s``. This equals the reference's
     ``F.linear(xq / s, trits * gamma)`` up to float rounding (the rescale is applied once to the
     exact integer sum, as an integer kernel does).
@@ -84,6 +86,9 @@ def bitlinear_forward(x, trits, gamma, act_bits: int = 8, matmul=None) -> np.nda
         Activation code width.
     matmul : callable, optional
         ``matmul(xq (T, K) int8, trits (M, K) int8) -> (T, M)`` integers.
+    quantizer : str
+        The activation quantizer, a key of :data:`model.quant.ACT_QUANTIZERS` (``"absmax"``;
+        BitNet a4.8's ``"absmean"`` and ``"topk"``).
 
     Returns
     -------
@@ -93,7 +98,7 @@ def bitlinear_forward(x, trits, gamma, act_bits: int = 8, matmul=None) -> np.nda
     xa = np.asarray(x, dtype=np.float32)
     lead = xa.shape[:-1]
     x2 = xa.reshape(-1, xa.shape[-1])
-    xq, s = absmax_quantize(x2, act_bits)
+    xq, s = act_quantize(x2, quantizer, act_bits)
     if matmul is None:
         acc = ternary_matmul(xq, trits, act_bits)
     else:

@@ -1,4 +1,4 @@
-"""Weight and activation quantizers of BitNet b1.58 (plain numpy, float32 like the reference).
+"""Weight and activation quantizers of BitNet b1.58 and BitNet a4.8 (plain numpy, float32).
 
 References: BitNet b1.58 (arXiv 2402.17764, eq. 1-3), "The Era of 1-bit LLMs: Training Tips,
 Code and FAQ" (microsoft/unilm ``bitnet/``) and Hugging Face transformers
@@ -6,16 +6,28 @@ Code and FAQ" (microsoft/unilm ``bitnet/``) and Hugging Face transformers
 ``scale = 1 / mean|W|; round(W * scale)`` for weights and ``scale = Qp / max|x|;
 round(x * scale)`` for activations; rounding is half to even (``torch.round`` and ``np.round``
 agree). The functions below use exactly that order of float32 operations so ties round the same.
+
+BitNet a4.8 (arXiv 2411.04965) adds the absmean INT4 activation quantizer (eq. 6-7,
+:func:`absmean_act_quantize`), the top-K sparsified INT8 input of the attention output
+projection (eq. 1 and 3, :func:`topk_absmax_quantize`) and a 3-bit KV cache
+(:func:`kv_quantize`); :func:`act_quantize` selects an activation quantizer by name. The choices
+the paper leaves open are in ``docs/golden-model.md``.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-__all__ = ["EPS", "absmax_quantize", "absmean_act_quantize", "absmean_quantize"]
+__all__ = ["ACT_QUANTIZERS", "EPS", "TOPK_KEEP", "absmax_quantize", "absmean_act_quantize",
+           "absmean_quantize", "act_quantize", "kv_quantize", "topk_absmax_quantize", "topk_mask"]
 
 #: Clamp of the scale denominators (``clamp(min=1e-5)`` in the reference code).
 EPS = np.float32(1e-5)
+
+#: Fraction of the channels BitNet a4.8 keeps at the attention output projection's input (eq. 1).
+TOPK_KEEP = 0.5
 
 
 def _float_array(x, name: str) -> np.ndarray:
@@ -26,6 +38,18 @@ def _float_array(x, name: str) -> np.ndarray:
     a = a.astype(np.float32)
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{name} contains NaN or infinity")
+    return a
+
+
+def _check_bits(bits) -> None:
+    if not isinstance(bits, (int, np.integer)) or isinstance(bits, bool) or not 2 <= bits <= 8:
+        raise ValueError(f"bits must be an int in 2..8, got {bits!r}")
+
+
+def _activations(x) -> np.ndarray:
+    a = _float_array(x, "x")
+    if a.ndim < 1 or a.shape[-1] == 0:
+        raise ValueError(f"x must have a non-empty last axis, got shape {a.shape}")
     return a
 
 
@@ -68,9 +92,8 @@ def absmax_quantize(x, bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
     up to float rounding, the code ``-2**(bits-1)`` only appears through the clip, never in
     practice; the datapath still supports it.
 
-    For ``bits=4`` this is the same absmax rule with ``Qp = 7`` (BitNet a4.8, arXiv 2411.04965,
-    uses 4-bit activations for the attention/FFN inputs; see ``docs/golden-model.md`` for the
-    caveat on its exact quantizer).
+    For ``bits=4`` this is the same absmax rule with ``Qp = 7`` (the ``act_bits=4`` mode of a
+    b1.58 model); BitNet a4.8's own 4-bit quantizer is :func:`absmean_act_quantize`.
 
     Parameters
     ----------
@@ -86,40 +109,119 @@ def absmax_quantize(x, bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
     s : numpy.ndarray
         float32 scales of shape ``(..., 1)`` (one per token).
     """
-    if not isinstance(bits, (int, np.integer)) or not 2 <= bits <= 8:
-        raise ValueError(f"bits must be an int in 2..8, got {bits!r}")
-    a = _float_array(x, "x")
-    if a.ndim < 1 or a.shape[-1] == 0:
-        raise ValueError(f"x must have a non-empty last axis, got shape {a.shape}")
+    _check_bits(bits)
+    a = _activations(x)
     qp = np.float32(2 ** (bits - 1) - 1)
-    qn = np.float32(-(2 ** (bits - 1)))
     amax = np.maximum(np.abs(a).max(axis=-1, keepdims=True), EPS)
     s = (qp / amax).astype(np.float32)
-    codes = np.clip(np.round(a * s), qn, qp).astype(np.int8)
-    return codes, s
+    return _round_clip(a, s, bits), s
+
+
+def _round_clip(a: np.ndarray, s: np.ndarray, bits: int) -> np.ndarray:
+    """``clip(round(a * s), -2**(bits-1), 2**(bits-1) - 1)`` as int8 (float32, half to even)."""
+    qp = np.float32(2 ** (bits - 1) - 1)
+    return np.clip(np.round(a * s), -qp - np.float32(1), qp).astype(np.int8)
 
 
 def absmean_act_quantize(x, bits: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """Per-token absmean activation quantizer (the INT4 quantizer as recalled from BitNet a4.8).
+    """Per-token absmean activation quantizer: BitNet a4.8's INT4 (arXiv 2411.04965, eq. 6-7).
 
-    ``beta = mean(|x|)`` per token, ``s = sqrt(Qp) / (beta + 1e-5)`` with ``Qp = 2**(bits-1)-1``
-    (``sqrt(7)`` for 4 bits) and ``codes = clip(round(x * s), -2**(bits-1), Qp)``, float32,
-    round half to even; the dequantized activation is ``codes / s``.
-
-    Notes
-    -----
-    This follows the INT4 formula of BitNet a4.8 (arXiv 2411.04965, section 2) as remembered by
-    the author; the paper text was not available in the stored sources while writing it, so it
-    is NOT used by the golden model (``act_bits=4`` uses :func:`absmax_quantize` with
-    ``bits=4``). See ``docs/golden-model.md``.
+    ``Q_INT4(X) = beta / sqrt(7) * RoundClip(sqrt(7) / (beta + eps) * X, -8, 7)`` with
+    ``beta = mean|X|``: here per token (over the last axis), in float32,
+    ``s = sqrt(Qp) / (beta + 1e-5)`` with ``Qp = 2**(bits-1) - 1`` (``sqrt(7)`` for 4 bits),
+    ``codes = clip(round(x * s), -2**(bits-1), Qp)``, round half to even. The dequantized
+    activation is ``codes / s`` (the paper's ``beta / sqrt(7)`` up to its ``eps``). Unlike absmax,
+    the scale follows the mean, so the largest entries of a token clip at ``Qp`` (and at
+    ``-2**(bits-1)``: the code -8 does occur); an all-zero token gives all-zero codes.
+    Arguments and results as :func:`absmax_quantize` (a4.8 uses ``bits=4``).
     """
-    if not isinstance(bits, (int, np.integer)) or not 2 <= bits <= 8:
-        raise ValueError(f"bits must be an int in 2..8, got {bits!r}")
-    a = _float_array(x, "x")
-    if a.ndim < 1 or a.shape[-1] == 0:
-        raise ValueError(f"x must have a non-empty last axis, got shape {a.shape}")
+    _check_bits(bits)
+    a = _activations(x)
     qp = np.float32(2 ** (bits - 1) - 1)
     beta = np.abs(a).mean(axis=-1, keepdims=True, dtype=np.float32)
     s = (np.sqrt(qp) / (beta + EPS)).astype(np.float32)
-    codes = np.clip(np.round(a * s), -qp - 1, qp).astype(np.int8)
+    return _round_clip(a, s, bits), s
+
+
+def topk_mask(x, keep: float = TOPK_KEEP) -> np.ndarray:
+    """Per-token top-K mask of ``|x|`` (over the last axis): BitNet a4.8's ``M = TopK(|X|)``.
+
+    ``K = ceil(keep * n)`` of the ``n`` channels are kept: those of largest ``|x|``; among equal
+    magnitudes the lower channel index wins (a stable sort of ``-|x|``), so exactly ``K`` entries
+    are kept in every token, also an all-zero one (its first ``K`` channels). The largest
+    magnitude of a token is always kept.
+
+    Returns
+    -------
+    numpy.ndarray
+        bool, same shape as ``x``.
+    """
+    a = _activations(x)
+    if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
+        raise ValueError(f"keep must be a fraction in (0, 1], got {keep!r}")
+    k = math.ceil(keep * a.shape[-1])
+    order = np.argsort(-np.abs(a), axis=-1, kind="stable")
+    mask = np.zeros(a.shape, dtype=bool)
+    np.put_along_axis(mask, order[..., :k], True, axis=-1)
+    return mask
+
+
+def topk_absmax_quantize(x, bits: int = 8,
+                         keep: float = TOPK_KEEP) -> tuple[np.ndarray, np.ndarray]:
+    """Sparsify then quantize: ``Q_INT8(X) (.) TopK(|X|)`` (BitNet a4.8, arXiv 2411.04965, eq. 1).
+
+    ``codes = absmax_quantize(x, bits) codes`` with the entries outside :func:`topk_mask` set to
+    0; the scale ``s`` is the one of the unmasked ``x`` (eq. 1 quantizes, then masks). It equals the
+    scale of the masked ``x``, since the mask always keeps a token's largest ``|x|``, so the order
+    of mask and scale does not change a code.
+
+    Returns
+    -------
+    codes : numpy.ndarray
+        int8, same shape as ``x``, at least ``n - ceil(keep * n)`` zeros per token.
+    s : numpy.ndarray
+        float32 scales of shape ``(..., 1)``.
+    """
+    codes, s = absmax_quantize(x, bits)
+    codes[~topk_mask(x, keep)] = 0
+    return codes, s
+
+
+#: The activation quantizers by name (:func:`act_quantize`); the training code mirrors each.
+ACT_QUANTIZERS = {"absmax": absmax_quantize, "absmean": absmean_act_quantize,
+                  "topk": topk_absmax_quantize}
+
+
+def act_quantize(x, kind: str, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, s)`` of the activation quantizer ``kind`` (a key of :data:`ACT_QUANTIZERS`)."""
+    if kind not in ACT_QUANTIZERS:
+        raise ValueError(f"unknown activation quantizer {kind!r}; known: "
+                         f"{', '.join(ACT_QUANTIZERS)}")
+    return ACT_QUANTIZERS[kind](x, bits)
+
+
+def kv_quantize(x, positions, bits: int = 3, bos_bits: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """BitNet a4.8's low-bit KV cache: absmax per head and token, the first token wider.
+
+    ``x`` is post-RoPE keys or values of shape ``(..., T, head_dim)`` at sequence ``positions``
+    (``T`` ints). Each ``head_dim`` vector is quantized with :func:`absmax_quantize` to ``bits``
+    (3: codes in [-4, 3], ``s = 3 / max|x|``), the vectors at position 0 (the BOS token, or
+    the first byte of a byte-level sequence) to ``bos_bits`` (4). The cached value is
+    ``codes / s``.
+
+    Returns
+    -------
+    codes : numpy.ndarray
+        int8, same shape as ``x``.
+    s : numpy.ndarray
+        float32 scales of shape ``(..., T, 1)``.
+    """
+    a = _activations(x)
+    pos = np.asarray(positions)
+    if a.ndim < 2 or pos.shape != a.shape[-2:-1]:
+        raise ValueError(f"positions of shape {pos.shape} do not fit x of shape {a.shape}")
+    codes, s = absmax_quantize(a, bits)
+    first = pos == 0
+    if first.any():
+        codes[..., first, :], s[..., first, :] = absmax_quantize(a[..., first, :], bos_bits)
     return codes, s

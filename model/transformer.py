@@ -12,6 +12,11 @@ embedding, ``n_layers`` pre-norm blocks, final RMSNorm, float LM head. A block i
 (SubLN) are present when ``subln`` is true. The seven projections are BitLinear: per-token absmax
 activation codes times ternary weights, with the integer product going through the ``matmul``
 hook (see :class:`Transformer`). Embeddings, norms and the LM head are float32.
+
+``ModelConfig.quant`` selects the activation scheme: ``"b1.58"`` (every projection input absmax
+at ``act_bits``) or ``"a4.8"`` (BitNet a4.8, arXiv 2411.04965: :data:`A48_INPUTS` per projection
+and the post-RoPE keys and values quantized to :data:`A48_KV_BITS` by
+:func:`model.quant.kv_quantize`).
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ import numpy as np
 
 from model.bitlinear import BitLinear, bitlinear_forward, check_acc, ternary_matmul
 from model.nn import causal_attention, relu2, rms_norm, rope, row_matmul, silu
+from model.quant import kv_quantize
 
-__all__ = ["BITLINEAR_SUFFIXES", "LIMITS", "KVCache", "ModelConfig", "Transformer", "init_params",
-           "param_shapes", "params_from_float", "params_from_ternary", "relu2_ffn", "swiglu_ffn"]
+__all__ = ["A48_INPUTS", "A48_KV_BITS", "BITLINEAR_SUFFIXES", "LIMITS", "QUANT_SCHEMES", "KVCache",
+           "ModelConfig", "Transformer", "init_params", "param_shapes", "params_from_float",
+           "params_from_ternary", "relu2_ffn", "swiglu_ffn"]
 
 MatmulHook = Callable[[str, np.ndarray, np.ndarray], np.ndarray]
 
@@ -37,6 +44,21 @@ _ALIASES = {"ffn_dim": "d_ff", "max_seq_len": "max_seq"}
 #: shapes alone would exhaust memory).
 LIMITS = {"vocab_size": 1 << 20, "d_model": 1 << 16, "n_layers": 1024, "n_heads": 1024,
           "n_kv_heads": 1024, "d_ff": 1 << 18, "max_seq": 1 << 20}
+
+#: The activation schemes of :attr:`ModelConfig.quant`.
+QUANT_SCHEMES = ("b1.58", "a4.8")
+
+#: BitNet a4.8 (arXiv 2411.04965): the quantizer (a key of :data:`model.quant.ACT_QUANTIZERS`)
+#: and code width of each projection's input. INT4 absmean for the inputs of QKV, gate and up
+#: (eq. 6-7), top-50 % sparsified INT8 absmax for the attention output projection (eq. 1),
+#: INT8 absmax for the down projection (sparse through ReLU^2, eq. 5).
+A48_INPUTS = {"self_attn.q_proj.weight": ("absmean", 4), "self_attn.k_proj.weight": ("absmean", 4),
+              "self_attn.v_proj.weight": ("absmean", 4), "self_attn.o_proj.weight": ("topk", 8),
+              "mlp.gate_proj.weight": ("absmean", 4), "mlp.up_proj.weight": ("absmean", 4),
+              "mlp.down_proj.weight": ("absmax", 8)}
+
+#: BitNet a4.8's KV cache: ``(bits, bits of the first token)``, absmax per head and token.
+A48_KV_BITS = (3, 4)
 
 
 @dataclasses.dataclass(frozen=True, init=False)
@@ -53,7 +75,8 @@ class ModelConfig:
     ffn : str
         ``"relu2"`` (gated squared ReLU, BitNet b1.58 2B4T) or ``"swiglu"``.
     act_bits : int
-        BitLinear activation code width, 8 or 4.
+        BitLinear activation code width, 8 or 4 (``quant="b1.58"``; ``"a4.8"`` needs 8, the
+        width of its widest inputs).
     max_seq : int
         Longest sequence (alias ``max_seq_len``).
     rope_theta : float
@@ -62,6 +85,10 @@ class ModelConfig:
         Use ``attn_sub_norm`` / ``ffn_sub_norm`` before ``o_proj`` / ``down_proj``.
     tie_embeddings : bool
         The LM head is the token embedding (``tie_word_embeddings``; no ``lm_head.weight``).
+    quant : str
+        Activation scheme, one of :data:`QUANT_SCHEMES`: ``"b1.58"`` (absmax at ``act_bits``
+        everywhere, float KV) or ``"a4.8"`` (:data:`A48_INPUTS`, :data:`A48_KV_BITS`; needs
+        ``ffn="relu2"`` and ``act_bits=8``). Checkpoints without the field are b1.58.
 
     Sizes are bounded by :data:`LIMITS` so that a corrupt or hostile config fails here, before
     anything is allocated for it.
@@ -80,13 +107,14 @@ class ModelConfig:
     norm_eps: float
     subln: bool
     tie_embeddings: bool
+    quant: str
 
     def __init__(self, vocab_size: int = 256, d_model: int = 128, n_layers: int = 3,
                  n_heads: int = 4, n_kv_heads: int | None = None, d_ff: int | None = None,
                  ffn: str = "relu2", act_bits: int = 8, max_seq: int | None = None,
                  rope_theta: float = 10000.0, norm_eps: float = 1e-5, subln: bool = True,
-                 tie_embeddings: bool = False, *, ffn_dim: int | None = None,
-                 max_seq_len: int | None = None):
+                 tie_embeddings: bool = False, quant: str = "b1.58", *,
+                 ffn_dim: int | None = None, max_seq_len: int | None = None):
         if d_ff is not None and ffn_dim is not None and d_ff != ffn_dim:
             raise ValueError("d_ff and its alias ffn_dim disagree")
         if max_seq is not None and max_seq_len is not None and max_seq != max_seq_len:
@@ -98,7 +126,7 @@ class ModelConfig:
         values = dict(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
                       n_kv_heads=n_kv_heads, d_ff=d_ff, ffn=ffn, act_bits=act_bits,
                       max_seq=max_seq, rope_theta=rope_theta, norm_eps=norm_eps, subln=subln,
-                      tie_embeddings=tie_embeddings)
+                      tie_embeddings=tie_embeddings, quant=quant)
         for name, limit in LIMITS.items():
             v = values[name]
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
@@ -123,6 +151,11 @@ class ModelConfig:
             raise ValueError(f"ffn must be 'relu2' or 'swiglu', got {ffn!r}")
         if act_bits not in (4, 8):
             raise ValueError(f"act_bits must be 4 or 8, got {act_bits!r}")
+        if not isinstance(quant, str) or quant not in QUANT_SCHEMES:
+            raise ValueError(f"quant must be one of {', '.join(QUANT_SCHEMES)}, got {quant!r}")
+        if quant == "a4.8" and (ffn != "relu2" or act_bits != 8):
+            raise ValueError(f"quant='a4.8' needs ffn='relu2' and act_bits=8 (its widest "
+                             f"inputs), got ffn={ffn!r}, act_bits={act_bits!r}")
         for name in ("subln", "tie_embeddings"):
             if not isinstance(values[name], (bool, np.bool_)):
                 raise ValueError(f"{name} must be a bool, got {values[name]!r}")
@@ -137,6 +170,21 @@ class ModelConfig:
     @property
     def kv_dim(self) -> int:
         return self.head_dim * self.n_kv_heads
+
+    def input_quant(self, name: str) -> tuple[str, int]:
+        """``(quantizer, bits)`` of the input of projection ``name`` (a parameter name or one
+        of :data:`BITLINEAR_SUFFIXES`) under :attr:`quant`."""
+        suffix = name.split(".", 2)[2] if name.startswith("layers.") else name
+        if suffix not in BITLINEAR_SUFFIXES:
+            raise ValueError(f"{name!r} is not a BitLinear projection")
+        if self.quant == "a4.8":
+            return A48_INPUTS[suffix]
+        return "absmax", self.act_bits
+
+    @property
+    def kv_bits(self) -> tuple[int, int] | None:
+        """``(bits, first-token bits)`` of the quantized KV cache, ``None`` for float keys."""
+        return A48_KV_BITS if self.quant == "a4.8" else None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -314,7 +362,8 @@ def _gated_ffn(x, act, gate, up, down, sub_norm, eps, matmul, prefix):
 
 
 class KVCache:
-    """Keys (after RoPE) and values of the processed tokens, per layer: ``(Hkv, T, hd)``."""
+    """Keys (after RoPE) and values of the processed tokens, per layer: ``(Hkv, T, hd)``
+    (a4.8: the dequantized 3/4-bit codes of :func:`model.quant.kv_quantize`)."""
 
     def __init__(self, config: ModelConfig):
         shape = (config.n_kv_heads, 0, config.head_dim)
@@ -359,13 +408,21 @@ class Transformer:
     def matmul(self, name: str, xq: np.ndarray, trits: np.ndarray) -> np.ndarray:
         """The integer product of projection ``name`` (through the hook if one is set)."""
         if self._hook is None:
-            return ternary_matmul(xq, trits, self.config.act_bits)
+            return ternary_matmul(xq, trits, self.config.input_quant(name)[1])
         return check_acc(self._hook(name, xq, trits), xq.shape[0], trits.shape[0])
 
     def _linear(self, name: str, x: np.ndarray) -> np.ndarray:
         p = self.params[name]
-        return bitlinear_forward(x, p.trits, p.gamma, self.config.act_bits,
-                                 lambda xq, t: self.matmul(name, xq, t))
+        kind, bits = self.config.input_quant(name)
+        return bitlinear_forward(x, p.trits, p.gamma, bits,
+                                 lambda xq, t: self.matmul(name, xq, t), quantizer=kind)
+
+    def _kv(self, x: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Keys or values ``(Hkv, t, hd)`` as the cache holds them (a4.8: dequantized codes)."""
+        if self.config.kv_bits is None:
+            return x
+        codes, s = kv_quantize(x, positions, *self.config.kv_bits)
+        return codes.astype(np.float32) / s
 
     def _block(self, i: int, x: np.ndarray, positions: np.ndarray, cache: KVCache):
         c, P = self.config, self.params
@@ -380,8 +437,8 @@ class Transformer:
         v = v.reshape(t, c.n_kv_heads, c.head_dim).transpose(1, 0, 2)
         q = rope(q, positions, c.rope_theta)
         k = rope(k, positions, c.rope_theta)
-        cache.k[i] = np.concatenate([cache.k[i], k], axis=1)
-        cache.v[i] = np.concatenate([cache.v[i], v], axis=1)
+        cache.k[i] = np.concatenate([cache.k[i], self._kv(k, positions)], axis=1)
+        cache.v[i] = np.concatenate([cache.v[i], self._kv(v, positions)], axis=1)
         att = causal_attention(q, cache.k[i], cache.v[i], positions)
         att = att.transpose(1, 0, 2).reshape(t, c.d_model)
         if c.subln:

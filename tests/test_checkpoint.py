@@ -389,6 +389,7 @@ def test_checkpoint_validation():
     {"subln": False, "ffn": "swiglu"},                     # a LLaMA-style reproduction
     {"n_kv_heads": 2, "tie_embeddings": True},              # GQA, tied head (2B4T-like)
     {"act_bits": 4},
+    {"quant": "a4.8"},                                      # recorded in the npz and GGUF header
 ])
 def test_every_model_config_round_trips(tmp_path, changes):
     config = SMALL.replace(**changes)
@@ -402,11 +403,11 @@ def test_every_model_config_round_trips(tmp_path, changes):
         back = ckpt.load(tmp_path / p)
         assert back == ck, p
         assert np.array_equal(back.transformer().forward(tokens), want), p
-    if config.subln and config.act_bits == 8:
+    if config.subln and config.act_bits == 8 and config.quant == "b1.58":
         ckpt.save(tmp_path / "hf", ck)
         assert ckpt.load(tmp_path / "hf") == ck
-    else:   # transformers' BitNet has neither 4-bit activations nor a model without sub-norms
-        with pytest.raises(CheckpointError, match="act_bits=4|subln=False"):
+    else:   # transformers' BitNet is b1.58 with 8-bit activations and sub-norms
+        with pytest.raises(CheckpointError, match="act_bits=4|subln=False|quant='a4.8'"):
             ckpt.save_hf(tmp_path / "hf", ck)
         assert not (tmp_path / "hf").exists()
 

@@ -7,6 +7,7 @@ import pytest
 
 from model.bitlinear import BitLinear, ternary_matmul
 from model.transformer import (
+    BITLINEAR_SUFFIXES,
     KVCache,
     ModelConfig,
     Transformer,
@@ -50,10 +51,79 @@ def dataclasses_frozen():
 @pytest.mark.parametrize("bad", [dict(d_model=30, n_heads=4), dict(n_heads=4, n_kv_heads=3),
                                  dict(ffn="gelu"), dict(act_bits=6), dict(vocab_size=0),
                                  dict(d_model=12, n_heads=4), dict(subln=1),
-                                 dict(d_ff=4, ffn_dim=5)])
+                                 dict(d_ff=4, ffn_dim=5), dict(quant="a8"), dict(quant=1.58),
+                                 dict(quant="a4.8", ffn="swiglu"),
+                                 dict(quant="a4.8", act_bits=4)])
 def test_config_errors(bad):
     with pytest.raises(ValueError):
         ModelConfig(**bad)
+
+
+A48 = SMALL.replace(quant="a4.8")
+
+
+def test_quant_scheme_is_a_config_field():
+    assert SMALL.quant == "b1.58" and SMALL.kv_bits is None
+    assert ModelConfig.from_json(A48.to_json()) == A48 and A48.kv_bits == (3, 4)
+    # a config recorded before the field existed is b1.58
+    old = json.loads(SMALL.to_json())
+    del old["quant"]
+    assert ModelConfig.from_dict(old) == SMALL
+    want = {"q_proj": ("absmean", 4), "k_proj": ("absmean", 4), "v_proj": ("absmean", 4),
+            "o_proj": ("topk", 8), "gate_proj": ("absmean", 4), "up_proj": ("absmean", 4),
+            "down_proj": ("absmax", 8)}
+    for suffix in BITLINEAR_SUFFIXES:
+        proj = suffix.split(".")[1]
+        assert A48.input_quant(f"layers.1.{suffix}") == want[proj] == A48.input_quant(suffix)
+        assert SMALL.input_quant(suffix) == ("absmax", 8)
+        assert SMALL.replace(act_bits=4).input_quant(suffix) == ("absmax", 4)
+    with pytest.raises(ValueError, match="not a BitLinear"):
+        A48.input_quant("layers.0.input_layernorm.weight")
+
+
+def test_a48_codes_reach_the_hook():
+    """Every projection gets the codes of its a4.8 quantizer, computed from its float input."""
+    params = init_params(A48, seed=2)
+    seen = {}
+
+    def hook(name, xq, trits):
+        seen[name] = xq
+        return ternary_matmul(xq, trits)
+
+    a48 = Transformer(A48, params, matmul=hook)
+    out = a48.forward(TOKENS)
+    assert np.array_equal(out, Transformer(A48, params).forward(TOKENS))
+    assert not np.array_equal(out, Transformer(SMALL, params).forward(TOKENS))
+    for i in range(A48.n_layers):
+        p = f"layers.{i}."
+        for proj in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj",
+                     "mlp.up_proj"):
+            xq = seen[p + proj + ".weight"]
+            assert xq.min() >= -8 and xq.max() <= 7
+        assert np.array_equal(seen[p + "self_attn.q_proj.weight"],
+                              seen[p + "self_attn.v_proj.weight"])
+        o = seen[p + "self_attn.o_proj.weight"]
+        assert np.all((o == 0).sum(-1) >= A48.d_model // 2)     # top-50 %
+        assert np.abs(o).max() == 127
+        down = seen[p + "mlp.down_proj.weight"]
+        assert np.abs(down).max() == 127 and (down == 0).mean() > 0.3   # ReLU^2 zeros
+
+
+def test_a48_kv_cache_is_quantized():
+    """The keys and values the a4.8 cache holds are 3-bit codes (4-bit at position 0)."""
+    model = Transformer(A48, init_params(A48, seed=2))
+    cache = model.new_cache()
+    model.step(TOKENS, cache)
+    for k in (cache.k[0], cache.v[1]):
+        s = 3 / np.abs(k).max(-1, keepdims=True)
+        s[:, 0] = 7 / np.abs(k[:, 0]).max(-1, keepdims=True)
+        codes = k * s
+        np.testing.assert_allclose(codes, np.round(codes), atol=1e-4)
+        assert np.abs(np.round(codes[:, 1:])).max() <= 4
+        assert len(np.unique(np.round(codes[:, 1:]))) <= 8
+    float_cache = Transformer(SMALL, model.params).new_cache()
+    Transformer(SMALL, model.params).step(TOKENS, float_cache)
+    assert not np.array_equal(float_cache.k[0], cache.k[0])
 
 
 def test_param_names_follow_architecture():
@@ -85,7 +155,8 @@ def test_forward_shape_and_determinism(small):
 
 
 @pytest.mark.parametrize("cfg", [SMALL, SMALL.replace(n_kv_heads=2, ffn="swiglu"),
-                                 SMALL.replace(subln=False, act_bits=4, n_kv_heads=1)])
+                                 SMALL.replace(subln=False, act_bits=4, n_kv_heads=1),
+                                 SMALL.replace(quant="a4.8", n_kv_heads=2)])
 def test_kv_cache_equals_forward(cfg):
     model = Transformer(cfg, init_params(cfg, seed=3))
     full = model.forward(TOKENS)

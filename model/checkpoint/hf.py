@@ -434,8 +434,8 @@ def save_hf(directory, ck: Checkpoint) -> None:
     transformers' ``BitNetForCausalLM.from_pretrained`` reads: projections packed 4 trits per
     uint8 with a float32 ``weight_scale = gamma`` (``AutoBitLinear`` offline multiplies by it,
     exactly). Refused (:class:`CheckpointError`, nothing written) for what transformers' BitNet
-    cannot express: 4-bit activations, no sub-norms, projections whose rows are not a multiple
-    of 4."""
+    cannot express: 4-bit activations, the a4.8 scheme, no sub-norms, projections whose rows
+    are not a multiple of 4."""
     from safetensors.numpy import save_file
 
     ck.validate()
@@ -443,6 +443,9 @@ def save_hf(directory, ck: Checkpoint) -> None:
     if c.act_bits != 8:
         raise CheckpointError(f"{directory}: transformers' BitNet quantizes activations to 8 "
                               f"bits; this model has act_bits={c.act_bits}")
+    if c.quant != "b1.58":
+        raise CheckpointError(f"{directory}: transformers' BitNet is BitNet b1.58; this model "
+                              f"has quant={c.quant!r}")
     if not c.subln:
         raise CheckpointError(f"{directory}: transformers' BitNet always has sub-norms; this "
                               "model has subln=False")

@@ -11,7 +11,14 @@ the committed public-domain corpus (``model/data/kjv_genesis_exodus.txt``, see
   ``clip(round(x * s), -128, 127) / s``, both with a straight-through estimator (the gradient
   passes through the rounding unchanged), as in Hugging Face transformers' ``WeightQuant`` /
   ``ActQuant`` (``src/transformers/integrations/bitnet.py``);
-* the **fp32** baseline: the same network with ordinary float linear layers.
+* the **fp32** baseline: the same network with ordinary float linear layers;
+* with ``--recipe a4.8``, the **BitNet a4.8** model (arXiv 2411.04965, its two-stage
+  recipe): phase 1 is the ternary model's 8-bit run above, phase 2 continues it for
+  :data:`A48_PHASE2_STEPS` steps at the final learning rate with the a4.8 quantizers
+  (:data:`model.transformer.A48_INPUTS`: INT4 absmean inputs of QKV / gate / up, top-50 %
+  sparsified INT8 input of ``o_proj``, and the 3/4-bit KV cache), every quantizer and the top-K
+  mask with a straight-through estimator (the mask applied in the forward pass, the gradient
+  passed through the kept entries).
 
 The architecture is the one of :mod:`model.transformer` (the numpy golden model): LLaMA-like
 pre-norm blocks with RMSNorm, SubLN (``attn_sub_norm`` before ``o_proj``, ``ffn_sub_norm`` before
@@ -20,7 +27,9 @@ Embedding, norms and LM head stay float. Training is seeded and deterministic on
 
 The ternary model is exported with :func:`model.checkpoint.save` to
 ``model/data/bitnet_kjv.npz``; only the *metrics* of both models go to
-``model/data/train_metrics.json`` (the fp32 weights are not shipped).
+``model/data/train_metrics.json`` (the fp32 weights are not shipped). The a4.8 model goes to
+``model/data/bitnet_kjv_a48.npz`` and its metrics, with the zero fraction of every projection's
+input codes, to ``model/data/train_metrics_a48.json``.
 """
 
 from __future__ import annotations
@@ -45,12 +54,25 @@ __all__ = [
     "evaluate_numpy",
     "evaluate_torch",
     "eval_golden",
+    "golden_input_sparsity",
+    "RECIPES",
+    "A48_PHASE2_STEPS",
 ]
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 CORPUS = DATA_DIR / "kjv_genesis_exodus.txt"
 CHECKPOINT = DATA_DIR / "bitnet_kjv.npz"
 METRICS = DATA_DIR / "train_metrics.json"
+CHECKPOINT_A48 = DATA_DIR / "bitnet_kjv_a48.npz"
+METRICS_A48 = DATA_DIR / "train_metrics_a48.json"
+
+#: Training recipes: ``"b1.58"`` (8-bit activations throughout) and ``"a4.8"`` (the b1.58 run,
+#: then :data:`A48_PHASE2_STEPS` steps with the a4.8 quantizers).
+RECIPES = ("b1.58", "a4.8")
+#: Length of the a4.8 recipe's second phase (the paper: 5B tokens after 95B at 8 bits; here 800
+#: steps after 2500: enough steps at the final learning rate for the loss to recover, within the
+#: time budget of a CPU run).
+A48_PHASE2_STEPS = 800
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,11 +137,20 @@ def split_corpus(data: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.
 # ----------------------------------------------------------------------------------------------
 # torch model (imported lazily: torch is only needed for training)
 # ----------------------------------------------------------------------------------------------
-def build_torch_model(cfg: TrainConfig, ternary: bool):
-    """Build the torch network; ``ternary`` selects BitLinear QAT or plain float linears."""
+def build_torch_model(cfg: TrainConfig, ternary: bool, quant: str = "b1.58"):
+    """Build the torch network; ``ternary`` selects BitLinear QAT or plain float linears.
+
+    ``quant`` is the activation scheme of a ternary network (:data:`model.transformer.
+    QUANT_SCHEMES`); ``model.set_quant(quant)`` switches it between training phases.
+    """
     import torch
     import torch.nn.functional as F
     from torch import nn
+
+    from model.quant import TOPK_KEEP
+    from model.transformer import A48_INPUTS, A48_KV_BITS, QUANT_SCHEMES
+
+    scheme = {"quant": quant}
 
     def ste(x, xq):
         # straight-through estimator: forward xq, backward identity
@@ -129,20 +160,53 @@ def build_torch_model(cfg: TrainConfig, ternary: bool):
         gamma = w.abs().mean().clamp(min=1e-5)
         return ste(w, (w / gamma).round().clamp(-1, 1) * gamma)
 
-    def act_quant(x):
-        s = 127.0 / x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-5)
-        return ste(x, (x * s).round().clamp(-128, 127) / s)
+    def absmax(x, bits=8):
+        # model.quant.absmax_quantize per token
+        qp = 2 ** (bits - 1) - 1
+        s = qp / x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-5)
+        return ste(x, (x * s).round().clamp(-qp - 1, qp) / s)
+
+    def absmean(x, bits=4):
+        # model.quant.absmean_act_quantize per token (a4.8 eq. 6-7)
+        qp = 2 ** (bits - 1) - 1
+        beta = x.abs().mean(dim=-1, keepdim=True)
+        s = torch.full_like(beta, math.sqrt(qp)) / (beta + 1e-5)
+        return ste(x, (x * s).round().clamp(-qp - 1, qp) / s)
+
+    def topk(x, bits=8):
+        # model.quant.topk_absmax_quantize: absmax codes of the unmasked x, then the top-K mask
+        # (stable: lower channel first among equal |x|); the gradient passes the kept entries
+        k = math.ceil(TOPK_KEEP * x.shape[-1])
+        order = torch.argsort(-x.abs(), dim=-1, stable=True)[..., :k]
+        mask = torch.zeros_like(x).scatter_(-1, order, 1.0)
+        return absmax(x, bits) * mask
+
+    quantizers = {"absmax": absmax, "absmean": absmean, "topk": topk}
+
+    def kv_quant(x):
+        # model.quant.kv_quantize on (B, H, T, hd): absmax per head and token, position 0 wider
+        bits, bos_bits = A48_KV_BITS
+        qp = torch.full((x.shape[-2], 1), float(2 ** (bits - 1) - 1))
+        qp[0] = 2 ** (bos_bits - 1) - 1
+        s = qp / x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-5)
+        return ste(x, torch.clamp((x * s).round(), -qp - 1, qp) / s)
 
     class Linear(nn.Module):
-        def __init__(self, k, m):
+        def __init__(self, k, m, name):
             super().__init__()
             self.weight = nn.Parameter(torch.empty(m, k))
+            self.input_name = name
             nn.init.normal_(self.weight, std=k ** -0.5)
 
         def forward(self, x):
-            if ternary:
-                return F.linear(act_quant(x), weight_quant(self.weight))
-            return F.linear(x, self.weight)
+            if not ternary:
+                return F.linear(x, self.weight)
+            if scheme["quant"] == "a4.8":
+                kind, bits = A48_INPUTS[self.input_name]
+                xq = quantizers[kind](x, bits)
+            else:
+                xq = absmax(x)
+            return F.linear(xq, weight_quant(self.weight))
 
     class RMSNorm(nn.Module):
         def __init__(self, d):
@@ -171,8 +235,10 @@ def build_torch_model(cfg: TrainConfig, ternary: bool):
         def __init__(self):
             super().__init__()
             d = cfg.d_model
-            self.q_proj, self.k_proj = Linear(d, d), Linear(d, d)
-            self.v_proj, self.o_proj = Linear(d, d), Linear(d, d)
+            self.q_proj = Linear(d, d, "self_attn.q_proj.weight")
+            self.k_proj = Linear(d, d, "self_attn.k_proj.weight")
+            self.v_proj = Linear(d, d, "self_attn.v_proj.weight")
+            self.o_proj = Linear(d, d, "self_attn.o_proj.weight")
             self.attn_sub_norm = RMSNorm(d)
 
         def forward(self, x):
@@ -183,6 +249,8 @@ def build_torch_model(cfg: TrainConfig, ternary: bool):
 
             q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
             q, k = rope(q), rope(k)
+            if ternary and scheme["quant"] == "a4.8":
+                k, v = kv_quant(k), kv_quant(v)
             att = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             att = att.transpose(1, 2).reshape(b, t, d)
             return self.o_proj(self.attn_sub_norm(att))
@@ -190,9 +258,9 @@ def build_torch_model(cfg: TrainConfig, ternary: bool):
     class MLP(nn.Module):
         def __init__(self):
             super().__init__()
-            self.gate_proj = Linear(cfg.d_model, cfg.ffn_dim)
-            self.up_proj = Linear(cfg.d_model, cfg.ffn_dim)
-            self.down_proj = Linear(cfg.ffn_dim, cfg.d_model)
+            self.gate_proj = Linear(cfg.d_model, cfg.ffn_dim, "mlp.gate_proj.weight")
+            self.up_proj = Linear(cfg.d_model, cfg.ffn_dim, "mlp.up_proj.weight")
+            self.down_proj = Linear(cfg.ffn_dim, cfg.d_model, "mlp.down_proj.weight")
             self.ffn_sub_norm = RMSNorm(cfg.ffn_dim)
 
         def forward(self, x):
@@ -227,7 +295,17 @@ def build_torch_model(cfg: TrainConfig, ternary: bool):
                 x = layer(x)
             return self.lm_head(self.norm(x))
 
-    return LM()
+        @staticmethod
+        def set_quant(q: str) -> None:
+            if q not in QUANT_SCHEMES:
+                raise ValueError(f"quant must be one of {QUANT_SCHEMES}, got {q!r}")
+            scheme["quant"] = q
+
+    LM.set_quant(quant)
+    lm = LM()
+    # the fake quantizers, for tests against model.quant (ACT_QUANTIZERS, kv_quantize)
+    lm.quantizers, lm.kv_quant = quantizers, kv_quant
+    return lm
 
 
 # ----------------------------------------------------------------------------------------------
@@ -267,10 +345,14 @@ def evaluate_torch(model, windows: np.ndarray, batch: int = 32) -> float:
     return total / count
 
 
-def train(cfg: TrainConfig, ternary: bool, *, log=print, threads: int | None = None):
+def train(cfg: TrainConfig, ternary: bool, *, log=print, threads: int | None = None,
+          recipe: str = "b1.58", phase2_steps: int = A48_PHASE2_STEPS):
     """Train one model; returns ``(torch_model, metrics_dict)``.
 
-    Deterministic for a given ``cfg.seed``, thread count and torch build.
+    ``recipe="a4.8"`` (ternary only) trains ``cfg.steps`` steps as ``"b1.58"`` does, then
+    ``phase2_steps`` more with the a4.8 quantizers at the schedule's final learning rate, with
+    the same optimizer state and batch stream. Deterministic for a given ``cfg.seed``, thread
+    count and torch build.
     """
     import torch
     import torch.nn.functional as F
@@ -284,6 +366,11 @@ def train(cfg: TrainConfig, ternary: bool, *, log=print, threads: int | None = N
     data = load_corpus()
     train_bytes, val_bytes = split_corpus(data, cfg.val_fraction)
     windows = _val_windows(val_bytes, cfg)
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {RECIPES}, got {recipe!r}")
+    if recipe == "a4.8" and not ternary:
+        raise ValueError("the a4.8 recipe trains a ternary model")
+    total = cfg.steps + (phase2_steps if recipe == "a4.8" else 0)
     model = build_torch_model(cfg, ternary)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -291,10 +378,14 @@ def train(cfg: TrainConfig, ternary: bool, *, log=print, threads: int | None = N
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=cfg.lr, betas=(0.9, 0.95))
-    kind = "ternary" if ternary else "fp32"
+    kind = ("ternary" if recipe == "b1.58" else recipe) if ternary else "fp32"
     history = []
+    phase1_val = None
     t0 = time.time()
-    for step in range(cfg.steps):
+    for step in range(total):
+        if step == cfg.steps:
+            model.set_quant("a4.8")
+            log(f"[{kind}] phase 2: a4.8 quantizers from step {step}")
         for group in opt.param_groups:
             group["lr"] = _lr_at(cfg, step)
         starts = rng.integers(0, train_bytes.size - cfg.seq_len - 1, size=cfg.batch_size)
@@ -306,11 +397,15 @@ def train(cfg: TrainConfig, ternary: bool, *, log=print, threads: int | None = N
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        if step % 100 == 0 or step == cfg.steps - 1:
+        ends = (cfg.steps - 1, total - 1)
+        if step % 100 == 0 or step in ends:
             msg = {"step": step, "train_loss": round(loss.item(), 4),
                    "elapsed_s": round(time.time() - t0, 1)}
-            if step % 500 == 0 or step == cfg.steps - 1:
-                msg["val_loss"] = round(evaluate_torch(model, windows), 4)
+            if step % 500 == 0 or step in ends:
+                val = evaluate_torch(model, windows)
+                msg["val_loss"] = round(val, 4)
+                if step == cfg.steps - 1:
+                    phase1_val = val
             history.append(msg)
             log(f"[{kind}] " + json.dumps(msg))
     val_loss = evaluate_torch(model, windows)
@@ -325,6 +420,9 @@ def train(cfg: TrainConfig, ternary: bool, *, log=print, threads: int | None = N
         "train_seconds": round(time.time() - t0, 1),
         "history": history,
     }
+    if recipe == "a4.8":
+        metrics.update(phase1_steps=cfg.steps, phase2_steps=phase2_steps,
+                       phase1_val_loss_nats=phase1_val)
     return model, metrics
 
 
@@ -348,6 +446,31 @@ def evaluate_numpy(transformer, data: np.ndarray, seq_len: int, max_windows: int
         total -= float(logp[np.arange(seq_len), w[1:]].sum())
         count += seq_len
     return total / count
+
+
+def golden_input_sparsity(ck, data: np.ndarray, seq_len: int, max_windows: int | None = None):
+    """Golden-model loss of checkpoint ``ck`` and the zero fraction of every projection's input.
+
+    Returns ``(loss_nats, zeros)`` with ``zeros[layer][projection]`` the fraction of zero
+    activation codes ``xq`` the projection received over the validation windows of
+    :func:`evaluate_numpy` (``projection`` is ``q_proj``, ..., ``down_proj``).
+    """
+    from model.bitlinear import ternary_matmul
+
+    counts: dict[str, list[int]] = {}
+
+    def counting(name, xq, trits):
+        c = counts.setdefault(name, [0, 0])
+        c[0] += int(np.count_nonzero(xq == 0))
+        c[1] += xq.size
+        return ternary_matmul(xq, trits)
+
+    loss = evaluate_numpy(ck.transformer(matmul=counting), data, seq_len, max_windows)
+    zeros: dict[str, dict[str, float]] = {}
+    for name, (z, n) in counts.items():
+        _, layer, _, proj, _ = name.split(".")
+        zeros.setdefault(layer, {})[proj] = z / n
+    return loss, zeros
 
 
 def eval_golden(ckpt_path: Path = CHECKPOINT, metrics_path: Path = METRICS) -> int:
