@@ -13,6 +13,7 @@ from model.accel import AccelConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = ROOT / "model" / "data" / "bitnet_kjv.npz"
+A48_CHECKPOINT = ROOT / "model" / "data" / "bitnet_kjv_a48.npz"
 DIVISOR = 4
 #: The board's own engine shape (``fpga.top.BOARD_CONFIG``, 5 x 8, one 8-byte word per beat)
 #: runs in the default suite; the 4 x 16 ``AccelConfig()`` (13-byte beats through the byte
@@ -38,9 +39,10 @@ def _run(config):
     build = _build(config)
     params = {"config": config.to_dict(), "divisor": DIVISOR, "period_ns": 10, "seed": 3,
               "layer": [13, 37, 2], "checkpoint": str(CHECKPOINT),
-              "model_layer": "layers.0.self_attn.q_proj.weight", "model_tokens": 2}
+              "model_layer": "layers.0.self_attn.q_proj.weight", "model_tokens": 2,
+              "a48_checkpoint": str(A48_CHECKPOINT)}
     n, failed = build.run("sim.tb.board", params=params)
-    assert (n, failed) == (3, 0)
+    assert (n, failed) == (4, 0)
 
 
 def test_board_host_layer_and_model_layer():

@@ -73,6 +73,21 @@ def test_native_backend_generates_like_the_golden_model(capsys):
     assert "backend native: tokens and all 63 BitLinear accumulators equal" in out
 
 
+def test_a48_model_through_the_engine(capsys):
+    """The shipped BitNet a4.8 model (INT4 codes into q/k/v/gate/up, sparse INT8 into o and
+    down) generates on the engine's Verilog with every accumulator and cycle count equal to the
+    golden a4.8 model, and its tokens are the golden model's."""
+    from model import checkpoint as ckpt
+
+    path = "model/data/bitnet_kjv_a48.npz"
+    assert main(["--checkpoint", path, "--prompt", "And God", "--tokens", "3", "--backend",
+                 "native", "--config", AccelConfig().to_json()]) == 0
+    out = capsys.readouterr().out
+    assert "backend native: tokens and all 63 BitLinear accumulators equal" in out
+    want = bytes(ckpt.load(path).transformer().generate(list(b"And God"), 3))
+    assert f"generated: {want.decode('latin-1')!r}" in out
+
+
 def test_token_ids_for_models_that_are_not_byte_level(capsys, tmp_path):
     """A 2B4T-layout checkpoint (vocabulary 320 here), opened lazily: --tokens-in."""
     from model.checkpoint.synthetic import BITNET_2B4T, write_hf

@@ -238,3 +238,55 @@ async def refused_runs_change_nothing(dut):
     np.testing.assert_array_equal(result["again"], result["want"])
     assert port.framing_errors == 0 and not port.rx_bytes
     port.stop()
+
+
+@cocotb.test()
+async def host_runs_a48_projections(dut):
+    """The a4.8 model's own codes through the board: layer 0's q_proj input (INT4 absmean
+    codes in [-8, 7]) and o_proj input (top-50 % sparsified INT8 codes) of a short prompt, as
+    the golden a4.8 model computes them, each product bit-exact and its engine cycles equal to
+    the cycle model."""
+    config, p, port = await _setup(dut)
+    path = p.get("a48_checkpoint")
+    if not path:
+        port.stop()
+        return
+    from model import checkpoint as ckpt
+    from model.accel_cycles import cycles as model_cycles
+
+    ck = ckpt.load(path)
+    assert ck.config.quant == "a4.8"
+    wanted = ("layers.0.self_attn.q_proj.weight", "layers.0.self_attn.o_proj.weight")
+    seen = {}
+
+    def capture(name, xq, trits):
+        if name in wanted and name not in seen:
+            seen[name] = (xq.copy(), trits)
+        return ternary_matmul(xq, trits, 8)
+
+    ck.transformer(matmul=capture).forward(np.frombuffer(b"And God", np.uint8))
+    q_codes, o_codes = seen[wanted[0]][0], seen[wanted[1]][0]
+    assert q_codes.min() >= -8 and q_codes.max() <= 7 and q_codes.min() < 0 < q_codes.max()
+    assert (o_codes == 0).mean() >= 0.5                    # the top-K mask: half the channels
+    result = {}
+
+    def host():
+        hook = BoardMatmul(Board(port), config, verify_weights=True)
+        for name in wanted:
+            xq, trits = seen[name]
+            before = len(hook.cycles)
+            acc = hook(name, xq, trits)
+            # one RUN per group of tokens whose results fit the result memory
+            result[name] = (acc, hook.cycles[before:], hook.tokens_per_run(*trits.shape))
+
+    await bridge(host)()
+    for name in wanted:
+        xq, trits = seen[name]
+        acc, runs, per_run = result[name]
+        np.testing.assert_array_equal(acc, ternary_matmul(xq, trits, 8))
+        groups = [min(per_run, len(xq) - t0) for t0 in range(0, len(xq), per_run)]
+        assert runs == [model_cycles(config, *trits.shape, t) for t in groups], name
+        dut._log.info("a4.8 %s %s x %s: bit-exact, %d RUNs, %d engine cycles", name,
+                      trits.shape, xq.shape, len(runs), sum(runs))
+    assert port.framing_errors == 0
+    port.stop()
