@@ -112,9 +112,10 @@ def markdown(rep: dict) -> str:
         f"- Simulated {p['cycles_per_token']:,} engine cycles in {r['sim_seconds']:.1f} s of "
         f"simulation summed over the calls ({p['cycles_per_token'] / r['sim_seconds'] / 1e6:.2f}"
         f" M cycles/s per driver process). The whole pass took {r['wall_seconds']:.1f} s "
-        f"wall, with {r.get('workers', 1)} driver process(es) simulating beside the golden "
-        f"model ({r.get('golden_seconds', 0):.1f} s for its pass: reading the layers lazily, "
-        "its float work and its integer products). Summed over the calls: "
+        f"wall: the golden model's pass (reading the layers lazily, its float work and its "
+        f"integer products) with {r.get('workers', 1)} driver process(es) simulating the calls "
+        f"beside it (it waits when they are {2 * r.get('workers', 1)} calls behind); the golden "
+        f"pass ended at {r.get('golden_seconds', 0):.1f} s. Summed over the calls: "
         f"{r['call_seconds']:.1f} s in the calls with the pipe transfer, "
         f"{r['pack_seconds']:.1f} s packing the weight streams. Peak RSS "
         f"{rep['peak_rss_mb']:.0f} MB (the Python process).", "",
