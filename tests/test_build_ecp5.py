@@ -16,7 +16,8 @@ from hw.build.ecp5 import (
     estimate_ecp5,
     load_ecp5_board,
 )
-from hw.build.toolchain import nextpnr_device_args, run_tool
+from hw.build.toolchain import find_tool, nextpnr_device_args, run_tool
+from hw.build.yosys import HIDE_INDEXED_NAMES_SCRIPT, RTL_SCRIPT
 from model.accel import PRESETS, AccelConfig
 
 #: The board's shape (fpga.top.BOARD_CONFIG), the default of --target ecp5.
@@ -91,6 +92,46 @@ def test_arrays_per_device():
     assert arrays_per_device({"TRELLIS_COMB": 1000, "MULT18X18D": 0}, cap) == 83
     assert arrays_per_device({"TRELLIS_COMB": 500, "MULT18X18D": 40}, cap) == 3
     assert arrays_per_device({}, cap) is None
+
+
+#: The smallest design Yosys 0.70's ABC9 maps wrong (docs/build.md, "The Yosys 0.70 ABC9 name
+#: clash"): a wire named ``a[1]`` beside a wire ``a``, both flip-flop outputs feeding logic.
+NAME_CLASH_V = """module top(input clk, input [7:0] d, output reg y);
+  reg [3:0] a;
+  reg [1:0] \\a[1] ;
+  always @(posedge clk) begin
+    a <= d[3:0];
+    \\a[1]  <= d[5:4];
+    y <= (a[0] & a[1]) ^ (a[2] | a[3]) ^ (\\a[1] [0] & \\a[1] [1]);
+  end
+endmodule
+"""
+
+
+def _flop_outputs(tmp_path, script):
+    """The Q bits of the TRELLIS_FF of :data:`NAME_CLASH_V` after ``script`` and
+    ``synth_ecp5``."""
+    (tmp_path / "clash.v").write_text(NAME_CLASH_V)
+    run_tool([find_tool("yosys"), "-q", "-p", f"read_verilog clash.v; {script}; "
+              "synth_ecp5 -top top; write_json clash.json"], tmp_path, "yosys.log")
+    cells = json.loads((tmp_path / "clash.json").read_text())["modules"]["top"]["cells"]
+    return [c["connections"]["Q"][0] for c in cells.values() if c["type"] == "TRELLIS_FF"]
+
+
+def test_indexed_names_are_hidden_in_the_flow():
+    """Both FPGA flows read Amaranth's RTLIL with RTL_SCRIPT, which hides the indexed names."""
+    assert RTL_SCRIPT.endswith(HIDE_INDEXED_NAMES_SCRIPT)
+
+
+@pytest.mark.toolchain
+def test_abc9_name_clash_is_worked_around(tmp_path):
+    """Without the flow's script two of the seven flip-flops drive one net (``a[1]`` and
+    ``\\a[1] [0]`` merged); with it all seven outputs are distinct."""
+    plain = _flop_outputs(tmp_path, "hierarchy -top top; proc")
+    assert len(plain) == 7 and len(set(plain)) == 6, (
+        "Yosys no longer merges a[1] with \\a[1] [0]: HIDE_INDEXED_NAMES_SCRIPT may go")
+    fixed = _flop_outputs(tmp_path, RTL_SCRIPT)
+    assert len(fixed) == 7 and len(set(fixed)) == 7
 
 
 @pytest.mark.toolchain

@@ -1,12 +1,13 @@
-"""The Yosys scripts of the iCE40 synthesis (:func:`hw.build.ice40.build_ice40`).
+"""The Yosys scripts of the iCE40 and ECP5 synthesis (:func:`hw.build.ice40.build_ice40`,
+:func:`hw.build.ecp5.build_ecp5`).
 
 :data:`RTL_SCRIPT` runs after Amaranth's RTLIL is read (memories, FSMs, the RTL cell count in
 ``stat_rtl.json``); :func:`synth_ice40_scripts` gives the ``synth_ice40`` options and the LUT
 mapping script, timed for the device.
 """
 
-__all__ = ["NO_RW_CHECK_SCRIPT", "RTL_SCRIPT", "ABC9_WIRE_DELAY_PS", "SYNTH_DEVICE",
-           "synth_ice40_scripts"]
+__all__ = ["NO_RW_CHECK_SCRIPT", "HIDE_INDEXED_NAMES_SCRIPT", "RTL_SCRIPT", "ABC9_WIRE_DELAY_PS",
+           "SYNTH_DEVICE", "synth_ice40_scripts"]
 
 #: Memories that carry the ``no_rw_check`` attribute are never read and written at the same
 #: address in one cycle (their writer and reader take turns), so the result of such a
@@ -18,14 +19,25 @@ __all__ = ["NO_RW_CHECK_SCRIPT", "RTL_SCRIPT", "ABC9_WIRE_DELAY_PS", "SYNTH_DEVI
 NO_RW_CHECK_SCRIPT = ("memory_collect; setparam -set RD_COLLISION_X_MASK 1'1 "
                       "t:$mem_v2 a:no_rw_check %i r:RD_PORTS=1 %i r:WR_PORTS=1 %i; ")
 
+#: Amaranth names the wires of a layout's elements ``trits[5]``, ``acc[0]``, beside the whole
+#: ``trits``, ``acc``. Yosys 0.70's ABC9 reintegration (``abc_ops_reintegrate``) names bit ``i``
+#: of a wire ``w`` as ``w[i]`` and takes a wire already of that name for the same signal: it
+#: merges bit 1 of ``a`` with bit 0 of a wire named ``a[1]`` (a flip-flop output driven twice,
+#: a silent wrong netlist) or, in the 1024-MAC arrays on the ECP5, stops with ``Assert 'wire'
+#: failed in passes/techmap/abc_ops_reintegrate.cc:596``. Making those names private
+#: (``$``: never read back as a bit of another wire) keeps every cell and every port as it was
+#: (docs/build.md, "The Yosys 0.70 ABC9 name clash"). Ports keep their names.
+HIDE_INDEXED_NAMES_SCRIPT = "rename -hide w:*[[]* x:* %d; "
+
 #: The script after Amaranth's RTLIL is read (``script_after_read`` of the platform build).
 #: opt_expr turns constant power-of-two multiplies (Amaranth's word_select offsets) into
 #: shifts; real multipliers stay $mul. Yosys extracts (and one-hot encodes) an FSM only if its
 #: state register has no init value; Amaranth gives every register one, equal to its reset
 #: value, which the synchronous reset applies anyway (board tops are held in reset until the
-#: PLL locks).
+#: PLL locks). Then :data:`HIDE_INDEXED_NAMES_SCRIPT`.
 RTL_SCRIPT = ("hierarchy -top top; proc; " + NO_RW_CHECK_SCRIPT
-              + "setattr -unset init w:*fsm_state; opt_expr; tee -q -o stat_rtl.json stat -json")
+              + "setattr -unset init w:*fsm_state; opt_expr; tee -q -o stat_rtl.json stat -json; "
+              + HIDE_INDEXED_NAMES_SCRIPT)
 
 #: ``synth_ice40`` times its LUT mapping (``abc9``) for the iCE40 HX unless told the device,
 #: and with a wire delay of 250 ps per connection. On a UP5K a connection between two logic
