@@ -17,7 +17,7 @@ from hw.build.ecp5 import (
     load_ecp5_board,
 )
 from hw.build.toolchain import find_tool, nextpnr_device_args, run_tool
-from hw.build.yosys import HIDE_INDEXED_NAMES_SCRIPT, RTL_SCRIPT
+from hw.build.yosys import CHECK_NETLIST_SCRIPT, HIDE_INDEXED_NAMES_SCRIPT, RTL_SCRIPT
 from model.accel import PRESETS, AccelConfig
 
 #: The board's shape (fpga.top.BOARD_CONFIG), the default of --target ecp5.
@@ -121,6 +121,16 @@ def _flop_outputs(tmp_path, script):
 def test_indexed_names_are_hidden_in_the_flow():
     """Both FPGA flows read Amaranth's RTLIL with RTL_SCRIPT, which hides the indexed names."""
     assert RTL_SCRIPT.endswith(HIDE_INDEXED_NAMES_SCRIPT)
+
+
+@pytest.mark.toolchain
+def test_a_net_with_two_drivers_fails_the_netlist_check(tmp_path):
+    """The build's post-synthesis check (CHECK_NETLIST_SCRIPT) refuses the wrong netlist."""
+    (tmp_path / "clash.v").write_text(NAME_CLASH_V)
+    with pytest.raises(BuildError, match=r"ERROR: Found 1 problems in 'check -assert'"):
+        run_tool([find_tool("yosys"), "-q", "-l", "clash.rpt", "-p", "read_verilog clash.v; "
+                  "synth_ecp5 -top top; " + CHECK_NETLIST_SCRIPT], tmp_path, "yosys.log")
+    assert "multiple conflicting drivers for top.\\a [1]" in (tmp_path / "clash.rpt").read_text()
 
 
 @pytest.mark.toolchain

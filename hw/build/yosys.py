@@ -6,7 +6,8 @@
 mapping script, timed for the device.
 """
 
-__all__ = ["NO_RW_CHECK_SCRIPT", "HIDE_INDEXED_NAMES_SCRIPT", "RTL_SCRIPT", "ABC9_WIRE_DELAY_PS",
+__all__ = ["NO_RW_CHECK_SCRIPT", "HIDE_INDEXED_NAMES_SCRIPT", "RTL_SCRIPT",
+           "CHECK_NETLIST_SCRIPT", "ABC9_WIRE_DELAY_PS",
            "SYNTH_DEVICE", "synth_ice40_scripts"]
 
 #: Memories that carry the ``no_rw_check`` attribute are never read and written at the same
@@ -38,6 +39,10 @@ HIDE_INDEXED_NAMES_SCRIPT = "rename -hide w:*[[]* x:* %d; "
 RTL_SCRIPT = ("hierarchy -top top; proc; " + NO_RW_CHECK_SCRIPT
               + "setattr -unset init w:*fsm_state; opt_expr; tee -q -o stat_rtl.json stat -json; "
               + HIDE_INDEXED_NAMES_SCRIPT)
+
+#: After synthesis: a netlist in which a net has two drivers (what the ABC9 name clash of
+#: :data:`HIDE_INDEXED_NAMES_SCRIPT` made) or another ``check`` problem fails the build.
+CHECK_NETLIST_SCRIPT = "check -assert"
 
 #: ``synth_ice40`` times its LUT mapping (``abc9``) for the iCE40 HX unless told the device,
 #: and with a wire delay of 250 ps per connection. On a UP5K a connection between two logic
