@@ -236,3 +236,16 @@ def test_board_top_on_ulx3s_85f(tmp_path):
     assert report["checks"]["mult18x18d"] == 0 and report["checks"]["rtl_mul_cells"] == 0
     assert report["device"]["DP16KD"]["used"] >= estimate_ecp5(SHIPPED, "fpga")["DP16KD"]
     assert report["timing"]["clock_mhz"] == 25.0 and report["timing"]["meets_clock"]
+
+
+@pytest.mark.slow
+@pytest.mark.toolchain
+def test_2048_mac_array_on_85f(tmp_path):
+    """32 x 64 ternary MACs per cycle on the 85F at >= 80 MHz with no DSP (docs/build.md,
+    "ECP5": about 13 minutes on 2 cores; 107.6 MHz measured)."""
+    rep = build_ecp5(AccelConfig(rows=32, cols=64, adder_stages=3), top="array", out=tmp_path)
+    assert rep["fits"] and (tmp_path / "top.bit").stat().st_size > 0
+    assert rep["checks"] == {"mult18x18d": 0, "alu54b": 0, "rtl_mul_cells": 0}
+    assert rep["throughput"]["macs_per_cycle"] == 2048
+    assert rep["device"]["MULT18X18D"]["used"] == 0
+    assert rep["timing"]["fmax_mhz"] >= 80
