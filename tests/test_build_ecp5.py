@@ -17,7 +17,7 @@ from hw.build.ecp5 import (
     load_ecp5_board,
 )
 from hw.build.toolchain import find_tool, nextpnr_device_args, run_tool
-from hw.build.yosys import CHECK_NETLIST_SCRIPT, HIDE_INDEXED_NAMES_SCRIPT, RTL_SCRIPT
+from hw.build.yosys import CHECK_NETLIST_SCRIPT, ECP5_RTL_SCRIPT, HIDE_INDEXED_NAMES_SCRIPT
 from model.accel import PRESETS, AccelConfig
 
 #: The board's shape (fpga.top.BOARD_CONFIG), the default of --target ecp5.
@@ -118,9 +118,19 @@ def _flop_outputs(tmp_path, script):
     return [c["connections"]["Q"][0] for c in cells.values() if c["type"] == "TRELLIS_FF"]
 
 
-def test_indexed_names_are_hidden_in_the_flow():
-    """Both FPGA flows read Amaranth's RTLIL with RTL_SCRIPT, which hides the indexed names."""
-    assert RTL_SCRIPT.endswith(HIDE_INDEXED_NAMES_SCRIPT)
+def test_indexed_names_are_hidden_in_the_flow(tmp_path, monkeypatch):
+    """The ECP5 build's Yosys script (as Amaranth writes it; Yosys not run) hides the indexed
+    names before synthesis and checks the netlist after it."""
+    def stop(cmd, cwd, log):
+        raise BuildError("stopped before Yosys")
+    monkeypatch.setattr("hw.build.ecp5.run_tool", stop)
+    monkeypatch.setattr("hw.build.ecp5.find_tool", lambda name: name)
+    with pytest.raises(BuildError, match="stopped before Yosys"):
+        build_ecp5(PRESETS["tiny"], top="array", device="25F", out=tmp_path)
+    script = (tmp_path / "top.ys").read_text()
+    assert ECP5_RTL_SCRIPT.endswith(HIDE_INDEXED_NAMES_SCRIPT)
+    assert script.index(HIDE_INDEXED_NAMES_SCRIPT) < script.index("synth_ecp5")
+    assert script.index("synth_ecp5") < script.index(CHECK_NETLIST_SCRIPT)
 
 
 @pytest.mark.toolchain
@@ -140,7 +150,7 @@ def test_abc9_name_clash_is_worked_around(tmp_path):
     plain = _flop_outputs(tmp_path, "hierarchy -top top; proc")
     assert len(plain) == 7 and len(set(plain)) == 6, (
         "Yosys no longer merges a[1] with \\a[1] [0]: HIDE_INDEXED_NAMES_SCRIPT may go")
-    fixed = _flop_outputs(tmp_path, RTL_SCRIPT)
+    fixed = _flop_outputs(tmp_path, ECP5_RTL_SCRIPT)
     assert len(fixed) == 7 and len(set(fixed)) == 7
 
 
