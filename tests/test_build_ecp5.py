@@ -94,8 +94,8 @@ def test_arrays_per_device():
     assert arrays_per_device({}, cap) is None
 
 
-#: The smallest design Yosys 0.70's ABC9 maps wrong (docs/build.md, "The Yosys 0.70 ABC9 name
-#: clash"): a wire named ``a[1]`` beside a wire ``a``, both flip-flop outputs feeding logic.
+#: The smallest design Yosys 0.70's ABC9 maps wrong (docs/build.md, "Why the 1024-MAC arrays
+#: failed"): a wire named ``a[1]`` beside a wire ``a``, both flip-flop outputs feeding logic.
 NAME_CLASH_V = """module top(input clk, input [7:0] d, output reg y);
   reg [3:0] a;
   reg [1:0] \\a[1] ;

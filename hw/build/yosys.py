@@ -26,8 +26,8 @@ NO_RW_CHECK_SCRIPT = ("memory_collect; setparam -set RD_COLLISION_X_MASK 1'1 "
 #: merges bit 1 of ``a`` with bit 0 of a wire named ``a[1]`` (a flip-flop output driven twice,
 #: a silent wrong netlist) or, in the 1024-MAC arrays on the ECP5, stops with ``Assert 'wire'
 #: failed in passes/techmap/abc_ops_reintegrate.cc:596``. Making those names private
-#: (``$``: never read back as a bit of another wire) keeps every cell and every port as it was
-#: (docs/build.md, "The Yosys 0.70 ABC9 name clash"). Ports keep their names.
+#: (``$``: never read back as a bit of another wire) avoids it; ports keep their names
+#: (docs/build.md, "Why the 1024-MAC arrays failed").
 HIDE_INDEXED_NAMES_SCRIPT = "rename -hide w:*[[]* x:* %d"
 
 #: The script after Amaranth's RTLIL is read (``script_after_read`` of the platform build).
