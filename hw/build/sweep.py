@@ -24,13 +24,13 @@ from .energy import energy_per_mac
 from .ice40 import build_ice40
 
 __all__ = ["DEFAULT_GRID", "DEFAULT_ECP5_GRID", "ECP5_ADDER_STAGES", "sweep", "pareto",
-           "sweep_table", "main"]
+           "sweep_table", "plot_sweep", "main"]
 
 DEFAULT_GRID = ((2, 8), (4, 8), (4, 16), (8, 16), (4, 32), (8, 32))
 #: The ECP5-85F grid: from the 16 x 32 and 24 x 32 arrays measured first up to 2048 MACs.
 DEFAULT_ECP5_GRID = ((8, 32), (16, 32), (16, 64), (32, 64))
 #: Adder tree registers of the ECP5 sweep (as the 85F arrays of docs/build.md were measured);
-#: the iCE40 sweep registers every level, as the ``up5k`` preset.
+#: the iCE40 sweep takes the ``up5k`` preset's 4. Either at most the shape's tree depth.
 ECP5_ADDER_STAGES = 3
 
 
@@ -127,7 +127,8 @@ def sweep_table(rows, target="ice40"):
 
 
 def plot_sweep(rows, path, target="ice40"):
-    """``sweep.png``: GOPS and op-count pJ/MAC against the LUTs of every built shape."""
+    """``sweep.png``: GOPS and op-count pJ/MAC against the LUTs of every built shape (the
+    op-count model counts 8-bit adds whatever the activation width)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
