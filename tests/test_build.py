@@ -8,6 +8,7 @@ import pytest
 
 from hw.build.__main__ import main
 from hw.build.checks import BuildError
+from hw.build.harness import MAX_CHAIN_BITS, Harness, chain_segments
 from hw.build.ice40 import build_ice40, load_board
 from hw.build.report import cell_summary, parse_nextpnr_report, parse_yosys_stat, write_report
 from hw.build.seeds import keep_seed, search_seeds
@@ -177,3 +178,55 @@ def test_nextpnr_device_args_come_from_the_platform_build_plan(board, args):
 
     plan = load_board(board).build(Empty(), name="top", do_build=False)
     assert nextpnr_device_args(plan) == args
+
+
+def test_chain_segments_bound_the_longest_flip_flop_path():
+    assert chain_segments(MAX_CHAIN_BITS) == [(0, MAX_CHAIN_BITS)]
+    segs = chain_segments(4675)
+    half = MAX_CHAIN_BITS // 2
+    assert segs[0] == (0, half) and segs[-1] == (4 * half, 4675) and len(segs) == 5
+    assert all(b == a2 for (_, b), (a2, _) in zip(segs, segs[1:], strict=False))
+    with pytest.raises(BuildError, match="more than 5 segments of 4"):
+        chain_segments(30, 8)
+
+
+def test_segmented_harness_drives_every_input_bit_differently():
+    """A 20-bit input through 4-bit segments: after a random bit stream on the pin every input
+    bit has its own history (no two could be merged), and the output pin follows the DUT."""
+    import random
+
+    from amaranth.hdl import Signal
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+    from amaranth.sim import Simulator
+
+    class Wide(wiring.Component):
+        a: In(12)
+        b: In(8)
+        y: Out(1)
+
+        def elaborate(self, platform):
+            from amaranth.hdl import Module
+            m = Module()
+            m.d.comb += self.y.eq(self.a[0])
+            return m
+
+    dut = Wide()
+    din, dout = Signal(), Signal()
+    top = Harness(dut, din=din, dout=dout, max_chain=8)
+    histories = {i: [] for i in range(20)}
+    rng = random.Random(1)
+
+    async def bench(ctx):
+        for _ in range(60):
+            ctx.set(din, rng.getrandbits(1))
+            await ctx.tick()
+            bits = ctx.get(dut.a) | ctx.get(dut.b) << 12
+            for i in histories:
+                histories[i].append(bits >> i & 1)
+
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert len({tuple(h[20:]) for h in histories.values()}) == 20

