@@ -18,8 +18,8 @@ from pathlib import Path
 from .checks import MUL_CELLS, BuildError, check_no_multipliers, check_size
 from .harness import BoardHarness, harness_overhead, make_dut
 from .ice40 import FIT_MARGIN, estimate_up5k
-from .report import ECP5_CELLS, cell_summary, parse_nextpnr_report, parse_yosys_stat
-from .seeds import keep_seed, search_seeds
+from .report import ECP5_CELLS, cell_summary, parse_yosys_stat
+from .seeds import keep_seed, place_and_route_seeds
 from .toolchain import find_tool, nextpnr_device_args, run_tool, stage
 from .yosys import CHECK_NETLIST_SCRIPT, ECP5_RTL_SCRIPT
 
@@ -263,20 +263,9 @@ def build_ecp5(config, *, top="engine", board=DEFAULT_BOARD, device=DEFAULT_DEVI
                                "copies_per_device": 0, "macs_per_device": 0}}
     device_args = nextpnr_device_args(plan, "ecp5")
 
-    def place_and_route(seed):
-        stage(f"place and route (nextpnr-ecp5 {platform.device}, target {freq_mhz} MHz, "
-              f"seed {seed})", t0)
-        run_tool([tools["nextpnr-ecp5"], *device_args, "--json", "top.json", "--lpf", "top.lpf",
-                  "--textcfg", f"top.seed{seed}.config", "--freq", str(freq_mhz), "--report",
-                  f"pnr.seed{seed}.json", "--timing-allow-fail", "--seed", str(seed)], out,
-                 f"nextpnr.seed{seed}.log")
-        return parse_nextpnr_report((out / f"pnr.seed{seed}.json").read_text())
-
-    seed, fmax, pnr, tried = search_seeds(
-        place_and_route, freq_mhz, seeds,
-        progress=lambda s_, f_, g_: stage(
-            f"seed {s_}: {f_:.1f} MHz misses {g_:g} MHz" if f_ == f_
-            else f"seed {s_}: no placement (see nextpnr.seed{s_}.log)", t0))
+    seed, fmax, pnr, tried = place_and_route_seeds(
+        tools["nextpnr-ecp5"], [*device_args, "--lpf", "top.lpf"], "--textcfg", "config",
+        freq_mhz, freq_mhz, seeds, out, t0, f"nextpnr-ecp5 {platform.device}")
     keep_seed(out, seed, len(tried), placed="config")
     stage("pack (ecppack)", t0)
     run_tool([tools["ecppack"], "--input", "top.config", "--bit", "top.bit"], out, "ecppack.log")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from .checks import MUL_CELLS, BuildError, check_no_multipliers, check_size
 from .harness import BoardHarness, harness_overhead, make_dut
-from .report import UP5K, cell_summary, parse_nextpnr_report, parse_yosys_stat
-from .seeds import DEFAULT_SEEDS, keep_seed, search_seeds
+from .report import UP5K, cell_summary, parse_yosys_stat
+from .seeds import DEFAULT_SEEDS, keep_seed, place_and_route_seeds
 from .toolchain import find_tool, nextpnr_device_args, run_tool, stage
 from .yosys import CHECK_NETLIST_SCRIPT, RTL_SCRIPT, synth_ice40_scripts
 
@@ -247,19 +247,9 @@ def build_ice40(config, *, top="engine", board="icebreaker", out, freq_mhz=48.0,
                     "throughput": {"macs_per_cycle": macs, "gops_at_fmax": None}}
     device_args = nextpnr_device_args(plan)
 
-    def place_and_route(seed):
-        stage(f"place and route (nextpnr-ice40, target {freq_mhz} MHz, seed {seed})", t0)
-        run_tool([tools["nextpnr-ice40"], *device_args, "--json", "top.json", "--pcf", "top.pcf",
-                  "--asc", f"top.seed{seed}.asc", "--freq", str(freq_mhz), "--report",
-                  f"pnr.seed{seed}.json", "--timing-allow-fail", "--seed", str(seed)], out,
-                 f"nextpnr.seed{seed}.log")
-        return parse_nextpnr_report((out / f"pnr.seed{seed}.json").read_text())
-
-    seed, fmax, pnr, tried = search_seeds(
-        place_and_route, clock_mhz or freq_mhz, seeds,
-        progress=lambda s_, f_, g_: stage(
-            f"seed {s_}: {f_:.1f} MHz misses {g_:g} MHz" if f_ == f_
-            else f"seed {s_}: no placement (see nextpnr.seed{s_}.log)", t0))
+    seed, fmax, pnr, tried = place_and_route_seeds(
+        tools["nextpnr-ice40"], [*device_args, "--pcf", "top.pcf"], "--asc", "asc", freq_mhz,
+        clock_mhz or freq_mhz, seeds, out, t0, "nextpnr-ice40")
     keep_seed(out, seed, len(tried))
     stage("pack (icepack)", t0)
     run_tool([tools["icepack"], "top.asc", "top.bin"], out, "icepack.log")

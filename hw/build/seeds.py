@@ -8,8 +8,10 @@ import shutil
 from pathlib import Path
 
 from .checks import BuildError
+from .report import parse_nextpnr_report
+from .toolchain import run_tool, stage
 
-__all__ = ["DEFAULT_SEEDS", "search_seeds", "keep_seed"]
+__all__ = ["DEFAULT_SEEDS", "search_seeds", "keep_seed", "place_and_route_seeds"]
 
 #: nextpnr seeds tried by default before a build is reported as missing its clock.
 DEFAULT_SEEDS = 4
@@ -49,6 +51,27 @@ def search_seeds(place_and_route, goal_mhz, seeds, progress=None):
         if progress is not None:
             progress(seed, fmax, goal_mhz)
     return (*best, tried)
+
+
+def place_and_route_seeds(tool, args, placed_flag, placed, freq_mhz, goal_mhz, seeds, out, t0,
+                          what):
+    """:func:`search_seeds` over nextpnr runs in ``out``: ``tool`` (nextpnr-ice40 or -ecp5) with
+    ``args`` (device and constraint arguments), the placed design written by ``placed_flag``
+    (``--asc`` / ``--textcfg``) to ``top.seed<N>.<placed>``, ``--freq freq_mhz``, the report to
+    ``pnr.seed<N>.json`` and the log to ``nextpnr.seed<N>.log``; ``what`` names the run in the
+    progress lines. Returns what :func:`search_seeds` returns."""
+    def place_and_route(seed):
+        stage(f"place and route ({what}, target {freq_mhz} MHz, seed {seed})", t0)
+        run_tool([tool, *args, "--json", "top.json", placed_flag, f"top.seed{seed}.{placed}",
+                  "--freq", str(freq_mhz), "--report", f"pnr.seed{seed}.json",
+                  "--timing-allow-fail", "--seed", str(seed)], out, f"nextpnr.seed{seed}.log")
+        return parse_nextpnr_report((out / f"pnr.seed{seed}.json").read_text())
+
+    return search_seeds(
+        place_and_route, goal_mhz, seeds,
+        progress=lambda s_, f_, g_: stage(
+            f"seed {s_}: {f_:.1f} MHz misses {g_:g} MHz" if f_ == f_
+            else f"seed {s_}: no placement (see nextpnr.seed{s_}.log)", t0))
 
 
 def keep_seed(out, seed, n_tried, placed="asc"):
