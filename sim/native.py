@@ -424,7 +424,7 @@ class NativePool:
         accumulators if the caller has them (computed by the worker if not). The arrays must
         not change until :meth:`results` returns."""
         self._raise_first()
-        xq = np.ascontiguousarray(xq, dtype=np.int8)
+        xq = np.array(xq)        # a copy; its codes are checked by run_layer, not cast
         i = self._n
         self._n += 1
         self._jobs.put((i, name, xq, trits, stream, want))

@@ -245,3 +245,19 @@ def test_split_circular_vectors_removes_the_decoders_false_loop(tmp_path):
                                       strict=True) if a != b]
     assert len(changed) == 1                                 # one declaration, nothing else
     assert split_circular_vectors(v) == []                   # nothing left to mark
+
+
+def test_pool_refuses_codes_outside_the_range_not_wraps_them():
+    """A code that does not fit the activation width fails the call (it is not cast)."""
+    from sim.native import NativePool
+    from sim.runner import SimulatorUnavailable
+
+    cfg = CONFIGS["r4c16-a8-tq1"]
+    try:
+        pool = NativePool(cfg, workers=1)
+    except SimulatorUnavailable as exc:
+        pytest.skip(str(exc))
+    with pool:
+        pool.submit("big", np.full((1, 8), 200), np.ones((4, 8), np.int8))
+        with pytest.raises(ValueError, match="activation codes outside"):
+            pool.results()
