@@ -348,9 +348,11 @@ class NativePool:
     simulated side by side on the machine's cores while the caller goes on. :meth:`submit`
     queues a call and returns at once; :meth:`results` waits for every call and returns them in
     submission order. Each call is checked as :class:`NativeEngine` checks it (error flag, last
-    flags, nothing extra, exactly the beats and chunks of the command) and, when ``want`` is
-    given, against the golden accumulators and the cycle model (:func:`check_call`); the first
-    failure is raised by :meth:`results` (or by the next :meth:`submit`), naming the call.
+    flags, nothing extra, exactly the beats and chunks of the command), and against the golden
+    accumulators (the caller's ``want``, or computed by the worker) and the cycle model
+    (:func:`check_call`); the first failure is raised by :meth:`results` (or by the next
+    :meth:`submit`), naming the call. At most :attr:`queue_size` calls wait for a worker;
+    :meth:`submit` blocks beyond that.
 
     Example::
 
@@ -369,8 +371,10 @@ class NativePool:
             raise ValueError(f"workers must be an int >= 1, got {workers!r}")
         build_native_engine(config)              # once, before the threads start
         self.config = config
-        # bounded: the caller waits rather than hold the weights of many queued calls
-        self._jobs = queue.Queue(maxsize=2 * workers)
+        #: calls that may wait for a worker: bounded, so the caller waits rather than hold
+        #: the weights of many queued calls
+        self.queue_size = 2 * workers
+        self._jobs = queue.Queue(maxsize=self.queue_size)
         self._done: dict[int, dict] = {}
         self._errors: list[BaseException] = []
         self._lock = threading.Lock()

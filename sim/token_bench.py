@@ -55,13 +55,12 @@ def run_token(reader, tokens, config: AccelConfig, progress=None, workers: int =
         reader.transformer(matmul=hook).forward(np.asarray(tokens))
         t_golden = time.perf_counter() - t_start
         done = pool.results()
+        queue_size = pool.queue_size
     wall = time.perf_counter() - t_start
-    calls = [{"name": c["name"], "m": c["m"], "k": c["k"], "tokens": c["tokens"],
-              "cycles": c["cycles"],
-              "weight_bytes": c["tokens"] * config.beats(c["m"], c["k"]) * config.bytes_per_beat,
-              "sim_seconds": c["sim_seconds"], "call_seconds": c["call_seconds"],
-              "pack_seconds": c["pack_seconds"]} for c in done]
-    return {"calls": calls, "wall_seconds": wall, "workers": workers,
+    calls = [{**{key: v for key, v in c.items() if key != "acc"},
+              "weight_bytes": c["tokens"] * config.beats(c["m"], c["k"]) * config.bytes_per_beat}
+             for c in done]
+    return {"calls": calls, "wall_seconds": wall, "workers": workers, "queue_size": queue_size,
             "golden_seconds": t_golden,
             "sim_seconds": sum(c["sim_seconds"] for c in calls),
             "call_seconds": sum(c["call_seconds"] for c in calls),
@@ -114,7 +113,7 @@ def markdown(rep: dict) -> str:
         f" M cycles/s per driver process). The whole pass took {r['wall_seconds']:.1f} s "
         f"wall: the golden model's pass (reading the layers lazily, its float work and its "
         f"integer products) with {r.get('workers', 1)} driver process(es) simulating the calls "
-        f"beside it (it waits when they are {2 * r.get('workers', 1)} calls behind); the golden "
+        f"beside it (it waits when {r.get('queue_size', 0)} calls wait for them); the golden "
         f"pass ended at {r.get('golden_seconds', 0):.1f} s. Summed over the calls: "
         f"{r['call_seconds']:.1f} s in the calls with the pipe transfer, "
         f"{r['pack_seconds']:.1f} s packing the weight streams. Peak RSS "
