@@ -33,8 +33,8 @@ from __future__ import annotations
 
 from .accel import AccelConfig
 
-__all__ = ["cycles", "ideal_cycles", "stall_cycles", "array_latency", "pipeline_latency",
-           "ISSUE_LATENCY", "START_LATENCY"]
+__all__ = ["cycles", "ideal_cycles", "tile_cycles", "stall_cycles", "array_latency",
+           "pipeline_latency", "ISSUE_LATENCY", "START_LATENCY"]
 
 #: Extra cycles before a command's first beat can issue: the engine registers the command's
 #: checks in its transfer cycle, decides in the next and takes the first beat in the one after
@@ -101,3 +101,32 @@ def ideal_cycles(config: AccelConfig, m: int, k: int, tokens: int = 1) -> int:
     """Weight beats of the command: the cycle count of a stall-free, zero-latency engine."""
     _check(config, m, k, tokens)
     return tokens * config.beats(m, k)
+
+
+def tile_cycles(config: AccelConfig, beats, rows) -> int:
+    """Cycle count of the recurrence of the module docstring with any beats per row tile.
+
+    ``beats[i]`` weight beats and ``rows[i]`` results for row tile ``i`` (in stream order,
+    all tokens): ``E_0 = S + L + beats[0]``, ``E_{i+1} = E_i + max(beats[i+1], rows[i])``,
+    the count is ``E_{N-1} + rows[N-1]``. With ``beats[i] = ceil(K/C)`` it is :func:`cycles`
+    (the count the engine is tested against). With fewer beats in a tile it is the count an
+    engine that leaves out the beats of zero activation chunks (``model.packing.zero_chunks``)
+    would take at one beat per cycle, a tile of no beats costing only its drain; that engine
+    is not built yet (issue 18), so this is a projection for choosing its shape.
+    """
+    if not isinstance(config, AccelConfig):
+        raise TypeError(f"config must be an AccelConfig, got {type(config).__name__}")
+    beats, rows = list(beats), list(rows)
+    if not beats or len(beats) != len(rows):
+        raise ValueError(f"need one beat count per row tile: {len(beats)} beats, "
+                         f"{len(rows)} rows")
+    kt_max = config.k_tiles(config.max_k)
+    for b, n in zip(beats, rows, strict=True):
+        if not isinstance(b, int) or isinstance(b, bool) or not 0 <= b <= kt_max:
+            raise ValueError(f"beats per tile must be ints in [0, {kt_max}], got {b!r}")
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= config.rows:
+            raise ValueError(f"rows per tile must be ints in [1, {config.rows}], got {n!r}")
+    e = START_LATENCY + pipeline_latency(config) + beats[0]
+    for b, n in zip(beats[1:], rows[:-1], strict=True):
+        e += max(b, n)
+    return e + rows[-1]

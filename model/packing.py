@@ -20,7 +20,7 @@ __all__ = [
     "TQ1_VALID_BYTES", "TritStreamDecoder", "decode_tq1_byte", "encode_tq1_digits",
     "pack_i2", "pack_i2_hf", "pack_layer_stream", "pack_tq1", "pack_trits", "tq1_byte_is_valid",
     "unpack_i2", "unpack_i2_hf", "unpack_layer_stream", "unpack_tq1", "unpack_trits",
-    "validate_trits",
+    "validate_trits", "zero_chunks", "zero_row_tiles",
 ]
 
 
@@ -389,6 +389,44 @@ def unpack_layer_stream(stream, config: AccelConfig, m: int, k: int) -> np.ndarr
     if np.any(full[m:, :]) or np.any(full[:, k:]):
         raise ValueError("non-zero trit outside the layer in an edge tile")
     return full[:m, :k].copy()
+
+
+def zero_chunks(xq, config: AccelConfig) -> np.ndarray:
+    """Which activation chunks are all zero: ``bool`` of shape ``(tokens, ceil(K/C))``.
+
+    ``xq`` is the ``(tokens, K)`` integer code matrix of one command; chunk ``kt`` of token
+    ``t`` is ``xq[t, kt*C:(kt+1)*C]`` (the lanes past ``K`` of the last chunk count as zero, as
+    the engine ignores them). Every weight beat ``(mt, kt)`` of such a chunk adds nothing to any
+    accumulator, so a reader may leave it out (issue 18, docs/golden-model.md).
+    """
+    cfg = _check_config(config)
+    x = np.asarray(xq)
+    if x.ndim != 2 or not np.issubdtype(x.dtype, np.integer):
+        raise ValueError(f"xq must be a 2-D integer array, got {x.dtype} {x.shape}")
+    t, k = x.shape
+    kt = cfg.k_tiles(k)
+    padded = np.zeros((t, kt * cfg.cols), dtype=bool)
+    padded[:, :k] = x != 0
+    return ~padded.reshape(t, kt, cfg.cols).any(axis=2)
+
+
+def zero_row_tiles(rows_zero, config: AccelConfig) -> np.ndarray:
+    """Which row tiles are wholly marked: ``bool`` of shape ``(tokens, ceil(M/R))``.
+
+    ``rows_zero`` is a ``(tokens, M)`` boolean matrix marking rows whose results are not needed
+    (e.g. the up projection's rows where the gate's accumulator is ``<= 0``, so ``ReLU^2`` of
+    the gate is 0 and the row's product with it is 0 whatever the up row gives); the rows
+    past ``M`` of the last tile count as marked.
+    """
+    cfg = _check_config(config)
+    z = np.asarray(rows_zero)
+    if z.ndim != 2 or z.dtype != bool:
+        raise ValueError(f"rows_zero must be a 2-D bool array, got {z.dtype} {z.shape}")
+    t, m = z.shape
+    mt = cfg.m_tiles(m)
+    padded = np.ones((t, mt * cfg.rows), dtype=bool)
+    padded[:, :m] = z
+    return padded.reshape(t, mt, cfg.rows).all(axis=2)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from model.packing import (
     TQ1_VALID_BYTES,
     TritStreamDecoder,
     decode_tq1_byte,
+    layer_tiles,
     pack_i2,
     pack_i2_hf,
     pack_layer_stream,
@@ -22,6 +23,8 @@ from model.packing import (
     unpack_i2_hf,
     unpack_layer_stream,
     unpack_tq1,
+    zero_chunks,
+    zero_row_tiles,
 )
 from sim import golden
 
@@ -230,3 +233,61 @@ def test_hf_errors():
         unpack_i2_hf(p, 8)
     with pytest.raises(ValueError, match="rows"):
         unpack_i2_hf(p, 12)
+
+
+# ----------------------------------------------------------------------------------------------
+# zero chunks and row tiles (issue 18)
+# ----------------------------------------------------------------------------------------------
+def test_zero_chunks_hand_case():
+    c = AccelConfig(rows=2, cols=4)
+    xq = np.array([[0, 0, 0, 0, 1, 0, 0, 0, 0, 0],
+                   [0, 0, 0, -3, 0, 0, 0, 0, 0, 7],
+                   [0] * 10])
+    # k = 10: chunks 0..3, 4..7, 8..9 (lanes 10, 11 of the last are not in the layer)
+    assert zero_chunks(xq, c).tolist() == [[True, False, True], [False, True, False],
+                                           [True, True, True]]
+
+
+def test_zero_row_tiles_hand_case():
+    c = AccelConfig(rows=4, cols=4)
+    z = np.array([[True] * 4 + [False] + [True] * 3 + [True, True],
+                  [True] * 10])
+    # m = 10: tiles 0..3, 4..7, 8..9 (rows 10, 11 are past the layer and count as marked)
+    assert zero_row_tiles(z, c).tolist() == [[True, False, True], [True, True, True]]
+
+
+@pytest.mark.parametrize("bad", [np.zeros(4, dtype=int), np.zeros((2, 4)), [[0.5, 0]]])
+def test_zero_chunks_rejects_bad_codes(bad):
+    with pytest.raises(ValueError, match="2-D integer"):
+        zero_chunks(bad, AccelConfig())
+    with pytest.raises(ValueError, match="2-D bool"):
+        zero_row_tiles(np.zeros((2, 4), dtype=int), AccelConfig())
+
+
+@pytest.mark.parametrize("rows, cols", [(5, 8), (10, 4), (40, 1)])
+def test_leaving_out_the_beats_of_zero_chunks_keeps_the_product(rows, cols):
+    # the product over the kept beats of the section 4 stream equals the whole product, and
+    # exactly the beats of the zero chunks (in every row tile) are left out
+    c = AccelConfig(rows=rows, cols=cols, adder_stages=min(1, (cols - 1).bit_length()))
+    rng = np.random.default_rng(cols)
+    m, k, t = 23, 37, 3
+    W = rng.integers(-1, 2, (m, k)).astype(np.int8)
+    xq = rng.integers(-127, 128, (t, k)) * (rng.random((t, k)) < 0.3)
+    xq[1] = 0
+    tiles = layer_tiles(W, c).reshape(c.m_tiles(m), c.k_tiles(k), rows, cols)
+    zc = zero_chunks(xq, c)
+    xpad = np.zeros((t, c.k_tiles(k) * cols), dtype=np.int64)
+    xpad[:, :k] = xq
+    for token in range(t):
+        acc = np.zeros(c.m_tiles(m) * rows, dtype=np.int64)
+        kept = 0
+        for mt in range(c.m_tiles(m)):
+            for kt in range(c.k_tiles(k)):
+                if zc[token, kt]:
+                    continue
+                kept += 1
+                acc[mt * rows:(mt + 1) * rows] += tiles[mt, kt] @ xpad[token, kt * cols:
+                                                                       (kt + 1) * cols]
+        assert acc[:m].tolist() == (W.astype(np.int64) @ xq[token]).tolist()
+        assert kept == c.m_tiles(m) * (c.k_tiles(k) - int(zc[token].sum()))
+    assert zc[1].all()
