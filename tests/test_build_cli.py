@@ -94,6 +94,9 @@ def run(argv, capsys, tmp_path):
     (["--board", "ulx3s"], "argument --board: board 'ulx3s' has no iCE40 platform"),
     # a combination that is no AccelConfig: the board's adder_stages=2 needs cols >= 4
     (["--cols", "2"], "--cols 2: AccelConfig.adder_stages=2 exceeds the adder tree depth 1"),
+    (["--cols", "2", "--adder-stages", "2"],
+     "--cols 2 --adder-stages 2: AccelConfig.adder_stages=2 exceeds the adder tree depth 1"),
+    (["--adder-stages", "-1"], "argument --adder-stages: '-1': want an integer >= 0"),
     (["--preset", "up5k", "--rows", "2", "--cols", "8"],
      "--rows 2 --cols 8: AccelConfig.adder_stages=4 exceeds the adder tree depth 3"),
 ])
@@ -125,6 +128,13 @@ def test_config_file_is_read(capsys, tmp_path, no_synthesis):
                                            adder_stages=1).to_dict()))
     with pytest.raises(SynthesisStarted):
         main(["--config", str(good), "--top", "engine", "--out", str(tmp_path / "o")])
+
+
+def test_adder_stages_makes_a_narrow_shape_buildable(capsys, tmp_path, no_synthesis):
+    """``--cols 2`` needs ``--adder-stages 1`` (the board preset registers 2 levels)."""
+    with pytest.raises(SynthesisStarted):
+        main(["--rows", "20", "--cols", "2", "--adder-stages", "1", "--top", "engine",
+              "--out", str(tmp_path / "o")])
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -184,6 +184,8 @@ CYCLE_CONFIGS = [
     AccelConfig(rows=8, cols=4, act_bits=4, packing="i2", max_k=128, max_m=128, adder_stages=1),
     # every adder level registered (the 48 MHz iCE40 setting of the 4x16 array)
     AccelConfig(rows=2, cols=16, packing="tq1", max_k=128, max_m=128, adder_stages=4),
+    # one lane per row, no adder tree: the narrowest-chunk UP5K shape of sim.bench_sparsity
+    AccelConfig(rows=40, cols=1, packing="tq1", max_k=128, max_m=128, adder_stages=0),
 ]
 
 

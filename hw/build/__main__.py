@@ -77,6 +77,9 @@ def make_parser():
                    help="AccelConfig as JSON text or a .json file (overrides --preset)")
     p.add_argument("--rows", type=cli.positive_int)
     p.add_argument("--cols", type=cli.positive_int)
+    p.add_argument("--adder-stages", type=cli.nonnegative_int,
+                   help="registered adder-tree levels (at most the tree depth of --cols; "
+                        "needed when --cols makes the preset's too deep)")
     p.add_argument("--act-bits", type=int, choices=(4, 8))
     p.add_argument("--packing", choices=PACKINGS)
     p.add_argument("--freq", type=cli.positive_float, default=None,
@@ -117,6 +120,7 @@ def _configure(parser, args):
     else:
         config = board_cfg["config"] if board_cfg else PRESETS["up5k"]
     changes = {k: v for k, v in (("rows", args.rows), ("cols", args.cols),
+                                 ("adder_stages", args.adder_stages),
                                  ("act_bits", args.act_bits), ("packing", args.packing))
                if v is not None}
     try:
