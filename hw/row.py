@@ -1,10 +1,10 @@
 """One array row: ``C`` ternary lanes, a pipelined adder tree and an accumulator."""
 
-import math
-
 from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
+
+from model.accel import tree_depth
 
 from ._util import check_int as _check_int
 from ._util import validated
@@ -12,11 +12,6 @@ from .pe import TernaryLane
 from .trit import Trit
 
 __all__ = ["Row", "tree_depth", "register_levels"]
-
-
-def tree_depth(cols):
-    """Adder levels of a binary tree over ``cols`` operands: ``ceil(log2(cols))``."""
-    return math.ceil(math.log2(cols)) if cols > 1 else 0
 
 
 def register_levels(cols, adder_stages):

@@ -16,11 +16,17 @@ import json
 import math
 from dataclasses import dataclass
 
-__all__ = ["AccelConfig", "PACKINGS", "TRITS_PER_BYTE", "PRESETS", "acc_bound", "acc_width_for"]
+__all__ = ["AccelConfig", "PACKINGS", "TRITS_PER_BYTE", "PRESETS", "acc_bound", "acc_width_for",
+           "tree_depth"]
 
 #: Supported weight packings and how many trits one byte carries.
 TRITS_PER_BYTE = {"i2": 4, "tq1": 5}
 PACKINGS = tuple(TRITS_PER_BYTE)
+
+
+def tree_depth(cols: int) -> int:
+    """Adder levels of a binary tree over ``cols`` operands: ``ceil(log2(cols))``."""
+    return math.ceil(math.log2(cols)) if cols > 1 else 0
 
 
 def acc_bound(k: int, act_bits: int) -> int:
@@ -125,8 +131,8 @@ class AccelConfig:
 
     @property
     def tree_depth(self) -> int:
-        """Levels of the binary adder tree that sums ``cols`` lanes."""
-        return max(0, math.ceil(math.log2(self.cols))) if self.cols > 1 else 0
+        """Levels of the binary adder tree that sums ``cols`` lanes (:func:`tree_depth`)."""
+        return tree_depth(self.cols)
 
     @property
     def acc_width(self) -> int:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.accel import AccelConfig
+from model.accel import AccelConfig, tree_depth
 from sim.runner import ROOT
 from sim.skip_bench import (
     ASSUMPTIONS,
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
         widest = max(c.d_model, c.d_ff)
         configs = [AccelConfig(rows=r, cols=col, act_bits=args.act_bits, max_k=widest,
                                max_m=max(widest, c.vocab_size),
-                               adder_stages=min(1, (col - 1).bit_length()))
+                               adder_stages=min(1, tree_depth(col)))
                    for r, col in shapes]
     except (ValueError, TypeError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)

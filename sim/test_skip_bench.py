@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from model import checkpoint
-from model.accel import AccelConfig
+from model.accel import AccelConfig, tree_depth
 from model.train import CHECKPOINT_A48, load_corpus, split_corpus
 from sim import bench_sparsity
 from sim.skip_bench import PROJECTIONS, collect_calls, measure
@@ -42,7 +42,7 @@ def _recount(calls, config, row_skip):
 @pytest.mark.parametrize("row_skip", [False, True])
 def test_skip_counts_equal_a_beat_by_beat_recount(calls, rows, cols, row_skip):
     c = AccelConfig(rows=rows, cols=cols, max_k=256, max_m=256,
-                    adder_stages=min(1, (cols - 1).bit_length()))
+                    adder_stages=min(1, tree_depth(cols)))
     rep = measure(calls, c, row_skip=row_skip)
     dense, kept = _recount(calls, c, row_skip)
     assert rep["tokens"] == 24

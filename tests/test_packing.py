@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.accel import AccelConfig
+from model.accel import AccelConfig, tree_depth
 from model.packing import (
     TQ1_INVALID_BYTES,
     TQ1_VALID_BYTES,
@@ -268,7 +268,7 @@ def test_zero_chunks_rejects_bad_codes(bad):
 def test_leaving_out_the_beats_of_zero_chunks_keeps_the_product(rows, cols):
     # the product over the kept beats of the section 4 stream equals the whole product, and
     # exactly the beats of the zero chunks (in every row tile) are left out
-    c = AccelConfig(rows=rows, cols=cols, adder_stages=min(1, (cols - 1).bit_length()))
+    c = AccelConfig(rows=rows, cols=cols, adder_stages=min(1, tree_depth(cols)))
     rng = np.random.default_rng(cols)
     m, k, t = 23, 37, 3
     W = rng.integers(-1, 2, (m, k)).astype(np.int8)
