@@ -22,9 +22,9 @@ checked bit-exactly against ``model/`` in both paths.
 from __future__ import annotations
 
 import argparse
-import json
 
 from model.accel import AccelConfig
+from sim.reports import write_report
 from sim.runner import ROOT
 from sim.speed import PATHS, markdown, run_bench
 
@@ -56,11 +56,8 @@ def main(argv=None) -> int:
         p.error("--repeats must be >= 1 and --tokens in 1..65535")
     rep = run_bench(config, args.m, args.k, args.tokens, args.repeats,
                     args.amaranth_repeats, paths)
-    outdir = ROOT / "build"
-    outdir.mkdir(exist_ok=True)
-    (outdir / f"{args.out}.json").write_text(json.dumps(rep, indent=2))
     md = markdown(rep)
-    (outdir / f"{args.out}.md").write_text(md)
+    outdir = write_report(ROOT / "build", args.out, rep, md)
     print(md)
     print(f"wrote {outdir / (args.out + '.json')} and {outdir / (args.out + '.md')}")
     return 0

@@ -24,7 +24,6 @@ attention, the LM head) is not counted.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -35,6 +34,7 @@ import numpy as np
 
 from model.accel import AccelConfig
 from sim.layer_run import DEFAULT_CONFIG
+from sim.reports import write_report
 from sim.runner import ROOT
 from sim.token_bench import (
     DEFAULT_BANDWIDTHS,
@@ -132,11 +132,8 @@ def main(argv=None) -> int:
            "run": run, "by_projection": by_projection(run["calls"]),
            "projection": project(run["calls"], config, clock, bws),
            "published_cpu_ms_per_token": PUBLISHED_CPU_MS}
-    outdir = ROOT / "build"
-    outdir.mkdir(exist_ok=True)
-    (outdir / f"{args.out}.json").write_text(json.dumps(rep, indent=1) + "\n")
     md = markdown(rep)
-    (outdir / f"{args.out}.md").write_text(md)
+    outdir = write_report(ROOT / "build", args.out, rep, md)
     plot(rep, outdir / f"{args.out}.png")
     print(md)
     print(f"wrote build/{args.out}.json, .md, .png")

@@ -28,13 +28,13 @@ of the same text).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from model.accel import AccelConfig, tree_depth
+from sim.reports import write_report
 from sim.runner import ROOT
 from sim.skip_bench import (
     ASSUMPTIONS,
@@ -57,7 +57,7 @@ def _shape(text: str) -> tuple[int, int]:
 
 
 def main(argv=None) -> int:
-    from model.train import CHECKPOINT_A48, load_corpus, split_corpus
+    from model.train import CHECKPOINT_A48, TrainConfig, load_corpus, split_corpus
 
     ap = argparse.ArgumentParser(prog="python -m sim.bench_sparsity",
                                  description=__doc__.split("\n\n")[0])
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     except (ValueError, TypeError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    _, val = split_corpus(load_corpus(), 0.1)
+    _, val = split_corpus(load_corpus(), TrainConfig().val_fraction)
     n = min(args.windows, (val.size - 1) // args.seq_len)
     windows = val[: n * args.seq_len].reshape(n, args.seq_len)
     calls = collect_calls(ck, windows)
@@ -105,11 +105,8 @@ def main(argv=None) -> int:
            "assumptions": ASSUMPTIONS,
            "shapes": [measure(calls, cfg, row_skip=not args.no_row_skip) for cfg in configs]}
     rep["best_per_projection"] = best_per_projection(rep["shapes"])
-    outdir = ROOT / "build"
-    outdir.mkdir(exist_ok=True)
-    (outdir / f"{args.out}.json").write_text(json.dumps(rep, indent=1) + "\n")
     md = markdown(rep)
-    (outdir / f"{args.out}.md").write_text(md)
+    write_report(ROOT / "build", args.out, rep, md)
     print(md)
     print(f"wrote build/{args.out}.json, .md")
     return 0
