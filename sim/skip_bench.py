@@ -29,10 +29,11 @@ def collect_calls(checkpoint, windows: np.ndarray) -> list[list[dict]]:
     per window, its BitLinear calls in order: ``{"name", "xq", "acc", "m", "k"}``."""
     from model.bitlinear import ternary_matmul
 
+    act_bits = checkpoint.config.act_bits
     out: list[list[dict]] = []
 
     def hook(name, xq, trits):
-        acc = ternary_matmul(xq, trits, 8)
+        acc = ternary_matmul(xq, trits, act_bits)
         out[-1].append({"name": name, "xq": np.array(xq, dtype=np.int16), "acc": acc,
                         "m": int(trits.shape[0]), "k": int(trits.shape[1])})
         return acc
