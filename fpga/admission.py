@@ -18,9 +18,10 @@ per token (activation rows), then one of a row tile's weight units per row tile 
 (the board's 5 x 8 engine: 8), else one addition per column tile; a row tile's units are a
 sum of shifted copies of it. The result and row sums count up from ``2**N - limit - 1``, so
 "more than the limit" is the accumulator's bit ``N`` (a carry out, not a compare); a sum over
-its limit ends the loops. Each loop step takes two cycles (the addition, then the decision on
-registered flags), so a decision takes at most ``2 * (2 * tokens + ceil(m/R)) + 3`` cycles
-(plus ``2 * ceil(k/C)`` when ``C`` is not a power of two) - a RUN itself takes at least
+its limit ends the loops. Each loop step takes three cycles (the addition, the end-of-loop
+flag, then the decision on registered flags), so a decision takes at most
+``3 * (2 * tokens + ceil(m/R)) + 3`` cycles (plus ``3 * ceil(k/C)`` when ``C`` is not a power
+of two) - a RUN itself takes at least
 ``tokens * ceil(m/R) * ceil(k/C)``, and its request frame alone 160 bit times.
 """
 
@@ -80,7 +81,7 @@ class RunAdmission(wiring.Component):
         """Cycles from ``start`` to ``done`` at most, for a run that fits."""
         cfg = self._config
         k_loop = 0 if cfg.cols & (cfg.cols - 1) == 0 else cfg.k_tiles(k)
-        return 2 * (k_loop + 2 * tokens + cfg.m_tiles(m)) + 3
+        return 3 * (k_loop + 2 * tokens + cfg.m_tiles(m)) + 3
 
     def elaborate(self, platform):
         m = Module()
@@ -121,9 +122,10 @@ class RunAdmission(wiring.Component):
         w_over = Signal()        # w_over_now, registered (a cycle behind acc)
 
         # the loops' down counter: what is left of k, tokens or m; a loop ends with the step
-        # that takes it to <= 0 (its sign bit or zero right after the subtraction). Each step
-        # takes two cycles: STEP (the addition, the counter and its registered `last`), TEST
-        # (the decision on registered flags), so no carry chain reaches the state logic
+        # that takes it to <= 0 (its sign bit or zero after the subtraction). Each step takes
+        # three cycles: STEP (the addition and the counter), LAST (the registered `last` from
+        # the counter), TEST (the decision on registered flags), so neither a carry chain nor a
+        # wide compare reaches the state logic, and no compare follows a carry chain
         cnt = Signal(17)
         cnt_next = Signal(17)
         last = Signal()
@@ -149,12 +151,16 @@ class RunAdmission(wiring.Component):
                         m.d.sync += kt.eq(0)
                         begin("COLS", self.k, None)
             with m.State("STEP"):
-                m.d.sync += [cnt.eq(cnt_next), last.eq(cnt_next[16] | (cnt_next == 0)),
-                             w_over.eq(w_over_now)]
+                m.d.sync += [cnt.eq(cnt_next), w_over.eq(w_over_now)]
                 with m.If(ph_cols):
                     m.d.sync += kt.eq(kt + 1)
                 with m.Else():
                     m.d.sync += acc.eq(acc + addend)
+                m.next = "LAST"
+            with m.State("LAST"):
+                # the end of the loop from the registered counter (no carry chain in front of
+                # the compare)
+                m.d.sync += last.eq(cnt[16] | (cnt == 0))
                 m.next = "TEST"
             with m.State("TEST"):
                 with m.If(ph_w):

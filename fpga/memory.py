@@ -186,7 +186,9 @@ class WeightReader(wiring.Component):
     Attributes
     ----------
     start : in
-        One-cycle pulse; ``base``, ``m``, ``k``, ``tokens`` are sampled then.
+        One-cycle pulse; ``base``, ``m``, ``k``, ``tokens`` are sampled then. The layer must
+        fit the engine (``1 <= m <= max_m``, ``1 <= k <= max_k``: the link's RUN check), the
+        counters are as wide as that.
     stop : in
         Abandons the current read (``busy`` falls on the next cycle).
     busy : out
@@ -235,11 +237,13 @@ class WeightReader(wiring.Component):
         rl = {"reset_less": True}
         addr = Signal(range(self._depth + 1), **rl)
         base = Signal(range(self._depth), **rl)
-        m_lim = Signal(16, **rl)
-        k_lim = Signal(16, **rl)
+        # as wide as the layer sizes the board admits (m <= max_m, k <= max_k)
+        m_lim = Signal(range(cfg.max_m + 1), **rl)
+        k_lim = Signal(range(cfg.max_k + 1), **rl)
         passes_left = Signal(16, **rl)
-        row_rem = Signal(16, **rl)  # rows of the layer from the current beat's tile on
-        col_rem = Signal(16, **rl)  # columns of the layer from the current beat's tile on
+        # rows / columns of the layer from the current beat's tile on
+        row_rem = Signal(range(cfg.max_m + 1), **rl)
+        col_rem = Signal(range(cfg.max_k + 1), **rl)
         m_single = Signal(**rl)  # m <= rows
         k_single = Signal(**rl)  # k <= cols
         m_le2 = Signal(**rl)  # m <= 2 * rows

@@ -219,10 +219,11 @@ class BitLinearEngine(wiring.Component):
         # so they need no reset (`reset_less`): a reset would reach every enable that updates
         # them. Only the control flags (busy, issuing, valid bits, drain state) are reset.
         rl = {"reset_less": True}
-        m_size = Signal(16, **rl)
-        k_size = Signal(16, **rl)
-        m_left = Signal(16, **rl)        # M - mt * R
-        k_left = Signal(16, **rl)        # K - kt * C
+        # (as wide as the checked range: a command with m > max_m or k > max_k is dropped)
+        m_size = Signal(range(cfg.max_m + 1), **rl)
+        k_size = Signal(range(cfg.max_k + 1), **rl)
+        m_left = Signal(range(cfg.max_m + 1), **rl)     # M - mt * R
+        k_left = Signal(range(cfg.max_k + 1), **rl)     # K - kt * C
         tok_left = Signal(16, **rl)
         kt = Signal(range(self.act_depth), **rl)
         use_stream = Signal(**rl)        # first row tile: activations come from the act stream
@@ -353,10 +354,12 @@ class BitLinearEngine(wiring.Component):
         # -- issue stage: the rest of the decoding, one register (with the activations) -------
         post = decode_steps(m, cfg.packing, buf, pre_steps, DECODE_STEPS[cfg.packing],
                             name="w_post")
-        trits_r = Signal(data.ArrayLayout(Trit, cfg.trits_per_beat))
-        bad_r = Signal(cfg.bytes_per_beat)
-        x_r = Signal.like(x)
-        first_r = Signal()
+        # data registers (the tags' valid bits say what they hold): no reset, so the engine's
+        # reset stays out of their enables (`en` drives every pipeline register)
+        trits_r = Signal(data.ArrayLayout(Trit, cfg.trits_per_beat), reset_less=True)
+        bad_r = Signal(cfg.bytes_per_beat, reset_less=True)
+        x_r = Signal.like(x, reset_less=True)
+        first_r = Signal(reset_less=True)
         with m.If(en):
             m.d.sync += [
                 trits_r.eq(Cat(*state_trits(post, cfg.trits_per_beat))),
@@ -402,7 +405,7 @@ class BitLinearEngine(wiring.Component):
             m.d.sync += dec_error.eq(1)
 
         # -- drain bank: R accumulators shifted out one per cycle -------------------------------
-        bank = [Signal(signed(cfg.acc_width), name=f"bank{r}") for r in range(R)]
+        bank = [Signal(signed(cfg.acc_width), name=f"bank{r}", reset_less=True) for r in range(R)]
         drain_cnt = Signal(range(R + 1))
         drain_zero = Signal(init=1)      # drain_cnt == 0, registered
         drain_one = Signal()             # drain_cnt == 1, registered

@@ -126,20 +126,20 @@ class Row(wiring.Component):
             if level in reg_after:
                 regs = []
                 for i, term in enumerate(terms):
-                    reg = Signal(signed(len(term)), name=f"sum_l{level}_{i}")
+                    reg = Signal(signed(len(term)), name=f"sum_l{level}_{i}", reset_less=True)
                     with m.If(self.en):
                         m.d.sync += reg.eq(term)
                     regs.append(reg)
                 terms = regs
                 carries_r = []
                 for i, bit in enumerate(carries):
-                    reg = Signal(name=f"corr_l{level}_{i}")
+                    reg = Signal(name=f"corr_l{level}_{i}", reset_less=True)
                     with m.If(self.en):
                         m.d.sync += reg.eq(bit)
                     carries_r.append(reg)
                 carries = carries_r
                 valid_r = Signal(name=f"valid_l{level}")
-                first_r = Signal(name=f"first_l{level}")
+                first_r = Signal(name=f"first_l{level}", reset_less=True)
                 with m.If(self.en):
                     m.d.sync += [valid_r.eq(valid), first_r.eq(first)]
                 valid, first = valid_r, first_r
@@ -164,12 +164,16 @@ class Row(wiring.Component):
         # from `sum + corr` (its own adder, in parallel), so the mux sits after both adders.
         assert len(carries) == 1
         width = self._acc_width
+        # the accumulator is a data register: a beat with `first` overwrites it, so it needs no
+        # reset (`reset_less`), which keeps a reset out of its clock-enable and data logic
+        acc = Signal(signed(width), name="acc_r", reset_less=True)
+        m.d.comb += self.acc.eq(acc)
         restart = Signal(signed(width), attrs={"keep": 1})
         update = Signal(signed(width), attrs={"keep": 1})
         m.d.comb += [
             restart.eq(terms[0] + carries[0]),
-            update.eq(self.acc + terms[0] + carries[0]),
+            update.eq(acc + terms[0] + carries[0]),
         ]
         with m.If(self.en & valid):
-            m.d.sync += self.acc.eq(Mux(first, restart, update))
+            m.d.sync += acc.eq(Mux(first, restart, update))
         return m
