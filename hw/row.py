@@ -62,7 +62,8 @@ class Row(wiring.Component):
     trits : In(ArrayLayout(Trit, cols))
         Weight trits of this row.
     acc : Out(signed(acc_width))
-        The accumulator register.
+        The accumulator register. It has no reset (nor have the adder-tree registers): only the
+        ``valid`` flags are reset, and a beat with ``first`` restarts the accumulator.
     """
 
     @validated
