@@ -26,11 +26,12 @@ import struct
 from dataclasses import dataclass
 
 from amaranth.lib import enum as hdl_enum
+from amaranth.lib.crc import catalog as crc_catalog
 
 __all__ = [
     "REQ_SYNC", "REP_SYNC", "MAX_PAYLOAD", "PROTOCOL_VERSION", "Op", "Status", "ProtocolError",
     "BoardError", "crc16", "encode_request", "encode_reply", "decode_reply", "ReplyDecoder",
-    "Reply", "Info", "StatusInfo", "RunReply", "ARG_LEN", "PACKING_CODES",
+    "Reply", "Info", "StatusInfo", "RunReply", "ARG_LEN", "PACKING_CODES", "LINK_CRC",
 ]
 
 REQ_SYNC = 0xA5
@@ -89,6 +90,12 @@ class BoardError(Exception):
         name = self.status.name if isinstance(self.status, Status) else str(status)
         extra = f": {message}" if message else ""
         super().__init__(f"board replied {name} to opcode 0x{op:02x}{extra}")
+
+
+#: The frame checksum for the gateware: ``amaranth.lib.crc`` parameters of CRC-16/CCITT-FALSE
+#: over bytes (``LINK_CRC.create()`` is a one-byte-per-cycle :class:`amaranth.lib.crc.Processor`);
+#: :func:`crc16` is the same checksum in software.
+LINK_CRC = crc_catalog.CRC16_CCITT_FALSE(data_width=8)
 
 
 def crc16(data: bytes, crc: int = 0xFFFF) -> int:
