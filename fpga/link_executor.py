@@ -25,45 +25,12 @@ from amaranth.lib.wiring import In, Out
 from fpga.admission import RunAdmission
 from fpga.link_receiver import STAGING_ADDR_WIDTH, RequestLayout
 from fpga.link_reply import REGS_BYTES, ReplyLayout
-from fpga.memory import WORD_BYTES, addr_width
+from fpga.memory import WORD_BYTES, WeightWriteSignature, addr_width
 from fpga.protocol import ARG_LEN, DATA_OPS, MAX_PAYLOAD, Info, Op, Status
 from fpga.runner import RunControlSignature
 from hw._util import validated
 
-__all__ = ["Executor", "WeightWriteSignature"]
-
-
-class WeightWriteSignature(wiring.Signature):
-    """Byte writes into the weight memory, seen from the writer: ``addr`` (word), ``en``,
-    ``wmask`` (one bit per byte of the word), ``wdata`` out.
-
-    Parameters
-    ----------
-    depth : int
-        Words of the weight memory.
-    """
-
-    def __init__(self, depth: int):
-        self._depth = depth
-        super().__init__({
-            "addr": Out(range(depth)),
-            "en": Out(1),
-            "wmask": Out(WORD_BYTES),
-            "wdata": Out(8 * WORD_BYTES),
-        })
-
-    @property
-    def depth(self):
-        return self._depth
-
-    def __eq__(self, other):
-        return type(other) is type(self) and other.depth == self._depth
-
-    def __hash__(self):
-        return hash((type(self), self._depth))
-
-    def __repr__(self):
-        return f"WeightWriteSignature({self._depth})"
+__all__ = ["Executor"]
 
 
 class Executor(wiring.Component):

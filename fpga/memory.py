@@ -22,8 +22,8 @@ from amaranth.lib.wiring import In, Out
 
 from hw._util import check_int, validated
 
-__all__ = ["WeightMemory", "WeightPortSignature", "WeightReader", "addr_width", "select_backend",
-           "WORD_BYTES", "SPRAM_WORDS"]
+__all__ = ["DepthSignature", "WeightMemory", "WeightPortSignature", "WeightWriteSignature",
+           "WeightReader", "addr_width", "select_backend", "WORD_BYTES", "SPRAM_WORDS"]
 
 #: Bytes per weight-memory word (4 SPRAMs x 16 bits).
 WORD_BYTES = 8
@@ -36,27 +36,13 @@ def addr_width(depth: int) -> int:
     return Shape.cast(range(depth)).width
 
 
-class WeightPortSignature(wiring.Signature):
-    """The weight store's single port, seen from the memory (as ``lib.memory`` port signatures
-    are): ``addr``, ``en``, ``we``, ``wmask``, ``wdata`` in, ``rdata`` out. A block that reads
-    and writes the store has a member ``In(WeightPortSignature(depth))``.
+class DepthSignature(wiring.Signature):
+    """A signature with one parameter, the ``depth`` (words) of the memory it reaches: equal,
+    hashed and shown by its class and depth (the weight ports here, the runner's control)."""
 
-    Parameters
-    ----------
-    depth : int
-        Words of the store.
-    """
-
-    def __init__(self, depth: int):
+    def __init__(self, depth: int, members):
         self._depth = depth
-        super().__init__({
-            "addr": In(range(depth)),
-            "en": In(1),
-            "we": In(1),
-            "wmask": In(WORD_BYTES),
-            "wdata": In(8 * WORD_BYTES),
-            "rdata": Out(8 * WORD_BYTES),
-        })
+        super().__init__(members)
 
     @property
     def depth(self):
@@ -69,7 +55,49 @@ class WeightPortSignature(wiring.Signature):
         return hash((type(self), self._depth))
 
     def __repr__(self):
-        return f"WeightPortSignature({self._depth})"
+        return f"{type(self).__name__}({self._depth})"
+
+
+class WeightPortSignature(DepthSignature):
+    """The weight store's single port, seen from the memory (as ``lib.memory`` port signatures
+    are): ``addr``, ``en``, ``we``, ``wmask``, ``wdata`` in, ``rdata`` out. A block that reads
+    and writes the store has a member ``In(WeightPortSignature(depth))``.
+
+    Parameters
+    ----------
+    depth : int
+        Words of the store.
+    """
+
+    def __init__(self, depth: int):
+        super().__init__(depth, {
+            "addr": In(range(depth)),
+            "en": In(1),
+            "we": In(1),
+            "wmask": In(WORD_BYTES),
+            "wdata": In(8 * WORD_BYTES),
+            "rdata": Out(8 * WORD_BYTES),
+        })
+
+
+class WeightWriteSignature(DepthSignature):
+    """Byte writes into the weight store, seen from the writer: ``addr`` (word), ``en``,
+    ``wmask`` (one bit per byte of the word), ``wdata`` out (the link's executor; the store's
+    write enable is ``en``).
+
+    Parameters
+    ----------
+    depth : int
+        Words of the store.
+    """
+
+    def __init__(self, depth: int):
+        super().__init__(depth, {
+            "addr": Out(range(depth)),
+            "en": Out(1),
+            "wmask": Out(WORD_BYTES),
+            "wdata": Out(8 * WORD_BYTES),
+        })
 
 
 def select_backend(backend: str, depth: int, platform) -> str:

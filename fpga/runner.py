@@ -25,7 +25,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 
-from fpga.memory import WORD_BYTES, WeightReader, addr_width
+from fpga.memory import WORD_BYTES, DepthSignature, WeightReader, addr_width
 from fpga.protocol import Status
 from hw.engine import EngineSignature
 
@@ -41,7 +41,7 @@ class RunCommand(data.StructLayout):
                           "wbase": range(weight_depth)})
 
 
-class RunControlSignature(wiring.Signature):
+class RunControlSignature(DepthSignature):
     """The runner's control, seen from the block that starts runs (the link).
 
     Members
@@ -58,8 +58,7 @@ class RunControlSignature(wiring.Signature):
     """
 
     def __init__(self, weight_depth: int):
-        self._weight_depth = weight_depth
-        super().__init__({
+        super().__init__(weight_depth, {
             "cmd": Out(stream.Signature(RunCommand(weight_depth))),
             "done": In(1),
             "status": In(Status),
@@ -68,16 +67,7 @@ class RunControlSignature(wiring.Signature):
 
     @property
     def weight_depth(self):
-        return self._weight_depth
-
-    def __eq__(self, other):
-        return type(other) is type(self) and other.weight_depth == self._weight_depth
-
-    def __hash__(self):
-        return hash((type(self), self._weight_depth))
-
-    def __repr__(self):
-        return f"RunControlSignature({self._weight_depth})"
+        return self.depth
 
 
 class LayerRunner(wiring.Component):
