@@ -2,6 +2,7 @@
 build. The command line's refusals of bad input are in ``test_build_cli.py``."""
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -140,6 +141,39 @@ def test_search_seeds_keeps_the_fastest_when_none_meets_the_goal():
     assert (seed, fmax) == (1, 30.0)
     with pytest.raises(BuildError, match="seeds"):
         search_seeds(_fake_pnr({}, []), 48.0, 0)
+
+
+def test_search_seeds_side_by_side_keeps_what_one_at_a_time_keeps():
+    """``jobs=2``: seeds run in batches of two, concurrently (a barrier that both runs of a
+    batch must reach), and the kept seed, its Fmax and the misses are those of ``jobs=1``;
+    ``tried`` also holds the batch's seeds after the kept one."""
+    table = {1: 46.8, 2: 45.0, 3: 49.6, 4: 50.0, 5: 47.0}
+    barrier = threading.Barrier(2, timeout=10)
+    calls, misses = [], []
+
+    def place_and_route(seed):
+        calls.append(seed)
+        barrier.wait()                      # both seeds of the batch are running
+        return {"fmax_mhz": {"clk": table[seed]}}
+    seed, fmax, _, tried = search_seeds(place_and_route, 48.0, 5, jobs=2,
+                                        progress=lambda *a: misses.append(a[0]))
+    assert (seed, fmax) == (3, 49.6) == search_seeds(_fake_pnr(table, []), 48.0, 5)[:2]
+    assert sorted(calls) == [1, 2, 3, 4] and misses == [1, 2]
+    assert tried == {"seed 1": 46.8, "seed 2": 45.0, "seed 3": 49.6, "seed 4": 50.0}
+    # none meets: the fastest, every seed tried (the odd last batch runs alone)
+    seed, fmax, _, tried = search_seeds(_fake_pnr({1: 45.0, 2: 47.5, 3: 47.0}, []), 48.0, 3,
+                                        jobs=2)
+    assert (seed, fmax, len(tried)) == (2, 47.5, 3)
+
+    # a seed that does not place, side by side with one that does
+    def flaky(seed):
+        if seed == 1:
+            raise BuildError("Unable to find legal placement for all cells")
+        return {"fmax_mhz": {"clk": 48.5}}
+    seed, _, _, tried = search_seeds(flaky, 48.0, 4, jobs=2)
+    assert seed == 2 and tried == {"seed 1": None, "seed 2": 48.5}
+    with pytest.raises(BuildError, match="jobs"):
+        search_seeds(flaky, 48.0, 4, jobs=0)
 
 
 @pytest.mark.parametrize("device, dev", [("iCE40UP5K", "u"), ("iCE40HX8K", "hx"),

@@ -72,6 +72,7 @@ def run(argv, capsys, tmp_path):
     (["--freq", "fast"], "argument --freq: 'fast' is not a number"),
     (["--seeds", "0"], "argument --seeds: '0': want an integer >= 1"),
     (["--seeds", "two"], "argument --seeds: 'two' is not an integer"),
+    (["--jobs", "0"], "argument --jobs: '0': want an integer >= 1"),
     (["--rows", "0"], "argument --rows: '0': want an integer >= 1"),
     (["--cols", "-4"], "argument --cols: '-4': want an integer >= 1"),
     (["--rows", "2.5"], "argument --rows: '2.5' is not an integer"),

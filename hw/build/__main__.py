@@ -93,6 +93,9 @@ def make_parser():
     p.add_argument("--seeds", type=cli.positive_int, default=None,
                    help="nextpnr seeds to try (1, 2, ...) until one meets the clock "
                         f"(default {DEFAULT_SEEDS} for ice40, 1 for ecp5)")
+    p.add_argument("--jobs", type=cli.positive_int, default=None,
+                   help="nextpnr seeds run side by side (default: the machine's cores, at "
+                        "most 4)")
     p.add_argument("--force", action="store_true",
                    help="synthesize even if the device's area estimate (UP5K, ECP5) says the "
                         "design does not fit")
@@ -158,14 +161,15 @@ def main(argv=None):
         elif args.target == "ecp5":
             report = build_ecp5(config, top=top, board=args.board, device=args.device, out=out,
                                 freq_mhz=freq_mhz, allow_mul=top == "baseline", t0=t0,
-                                seeds=args.seeds or 1, force=args.force)
+                                seeds=args.seeds or 1, force=args.force, jobs=args.jobs)
             add_generic_area(report, config, top=top, out=out, t0=t0)
         else:
             pll_mhz = board_cfg["pll_mhz"] if board_cfg else None
             report = build_ice40(config, top=top, board=args.board, out=out,
                                  freq_mhz=args.freq or (float(pll_mhz) if pll_mhz else 48.0),
                                  allow_mul=top == "baseline", t0=t0, pll_mhz=pll_mhz,
-                                 seeds=args.seeds or DEFAULT_SEEDS, force=args.force)
+                                 seeds=args.seeds or DEFAULT_SEEDS, force=args.force,
+                                 jobs=args.jobs)
             if report.get("fits", True):
                 add_generic_area(report, config, top=top, out=out, t0=t0)
         if not args.no_compare and top != "baseline" and args.target != "sky130":

@@ -19,7 +19,7 @@ from .checks import MUL_CELLS, BuildError, check_no_multipliers, check_size
 from .harness import BoardHarness, harness_overhead, make_dut
 from .ice40 import FIT_MARGIN, estimate_up5k
 from .report import ECP5_CELLS, cell_summary, parse_yosys_stat
-from .seeds import keep_seed, place_and_route_seeds
+from .seeds import default_jobs, keep_seed, place_and_route_seeds
 from .toolchain import find_tool, nextpnr_device_args, run_tool, stage
 from .yosys import CHECK_NETLIST_SCRIPT, ECP5_RTL_SCRIPT
 
@@ -177,7 +177,7 @@ def _device_rows(summary, util, capacity):
 
 def build_ecp5(config, *, top="engine", board=DEFAULT_BOARD, device=DEFAULT_DEVICE, out,
                freq_mhz=DEFAULT_FREQ_MHZ, allow_mul=False, use_dsp=True, unfit_ok=False,
-               t0=None, seeds=1, force=False):
+               t0=None, seeds=1, force=False, jobs=None):
     """Synthesize / place / route / pack ``top`` for ``board`` with ECP5 ``device``; return the
     report dict.
 
@@ -265,7 +265,8 @@ def build_ecp5(config, *, top="engine", board=DEFAULT_BOARD, device=DEFAULT_DEVI
 
     seed, fmax, pnr, tried = place_and_route_seeds(
         tools["nextpnr-ecp5"], [*device_args, "--lpf", "top.lpf"], "--textcfg", "config",
-        freq_mhz, freq_mhz, seeds, out, t0, f"nextpnr-ecp5 {platform.device}")
+        freq_mhz, freq_mhz, seeds, out, t0, f"nextpnr-ecp5 {platform.device}",
+        jobs=default_jobs() if jobs is None else jobs)
     keep_seed(out, seed, len(tried), placed="config")
     stage("pack (ecppack)", t0)
     run_tool([tools["ecppack"], "--input", "top.config", "--bit", "top.bit"], out, "ecppack.log")

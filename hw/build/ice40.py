@@ -15,7 +15,7 @@ from pathlib import Path
 from .checks import MUL_CELLS, BuildError, check_no_multipliers, check_size
 from .harness import BoardHarness, harness_overhead, make_dut
 from .report import UP5K, cell_summary, parse_yosys_stat
-from .seeds import DEFAULT_SEEDS, keep_seed, place_and_route_seeds
+from .seeds import DEFAULT_SEEDS, default_jobs, keep_seed, place_and_route_seeds
 from .toolchain import find_tool, nextpnr_device_args, run_tool, stage
 from .yosys import CHECK_NETLIST_SCRIPT, RTL_SCRIPT, synth_ice40_scripts
 
@@ -179,13 +179,14 @@ def check_fits_up5k(config, top, *, use_dsp=True):
 
 def build_ice40(config, *, top="engine", board="icebreaker", out, freq_mhz=48.0,
                 allow_mul=False, use_dsp=True, unfit_ok=False, t0=None, pll_mhz=None,
-                seeds=DEFAULT_SEEDS, force=False):
+                seeds=DEFAULT_SEEDS, force=False, jobs=None):
     """Synthesize / place / route / pack ``top`` for ``board``; return the report dict.
 
     ``pll_mhz`` is passed to :class:`fpga.top.BoardTop` (``top="fpga"`` only). Place and
     route runs with nextpnr seed 1; if the result misses the clock (``pll_mhz`` for a board
     top, else ``freq_mhz``), seeds 2 .. ``seeds`` are tried in turn and the first that meets
-    it is kept (else the fastest). The report names the seed and every result tried.
+    it is kept (else the fastest); ``jobs`` seeds run side by side (default
+    :func:`hw.build.seeds.default_jobs`). The report names the seed and every result tried.
 
     Before anything is elaborated: :func:`check_size`; for ``top="fpga"`` the checks of
     :class:`fpga.top.BoardTop` (:func:`fpga.top.check_board_params`: e.g. the fields of the
@@ -249,7 +250,8 @@ def build_ice40(config, *, top="engine", board="icebreaker", out, freq_mhz=48.0,
 
     seed, fmax, pnr, tried = place_and_route_seeds(
         tools["nextpnr-ice40"], [*device_args, "--pcf", "top.pcf"], "--asc", "asc", freq_mhz,
-        clock_mhz or freq_mhz, seeds, out, t0, "nextpnr-ice40")
+        clock_mhz or freq_mhz, seeds, out, t0, "nextpnr-ice40",
+        jobs=default_jobs() if jobs is None else jobs)
     keep_seed(out, seed, len(tried))
     stage("pack (icepack)", t0)
     run_tool([tools["icepack"], "top.asc", "top.bin"], out, "icepack.log")
