@@ -20,7 +20,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory, ReadPort
 from amaranth.lib.wiring import In, Out
 
-from hw._util import check_int, validated
+from hw._util import ParamSignature, check_int, validated
 
 __all__ = ["DepthSignature", "WeightMemory", "WeightPortSignature", "WeightWriteSignature",
            "WeightReader", "addr_width", "select_backend", "WORD_BYTES", "SPRAM_WORDS"]
@@ -36,26 +36,13 @@ def addr_width(depth: int) -> int:
     return Shape.cast(range(depth)).width
 
 
-class DepthSignature(wiring.Signature):
-    """A signature with one parameter, the ``depth`` (words) of the memory it reaches: equal,
-    hashed and shown by its class and depth (the weight ports here, the runner's control)."""
-
-    def __init__(self, depth: int, members):
-        self._depth = depth
-        super().__init__(members)
+class DepthSignature(ParamSignature):
+    """A signature with one parameter, the ``depth`` (words) of the memory it reaches (the
+    weight ports here, the runner's control)."""
 
     @property
     def depth(self):
-        return self._depth
-
-    def __eq__(self, other):
-        return type(other) is type(self) and other.depth == self._depth
-
-    def __hash__(self):
-        return hash((type(self), self._depth))
-
-    def __repr__(self):
-        return f"{type(self).__name__}({self._depth})"
+        return self.param
 
 
 class WeightPortSignature(DepthSignature):

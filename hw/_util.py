@@ -1,8 +1,33 @@
-"""Helpers shared by the ``hw`` components: parameter validation."""
+"""Helpers shared by the ``hw`` components (and the board's): parameter validation, signatures
+made from one parameter."""
 
 import functools
 
-__all__ = ["check_int", "silence_unused", "validated"]
+from amaranth.lib import wiring
+
+__all__ = ["ParamSignature", "check_int", "silence_unused", "validated"]
+
+
+class ParamSignature(wiring.Signature):
+    """A signature built from one parameter (an engine's ``AccelConfig``, a memory's depth):
+    equal, hashed and shown by its class and that parameter (``param``)."""
+
+    def __init__(self, param, members):
+        self._param = param
+        super().__init__(members)
+
+    @property
+    def param(self):
+        return self._param
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other.param == self._param
+
+    def __hash__(self):
+        return hash((type(self), self._param))
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self._param!r})"
 
 
 def check_int(name, value, low, high=None):

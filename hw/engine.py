@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 
 from model.accel import AccelConfig
 
-from ._util import validated
+from ._util import ParamSignature, validated
 from .array import MacArray
 from .decoder import (
     DECODE_STEPS,
@@ -32,7 +32,7 @@ CmdLayout = data.StructLayout({"m": unsigned(16), "k": unsigned(16), "tokens": u
 ResultLayout = data.StructLayout({"acc": signed(32), "last": unsigned(1)})
 
 
-class EngineSignature(wiring.Signature):
+class EngineSignature(ParamSignature):
     """The engine's ports (``docs/architecture.md`` section 5), seen from the engine.
 
     ``cmd``, ``act`` and ``weights`` are streams in, ``result`` a stream out, ``error`` and
@@ -48,8 +48,7 @@ class EngineSignature(wiring.Signature):
     def __init__(self, config):
         if not isinstance(config, AccelConfig):
             raise TypeError(f"config must be an AccelConfig, got {type(config).__name__}")
-        self._config = config
-        super().__init__({
+        super().__init__(config, {
             "cmd": In(stream.Signature(CmdLayout)),
             "act": In(stream.Signature(data.ArrayLayout(signed(config.act_bits), config.cols))),
             "weights": In(stream.Signature(
@@ -61,16 +60,7 @@ class EngineSignature(wiring.Signature):
 
     @property
     def config(self):
-        return self._config
-
-    def __eq__(self, other):
-        return type(other) is type(self) and other.config == self._config
-
-    def __hash__(self):
-        return hash((type(self), self._config))
-
-    def __repr__(self):
-        return f"EngineSignature({self._config!r})"
+        return self.param
 
 
 class BitLinearEngine(wiring.Component):
