@@ -108,6 +108,11 @@ def _check_core_params(config, *, weight_depth, act_rows, result_depth, clk_hz=N
     """
     if not isinstance(config, AccelConfig):
         raise TypeError(f"config must be an AccelConfig, got {type(config).__name__}")
+    if config.tokens_per_beat != 1:
+        raise ValueError(
+            f"tokens_per_beat = {config.tokens_per_beat}: the board's runner streams one "
+            "token per weight pass (tokens_per_beat = 1); the engine with more tokens per beat "
+            "builds as --top engine")
     act_rows = default_act_rows(config) if act_rows is None else act_rows
     for name, v in (("weight_depth", weight_depth), ("act_rows", act_rows),
                     ("result_depth", result_depth)) + (

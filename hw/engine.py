@@ -50,7 +50,8 @@ class EngineSignature(ParamSignature):
             raise TypeError(f"config must be an AccelConfig, got {type(config).__name__}")
         super().__init__(config, {
             "cmd": In(stream.Signature(CmdLayout)),
-            "act": In(stream.Signature(data.ArrayLayout(signed(config.act_bits), config.cols))),
+            "act": In(stream.Signature(
+                data.ArrayLayout(signed(config.act_bits), config.act_lanes))),
             "weights": In(stream.Signature(
                 data.ArrayLayout(unsigned(8), config.bytes_per_beat))),
             "result": Out(stream.Signature(ResultLayout)),
@@ -160,12 +161,19 @@ class BitLinearEngine(wiring.Component):
 
     def elaborate(self, platform):
         cfg = self._config
-        R, C = cfg.rows, cfg.cols
+        R, C, T = cfg.rows, cfg.cols, cfg.tokens_per_beat
         m = Module()
 
-        m.submodules.array = arr = MacArray.from_config(cfg)
-        m.submodules.act_mem = act_mem = Memory(
-            shape=data.ArrayLayout(signed(cfg.act_bits), C), depth=self.act_depth, init=[])
+        if T == 1:
+            m.submodules.array = arr = MacArray.from_config(cfg)
+            arrays = [arr]
+        else:
+            # T arrays share the decoded beat; array j computes token j of the group
+            arrays = [MacArray.from_config(cfg) for _ in range(T)]
+            for j, a in enumerate(arrays):
+                m.submodules[f"array{j}"] = a
+        lanes = data.ArrayLayout(signed(cfg.act_bits), cfg.act_lanes)
+        m.submodules.act_mem = act_mem = Memory(shape=lanes, depth=self.act_depth, init=[])
         act_wr = act_mem.write_port()
         act_rd = act_mem.read_port(transparent_for=(act_wr,))
 
@@ -183,6 +191,7 @@ class BitLinearEngine(wiring.Component):
             "final": 1,                      # the beat ends the command
             "rows": range(R + 1),            # rows of the row tile
             "k_low": k_low_bits,             # K - kt * C (low bits; lanes >= it are 0 if last_k)
+            **({"toks": range(T + 1)} if T > 1 else {}),   # tokens of the group
         })
         # the entries need no reset (`reset_less`): the valid flags say what they hold
         spare = Signal.like(self.weights.payload, name="w_spare", reset_less=True)
@@ -240,7 +249,9 @@ class BitLinearEngine(wiring.Component):
                      tok_bad.eq(p.tokens == 0)]
         # likewise the sequencer's start flags, loaded in the start cycle
         m_one, k_one, tok_one = (Signal(**rl) for _ in range(3))
-        m.d.sync += [m_one.eq(p.m <= R), k_one.eq(p.k <= C), tok_one.eq(p.tokens == 1)]
+        # (tok_one: the command's first token group is its last)
+        m.d.sync += [m_one.eq(p.m <= R), k_one.eq(p.k <= C),
+                     tok_one.eq(p.tokens == 1 if T == 1 else p.tokens <= T)]
         m.d.comb += cmd_bad.eq(m_bad | k_bad | tok_bad)
         dropped = Signal()               # a bad command was transferred in the last cycle
         m.d.comb += dropped.eq(starting & cmd_bad)
@@ -275,6 +286,9 @@ class BitLinearEngine(wiring.Component):
             seq_tag.rows.eq(Mux(last_m, m_left, R)),
             seq_tag.k_low.eq(k_left[:k_low_bits]),
         ]
+        if T > 1:
+            # the last group holds the tokens left (<= T), every other one T
+            m.d.comb += seq_tag.toks.eq(Mux(last_tok, tok_left, T))
 
         # `weights.ready` is a function of registers only; it is 0 once the command's last beat
         # is taken, so exactly the command's beats are consumed
@@ -288,7 +302,9 @@ class BitLinearEngine(wiring.Component):
                 m.d.sync += [kt.eq(0), first.eq(1), k_left.eq(k_size), last_k.eq(k_single)]
                 with m.If(last_m):
                     m.d.sync += [m_left.eq(m_size), last_m.eq(m_single), use_stream.eq(1),
-                                 tok_left.eq(tok_left - 1), last_tok.eq(tok_left == 2)]
+                                 tok_left.eq(tok_left - T),
+                                 last_tok.eq(tok_left == 2 if T == 1
+                                             else tok_left <= 2 * T)]  # int-only
                     with m.If(last_tok):
                         m.d.sync += issuing.eq(0)
                 with m.Else():
@@ -334,12 +350,16 @@ class BitLinearEngine(wiring.Component):
             act_rd.addr.eq(Mux(spare_valid, spare_tag.kt, kt)),
             act_rd.en.eq(fire),
         ]
-        chunk = Signal(data.ArrayLayout(signed(cfg.act_bits), C))
+        chunk = Signal(lanes)
         m.d.comb += chunk.eq(Mux(buf_tag.use_stream, self.act.payload, act_rd.data))
-        x = Signal(data.ArrayLayout(signed(cfg.act_bits), C))
-        # lanes >= K read as 0; in the last chunk k_left <= C, so its low bits suffice
+        x = Signal(lanes)
+        # lanes >= K read as 0; in the last chunk k_left <= C, so its low bits suffice (lane
+        # c of every token of the group)
         for c in range(C):
-            m.d.comb += x[c].eq(Mux(~buf_tag.last_k | (buf_tag.k_low > c), chunk[c], 0))
+            keep = ~buf_tag.last_k | (buf_tag.k_low > c)
+            for j in range(T):
+                lane = j * C + c  # int-only
+                m.d.comb += x[lane].eq(Mux(keep, chunk[lane], 0))
 
         # -- issue stage: the rest of the decoding, one register (with the activations) -------
         post = decode_steps(m, cfg.packing, buf, pre_steps, DECODE_STEPS[cfg.packing],
@@ -360,7 +380,8 @@ class BitLinearEngine(wiring.Component):
 
         # -- tags travelling alongside the issue stage and the array pipeline -------------------
         tag_layout = data.StructLayout({
-            "valid": 1, "last_k": 1, "last_m": 1, "final": 1, "rows": range(R + 1)})
+            "valid": 1, "last_k": 1, "last_m": 1, "final": 1, "rows": range(R + 1),
+            **({"toks": range(T + 1)} if T > 1 else {})})
         # `last_k` is only used together with `valid`, so the tag carries `valid & last_k`
         tag = Signal(tag_layout)
         m.d.comb += [
@@ -370,6 +391,8 @@ class BitLinearEngine(wiring.Component):
             tag.final.eq(buf_tag.final),
             tag.rows.eq(buf_tag.rows),
         ]
+        if T > 1:
+            m.d.comb += tag.toks.eq(buf_tag.toks)
         stage_tag = None
         for stage in range(self.issue_latency + self.array_latency):
             nxt = Signal(tag_layout, name=f"tag{stage}")
@@ -380,13 +403,15 @@ class BitLinearEngine(wiring.Component):
                 stage_tag = tag
         tail = tag                       # describes the beat now reflected in arr.acc
 
-        m.d.comb += [
-            arr.en.eq(en),
-            arr.valid.eq(stage_tag.valid),
-            arr.first.eq(first_r),
-            arr.x.eq(x_r),
-            arr.trits.eq(trits_r),
-        ]
+        x_bits = cfg.act_bits * C  # int-only
+        for j, a in enumerate(arrays):
+            m.d.comb += [
+                a.en.eq(en),
+                a.valid.eq(stage_tag.valid),
+                a.first.eq(first_r),
+                a.x.eq(x_r if T == 1 else x_r.as_value()[j * x_bits:][:x_bits]),  # int-only
+                a.trits.eq(trits_r),
+            ]
         # an invalid byte is flagged (two cycles) after its beat reached the issue register; the
         # flag is sticky, so a frozen pipeline (`en` low) may set it repeatedly
         bad_seen = Signal()
@@ -394,7 +419,15 @@ class BitLinearEngine(wiring.Component):
         with m.If(bad_seen):
             m.d.sync += dec_error.eq(1)
 
-        # -- drain bank: R accumulators shifted out one per cycle -------------------------------
+        if T == 1:
+            self._drain_one_token(m, cfg, arr, tail, en, busy)
+        else:
+            self._drain_tokens(m, cfg, arrays, tail, en, busy)
+        return m
+
+    def _drain_one_token(self, m, cfg, arr, tail, en, busy):
+        """Drain bank for ``T = 1``: ``R`` accumulators shifted out one per cycle."""
+        R = cfg.rows
         bank = [Signal(signed(cfg.acc_width), name=f"bank{r}", reset_less=True) for r in range(R)]
         drain_cnt = Signal(range(R + 1))
         drain_zero = Signal(init=1)      # drain_cnt == 0, registered
@@ -426,4 +459,64 @@ class BitLinearEngine(wiring.Component):
                          drain_one.eq(drain_cnt == 2)]
         with m.If(take & drain_one & drain_final):
             m.d.sync += busy.eq(0)
-        return m
+
+    def _drain_tokens(self, m, cfg, arrays, tail, en, busy):
+        """Drain bank for ``T > 1``: ``T`` chains of ``R`` accumulators, one per token of the
+        group; the chains go out one after the other (``sel``, one-hot), each shifting one
+        result per cycle, the tile's rows of each of the group's tokens."""
+        R, T = cfg.rows, cfg.tokens_per_beat
+        rl = {"reset_less": True}
+        bank = [[Signal(signed(cfg.acc_width), name=f"bank{j}_{r}", **rl) for r in range(R)]
+                for j in range(T)]
+        # loaded together with `drain_zero` before anything reads them: no reset
+        sel = Signal(T, **rl)            # one-hot: the chain (token) going out
+        rows = Signal(range(R + 1), **rl)        # rows of the tile
+        row_cnt = Signal(range(R + 1), **rl)     # rows of the current chain left
+        tok_cnt = Signal(range(T + 1), **rl)     # chains (tokens) left, the current included
+        row_one = Signal(**rl)           # row_cnt == 1, registered
+        tok_one = Signal(**rl)           # tok_cnt == 1, registered
+        drain_last_m = Signal(**rl)
+        drain_final = Signal(**rl)
+        drain_zero = Signal(init=1)      # nothing left to drain
+        drain_one = Signal()             # exactly one result left
+        drain_free = Signal()
+        load = Signal()
+        take = Signal()
+        out = Signal(signed(cfg.acc_width))
+        # the selected chain's head: an OR of the chains' heads masked by `sel`
+        heads = [Mux(sel[j], bank[j][0], 0) for j in range(T)]
+        acc_or = heads[0]
+        for h in heads[1:]:
+            acc_or = acc_or | h
+        m.d.comb += [
+            out.eq(acc_or),
+            drain_one.eq(row_one & tok_one),
+            self.result.valid.eq(~drain_zero),
+            self.result.payload.acc.eq(out),
+            self.result.payload.last.eq(drain_last_m & drain_one),
+            take.eq(self.result.valid & self.result.ready),
+            drain_free.eq(drain_zero | (drain_one & self.result.ready)),
+            load.eq(tail.last_k & drain_free),
+            en.eq(~tail.last_k | drain_free),
+        ]
+        with m.If(load):
+            m.d.sync += [bank[j][r].eq(arrays[j].acc[r]) for j in range(T) for r in range(R)]
+            m.d.sync += [
+                sel.eq(1), rows.eq(tail.rows), row_cnt.eq(tail.rows),
+                row_one.eq(tail.rows == 1), tok_cnt.eq(tail.toks), tok_one.eq(tail.toks == 1),
+                drain_zero.eq((tail.rows == 0) | (tail.toks == 0)),
+                drain_last_m.eq(tail.last_m), drain_final.eq(tail.final),
+            ]
+        with m.Elif(take):
+            for j in range(T):
+                with m.If(sel[j]):
+                    m.d.sync += [bank[j][r].eq(bank[j][r + 1]) for r in range(R - 1)]
+            with m.If(row_one):
+                # the token's last row: on to the next token's chain, or done
+                m.d.sync += [sel.eq(sel << 1), row_cnt.eq(rows), row_one.eq(rows == 1),
+                             tok_cnt.eq(tok_cnt - 1), tok_one.eq(tok_cnt == 2),
+                             drain_zero.eq(tok_one)]
+            with m.Else():
+                m.d.sync += [row_cnt.eq(row_cnt - 1), row_one.eq(row_cnt == 2)]
+        with m.If(take & drain_one & drain_final):
+            m.d.sync += busy.eq(0)

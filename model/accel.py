@@ -16,8 +16,12 @@ import json
 import math
 from dataclasses import dataclass
 
-__all__ = ["AccelConfig", "PACKINGS", "TRITS_PER_BYTE", "PRESETS", "acc_bound", "acc_width_for",
-           "tree_depth"]
+__all__ = ["AccelConfig", "MAX_TOKENS_PER_BEAT", "PACKINGS", "TRITS_PER_BYTE", "PRESETS",
+           "acc_bound", "acc_width_for", "tree_depth"]
+
+#: Largest ``AccelConfig.tokens_per_beat`` (T copies of the MAC array; 64 is far beyond any
+#: device this project builds for).
+MAX_TOKENS_PER_BEAT = 64
 
 #: Supported weight packings and how many trits one byte carries.
 TRITS_PER_BYTE = {"i2": 4, "tq1": 5}
@@ -74,6 +78,12 @@ class AccelConfig:
         Largest output dimension ``M`` the engine accepts; sizes the row counters.
     adder_stages : int
         Pipeline registers inserted in each row's adder tree (0 = purely combinational tree).
+    tokens_per_beat : int
+        ``T``: tokens each weight beat is applied to (multi-token weight reuse). The engine holds
+        ``T`` tokens' activations and ``T`` MAC arrays that share one decoded beat, so it does
+        ``R x C x T`` MACs per weight read; a command's tokens go through in groups of ``T``
+        (the last group may be smaller), one pass of the weight stream per group. ``1`` is the
+        one-token engine. Stream formats: ``docs/architecture.md`` section 5.
     """
 
     rows: int = 4
@@ -83,6 +93,7 @@ class AccelConfig:
     max_k: int = 1024
     max_m: int = 4096
     adder_stages: int = 1
+    tokens_per_beat: int = 1
 
     def __post_init__(self):
         for name in ("rows", "cols", "max_k", "max_m"):
@@ -102,14 +113,29 @@ class AccelConfig:
             raise ValueError(
                 f"AccelConfig.adder_stages={self.adder_stages} exceeds the adder tree depth "
                 f"{self.tree_depth} for cols={self.cols}")
+        if (not isinstance(self.tokens_per_beat, int) or isinstance(self.tokens_per_beat, bool)
+                or not 1 <= self.tokens_per_beat <= MAX_TOKENS_PER_BEAT):
+            raise ValueError(f"AccelConfig.tokens_per_beat must be an int in "
+                             f"[1, {MAX_TOKENS_PER_BEAT}], got {self.tokens_per_beat!r}")
         if self.max_k > 65535 or self.max_m > 65535:
             raise ValueError("AccelConfig.max_k and max_m must be <= 65535 (16-bit counters)")
 
     # -- derived quantities --------------------------------------------------------------------
     @property
     def macs_per_cycle(self) -> int:
-        """Ternary multiply-accumulates per cycle: ``rows * cols``."""
-        return self.rows * self.cols
+        """Ternary multiply-accumulates per cycle: ``rows * cols * tokens_per_beat``."""
+        return self.rows * self.cols * self.tokens_per_beat
+
+    @property
+    def act_lanes(self) -> int:
+        """Activation codes per ``act`` transfer: ``cols`` codes of each of ``T`` tokens."""
+        return self.cols * self.tokens_per_beat
+
+    def token_groups(self, tokens: int) -> list[int]:
+        """Sizes of the groups of ``T`` tokens a command of ``tokens`` goes through, in order
+        (all ``T`` but the last, which holds the rest)."""
+        t = self.tokens_per_beat
+        return [t] * (tokens // t) + ([tokens % t] if tokens % t else [])
 
     @property
     def trits_per_beat(self) -> int:
@@ -146,7 +172,7 @@ class AccelConfig:
         return -(-m // self.rows)
 
     def beats(self, m: int, k: int) -> int:
-        """Weight beats of one token pass over an ``m x k`` layer."""
+        """Weight beats of one pass over an ``m x k`` layer (one token group's)."""
         return self.m_tiles(m) * self.k_tiles(k)
 
     def check_layer(self, m: int, k: int) -> None:
@@ -182,9 +208,11 @@ class AccelConfig:
 
     @property
     def slug(self) -> str:
-        """A short name for build directories: ``r4c16a8tq1k1024s1``."""
+        """A short name for build directories: ``r4c16a8tq1k1024m4096s1`` (``t2`` appended for
+        ``tokens_per_beat = 2``)."""
+        tokens = f"t{self.tokens_per_beat}" if self.tokens_per_beat > 1 else ""
         return (f"r{self.rows}c{self.cols}a{self.act_bits}{self.packing}"
-                f"k{self.max_k}m{self.max_m}s{self.adder_stages}")
+                f"k{self.max_k}m{self.max_m}s{self.adder_stages}{tokens}")
 
 
 #: Named configurations (``python -m hw.build --preset``). ``up5k`` is the engine's default build

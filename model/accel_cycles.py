@@ -27,6 +27,11 @@ later, but its copy waits until the drain bank is free, so ``E_{i+1} = E_i + max
 
 The array stalls ``max(0, n_i - KT)`` cycles per row tile: only when a tile has more rows than
 the layer has column tiles (``ceil(K/C) < rows``); otherwise it takes one beat every cycle.
+
+With ``T = tokens_per_beat > 1`` the tokens go in groups of ``T`` (the last group holds the
+rest), one pass of the ``MT x KT`` beats per group, and tile ``i`` of a group of ``g`` tokens
+delivers ``n_i = g x rows`` results (``model.packing.result_order``); the recurrence and the
+sum are the same, over ``N = groups * MT`` tiles. The array stalls when ``KT < T x rows``.
 """
 
 from __future__ import annotations
@@ -62,14 +67,20 @@ def _check(config: AccelConfig, m: int, k: int, tokens: int) -> None:
         raise ValueError(f"tokens must be an int in [1, 65535], got {tokens!r}")
 
 
+def _tile_results(config: AccelConfig, m: int, tokens: int) -> list[int]:
+    """Results of every row tile of a command, in stream order: ``g * n_i`` for tile ``i``
+    of a group of ``g`` tokens (``model.packing.result_order``)."""
+    mt, r = config.m_tiles(m), config.rows
+    rows = [r] * (mt - 1) + [m - (mt - 1) * r]
+    return [g * n for g in config.token_groups(tokens) for n in rows]
+
+
 def stall_cycles(config: AccelConfig, m: int, k: int, tokens: int = 1) -> int:
-    """Cycles the array waits for the drain bank during one command (0 if ``KT >= rows``)."""
+    """Cycles the array waits for the drain bank during one command (0 if ``KT >= T * rows``)."""
     _check(config, m, k, tokens)
-    kt, mt, r = config.k_tiles(k), config.m_tiles(m), config.rows
-    tail_rows = m - (mt - 1) * r
-    per_token = (mt - 1) * max(0, r - kt) + max(0, tail_rows - kt)
-    # the final tile's rows drain after the last beat and are not a stall
-    return tokens * per_token - max(0, tail_rows - kt)
+    kt = config.k_tiles(k)
+    # the final tile's results drain after the last beat and are not a stall
+    return sum(max(0, n - kt) for n in _tile_results(config, m, tokens)[:-1])
 
 
 def cycles(config: AccelConfig, m: int, k: int, tokens: int = 1) -> int:
@@ -91,23 +102,29 @@ def cycles(config: AccelConfig, m: int, k: int, tokens: int = 1) -> int:
     """
     _check(config, m, k, tokens)
     kt, mt, r = config.k_tiles(k), config.m_tiles(m), config.rows
-    tail_rows = m - (mt - 1) * r
-    per_token = (mt - 1) * max(kt, r) + max(kt, tail_rows)
     fill = START_LATENCY + pipeline_latency(config)
-    return fill + kt + tokens * per_token - max(kt, tail_rows) + tail_rows
+    if config.tokens_per_beat == 1:
+        # the closed form of the recurrence (equal to the general sum below)
+        tail_rows = m - (mt - 1) * r
+        per_token = (mt - 1) * max(kt, r) + max(kt, tail_rows)
+        return fill + kt + tokens * per_token - max(kt, tail_rows) + tail_rows
+    res = _tile_results(config, m, tokens)
+    return fill + kt + sum(max(kt, n) for n in res[:-1]) + res[-1]
 
 
 def ideal_cycles(config: AccelConfig, m: int, k: int, tokens: int = 1) -> int:
-    """Weight beats of the command: the cycle count of a stall-free, zero-latency engine."""
+    """Weight beats of the command: the cycle count of a stall-free, zero-latency engine (one
+    pass of the layer per group of ``T`` tokens)."""
     _check(config, m, k, tokens)
-    return tokens * config.beats(m, k)
+    return len(config.token_groups(tokens)) * config.beats(m, k)
 
 
 def tile_cycles(config: AccelConfig, beats, rows) -> int:
     """Cycle count of the recurrence of the module docstring with any beats per row tile.
 
     ``beats[i]`` weight beats and ``rows[i]`` results for row tile ``i`` (in stream order,
-    all tokens): ``E_0 = S + L + beats[0]``, ``E_{i+1} = E_i + max(beats[i+1], rows[i])``,
+    all tokens; with ``T > 1`` a tile's results are its rows times its group's tokens):
+    ``E_0 = S + L + beats[0]``, ``E_{i+1} = E_i + max(beats[i+1], rows[i])``,
     the count is ``E_{N-1} + rows[N-1]``. With ``beats[i] = ceil(K/C)`` it is :func:`cycles`
     (the count the engine is tested against). With fewer beats in a tile it is the count an
     engine that leaves out the beats of zero activation chunks (``model.packing.zero_chunks``)
@@ -124,8 +141,10 @@ def tile_cycles(config: AccelConfig, beats, rows) -> int:
     for b, n in zip(beats, rows, strict=True):
         if not isinstance(b, int) or isinstance(b, bool) or not 0 <= b <= kt_max:
             raise ValueError(f"beats per tile must be ints in [0, {kt_max}], got {b!r}")
-        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= config.rows:
-            raise ValueError(f"rows per tile must be ints in [1, {config.rows}], got {n!r}")
+        if (not isinstance(n, int) or isinstance(n, bool)
+                or not 1 <= n <= config.rows * config.tokens_per_beat):
+            raise ValueError(f"results per tile must be ints in "
+                             f"[1, {config.rows * config.tokens_per_beat}], got {n!r}")
     e = START_LATENCY + pipeline_latency(config) + beats[0]
     for b, n in zip(beats[1:], rows[:-1], strict=True):
         e += max(b, n)

@@ -17,9 +17,10 @@ import numpy as np
 from model.accel import TRITS_PER_BYTE, AccelConfig
 
 __all__ = [
-    "TQ1_VALID_BYTES", "TritStreamDecoder", "decode_tq1_byte", "encode_tq1_digits",
+    "TQ1_VALID_BYTES", "TritStreamDecoder", "act_stream", "decode_tq1_byte", "encode_tq1_digits",
     "pack_i2", "pack_i2_hf", "pack_layer_stream", "pack_tq1", "pack_trits", "tq1_byte_is_valid",
-    "unpack_i2", "unpack_i2_hf", "unpack_layer_stream", "unpack_tq1", "unpack_trits",
+    "result_order", "unpack_i2", "unpack_i2_hf", "unpack_layer_stream", "unpack_tq1",
+    "unpack_trits",
     "validate_trits", "zero_chunks", "zero_row_tiles",
 ]
 
@@ -389,6 +390,61 @@ def unpack_layer_stream(stream, config: AccelConfig, m: int, k: int) -> np.ndarr
     if np.any(full[m:, :]) or np.any(full[:, k:]):
         raise ValueError("non-zero trit outside the layer in an edge tile")
     return full[:m, :k].copy()
+
+
+def act_stream(xq, config: AccelConfig, pad_rng=None) -> np.ndarray:
+    """The engine's ``act`` stream of one command: ``(transfers, act_lanes)`` int64 codes.
+
+    ``xq`` is the ``(tokens, K)`` code matrix. The tokens go in groups of
+    ``T = config.tokens_per_beat`` (:meth:`AccelConfig.token_groups`); for each group the stream
+    holds ``ceil(K/C)`` transfers, transfer ``kt`` carrying chunk ``kt`` of the group's token
+    ``j`` (``xq[t, kt*C:(kt+1)*C]``) in lanes ``j*C .. j*C + C-1``. With ``T = 1`` that is one
+    chunk per transfer, token after token. Lanes past ``K``, and the lanes of the tokens a last,
+    smaller group does not have, are ignored by the engine: 0, or random codes from ``pad_rng``
+    (a ``numpy.random.Generator``) to show that they are ignored.
+    """
+    cfg = _check_config(config)
+    x = np.asarray(xq)
+    if x.ndim != 2 or not np.issubdtype(x.dtype, np.integer):
+        raise ValueError(f"xq must be a 2-D integer array, got {x.dtype} {x.shape}")
+    n, k = x.shape
+    T, C, kt = cfg.tokens_per_beat, cfg.cols, cfg.k_tiles(k)
+    groups = -(-n // T)
+    lo = -(1 << (cfg.act_bits - 1))
+    if pad_rng is None:
+        full = np.zeros((groups * T, kt * C), dtype=np.int64)
+    else:
+        full = pad_rng.integers(lo, -lo, size=(groups * T, kt * C), dtype=np.int64)
+    full[:n, :k] = x
+    # (group, token in group, kt, lane) -> (group, kt, token in group, lane)
+    return (full.reshape(groups, T, kt, C).transpose(0, 2, 1, 3)
+            .reshape(groups * kt, T * C))
+
+
+def result_order(config: AccelConfig, m: int, tokens: int) -> np.ndarray:
+    """Which ``(token, row)`` each ``result`` of one command is, in stream order, and its
+    ``last`` flag: ``(tokens * m, 3)`` int64 columns token, row, last.
+
+    Per group of ``T`` tokens (:meth:`AccelConfig.token_groups`), row tile by row tile, the
+    group's tokens one after the other, each with the tile's rows in order; ``last`` marks the
+    final result of each group. With ``T = 1`` that is every token's ``m`` rows in order,
+    ``last`` on each token's row ``m - 1``. ``acc[order[:, 0], order[:, 1]]`` is the stream of
+    an ``acc`` matrix ``(tokens, m)``.
+    """
+    cfg = _check_config(config)
+    if not isinstance(m, int) or m < 1 or not isinstance(tokens, int) or tokens < 1:
+        raise ValueError(f"need m >= 1 and tokens >= 1, got m={m!r}, tokens={tokens!r}")
+    R = cfg.rows
+    out = []
+    start = 0
+    for g in cfg.token_groups(tokens):
+        for r0 in range(0, m, R):
+            rows = np.arange(r0, min(r0 + R, m))
+            for t in range(start, start + g):
+                out.append(np.stack([np.full(rows.size, t), rows, np.zeros_like(rows)], axis=1))
+        out[-1][-1, 2] = 1
+        start += g
+    return np.concatenate(out).astype(np.int64)
 
 
 def zero_chunks(xq, config: AccelConfig) -> np.ndarray:

@@ -15,8 +15,9 @@ steps the simulator until the layer's ``T * M`` results have come out::
 free-running counter in a wrapper module, sampled at every edge), the quantity
 ``model.accel_cycles.cycles`` predicts. The weight stream is ``model.packing.pack_layer_stream``
 (via :func:`sim.engine_tb.layer_stream`, cross-checked there against the contract), sent once
-per token. Results are returned as the engine produced them; the caller compares them with the
-golden model.
+per token group (``AccelConfig.tokens_per_beat`` tokens; one token for ``T = 1``). The
+results, which come in the order of ``model.packing.result_order``, are returned as the
+``(tokens, M)`` matrix; the caller compares them with the golden model.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 from amaranth import Elaboratable, Module, Signal
 
 from model.accel import AccelConfig
+from model.packing import result_order
 
 __all__ = ["AmaranthEngine"]
 
@@ -174,7 +176,7 @@ class AmaranthEngine:
 
         cfg = self.config
         xq, trits, t, m, k = check_layer_args(cfg, xq, trits)
-        beats = EngineTB.beat_words(layer_stream(trits, cfg)) * t
+        beats = EngineTB.beat_words(layer_stream(trits, cfg)) * len(cfg.token_groups(t))
         acts = EngineTB.act_words_of(xq, cfg)
         job = _Job(m | k << 16 | t << 32, acts, beats, t * m,
                    4 * (len(beats) + t * m + 2 * cfg.rows + 20) + self.timeout_cycles)
@@ -185,10 +187,10 @@ class AmaranthEngine:
         if job.error:
             raise AssertionError(f"Amaranth engine, M={m} K={k} T={t}: {job.error}")
         raw = np.array(job.results, dtype=np.int64)
-        last = (raw >> 32) & 1
-        want = np.zeros((t, m), np.int64)
-        want[:, -1] = 1
-        if not np.array_equal(last, want.reshape(-1)):
-            raise AssertionError("result 'last' flags are not on each token's final row")
-        acc = (raw & 0xFFFFFFFF).astype(np.uint32).view(np.int32).reshape(t, m)
+        order = result_order(cfg, m, t)
+        if not np.array_equal((raw >> 32) & 1, order[:, 2]):
+            raise AssertionError("result 'last' flags are not on each token group's final "
+                                 "result")
+        acc = np.zeros((t, m), np.int32)
+        acc[order[:, 0], order[:, 1]] = (raw & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
         return acc, int(job.last_cycle - job.cmd_cycle)

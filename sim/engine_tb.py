@@ -13,7 +13,7 @@ import numpy as np
 
 from model.accel import AccelConfig
 from model.bitlinear import ternary_matmul
-from model.packing import pack_layer_stream
+from model.packing import act_stream, pack_layer_stream, result_order
 from sim.golden import beats_of_layer, pack_trits
 from sim.scoreboard import Scoreboard
 from sim.streams import ClockedTB, StreamSink, StreamSource, port_layout
@@ -59,20 +59,14 @@ def check_layer_args(config: AccelConfig, xq, trits):
 
 
 def act_chunks(xq, config: AccelConfig, pad_rng=None) -> np.ndarray:
-    """``(T, K)`` codes -> the activation stream as bytes, ``(T * ceil(K/C), bytes)``: lane
-    ``i`` of a chunk at bits ``i * act_bits`` (``ArrayLayout(signed(act_bits), C)``,
-    little-endian); lanes past ``K`` are random codes if ``pad_rng`` is given, else 0."""
-    c, b = config.cols, config.act_bits
-    xq = np.asarray(xq, dtype=np.int64)
-    t, k = xq.shape
-    kt = config.k_tiles(k)
-    lo = -(1 << (b - 1))
-    if pad_rng is None:
-        full = np.zeros((t, kt * c), dtype=np.int64)
-    else:
-        full = pad_rng.integers(lo, -lo, size=(t, kt * c), dtype=np.int64)
-    full[:, :k] = xq
-    u = (full & ((1 << b) - 1)).astype(np.uint8).reshape(t * kt, c)
+    """``(tokens, K)`` codes -> the activation stream as bytes, ``(transfers, bytes)``: the
+    transfers of ``model.packing.act_stream`` (one chunk per transfer for ``T = 1``, chunk
+    ``kt`` of each of a group's ``T`` tokens for ``T > 1``), lane ``i`` at bits
+    ``i * act_bits`` (``ArrayLayout(signed(act_bits), act_lanes)``, little-endian); ignored
+    lanes are random codes if ``pad_rng`` is given, else 0."""
+    c, b = config.act_lanes, config.act_bits
+    full = act_stream(xq, config, pad_rng)
+    u = (full & ((1 << b) - 1)).astype(np.uint8)
     if b == 8:
         return u
     if b == 4:
@@ -117,7 +111,7 @@ class EngineTB(ClockedTB):
         self.model = BitLinearEngine(config=config)
         # read the parameters back from the RTL: config and RTL must agree
         checks = {
-            "act__payload": config.act_bits * config.cols,
+            "act__payload": config.act_bits * config.act_lanes,
             "weights__payload": 8 * config.bytes_per_beat,
             "cmd__payload": 48,
             "result__payload": 33,
@@ -145,8 +139,8 @@ class EngineTB(ClockedTB):
         self.result.stall_prob = stall_prob
 
     def act_words(self, xq) -> list[int]:
-        """Activation chunks (raw payload ints), ``ceil(K/C)`` per token; lanes past ``K`` carry
-        random junk, which the engine must ignore."""
+        """Activation transfers (raw payload ints), ``ceil(K/C)`` per token group; lanes past
+        ``K`` carry random junk, which the engine must ignore."""
         return self.act_words_of(xq, self.config, self.pad_rng)
 
     @staticmethod
@@ -165,8 +159,9 @@ class EngineTB(ClockedTB):
     def queue_layer(self, xq, trits, *, weights=None, expect: bool = True) -> np.ndarray:
         """Queue one command with its activations and weight stream; return the golden acc.
 
-        ``weights`` overrides the packed stream (one token pass, ``(beats, bytes)``), to inject
-        malformed beats; it is sent once per token.
+        ``weights`` overrides the packed stream (one pass, ``(beats, bytes)``), to inject
+        malformed beats; it is sent once per token group (per token for ``T = 1``). The
+        results are expected in the order of ``model.packing.result_order``.
         """
         xq = np.asarray(xq)
         trits = np.asarray(trits)
@@ -176,11 +171,11 @@ class EngineTB(ClockedTB):
         acc = golden_acc(xq, trits)
         stream = layer_stream(trits, self.config) if weights is None else weights
         if expect:
-            self.sb.expect_many({"acc": int(acc[i, j]), "last": int(j == m - 1)}
-                                for i in range(t) for j in range(m))
+            self.sb.expect_many({"acc": int(acc[i, j]), "last": int(last)}
+                                for i, j, last in result_order(self.config, m, t))
         self.cmd.send_nowait([{"m": m, "k": k, "tokens": t}])
         self.act.send_nowait(self.act_words(xq))
-        self.weights.send_nowait(self.beat_words(stream) * t)
+        self.weights.send_nowait(self.beat_words(stream) * len(self.config.token_groups(t)))
         return acc
 
     async def run_layer(self, xq, trits, *, timeout_factor: int = 20) -> int:
@@ -192,7 +187,8 @@ class EngineTB(ClockedTB):
         t, m = xq.shape[0], np.asarray(trits).shape[0]
         self.queue_layer(xq, trits)
         n = n_before + t * m
-        budget = timeout_factor * (self.config.beats(m, xq.shape[1]) * t + t * m + 50)
+        groups = len(self.config.token_groups(t))
+        budget = timeout_factor * (self.config.beats(m, xq.shape[1]) * groups + t * m + 50)
         ok = await self.result.wait_for(n, budget)
         assert ok, (f"timeout: {len(self.result.items) - n_before} of {t * m} results for "
                     f"M={m} K={xq.shape[1]} T={t} after {budget} cycles")

@@ -70,6 +70,11 @@ class FastTop(wiring.Component):
                  result_depth: int = 16384):
         from hw.engine import BitLinearEngine
 
+        if config.tokens_per_beat != 1:
+            raise ValueError(
+                f"FastTop replays the weight pass once per token: tokens_per_beat="
+                f"{config.tokens_per_beat} runs on sim.native (the 'native' backend), "
+                "sim.amaranth_engine or the cocotb engine testbench")
         check_int("weight_depth", weight_depth, 2)
         check_int("act_depth", act_depth, 2)
         check_int("result_depth", result_depth, 2)

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from model.accel import AccelConfig
-from model.packing import pack_layer_stream
+from model.packing import pack_layer_stream, result_order
 
 __all__ = ["NativeEngine", "NativeEngineError", "NativePool", "build_native_engine", "check_call",
            "split_circular_vectors"]
@@ -90,7 +90,8 @@ def _build_native_engine(config: AccelConfig) -> Path:
 
     text = verilog_text(BitLinearEngine(config=config), "engine")
     defines = [f"-DWEIGHT_BYTES={config.bytes_per_beat}",
-               f"-DACT_BYTES={-(-config.act_bits * config.cols // 8)}"]
+               f"-DACT_BYTES={-(-config.act_bits * config.act_lanes // 8)}",
+               f"-DTOKENS_PER_BEAT={config.tokens_per_beat}"]
     driver = DRIVER.read_text()
     digest = hashlib.sha256("\0".join([text, driver, YOSYS_SCRIPT, repr(NATIVE_ARGS), CXX_FLAGS,
                                        repr(MAKE_VARS), repr(defines)]).encode()).hexdigest()
@@ -323,11 +324,17 @@ class NativeEngine:
         self.cycles += cyc
         if status:
             raise NativeEngineError(f"M={m} K={k} T={t}: {_STATUS.get(status, status)}")
-        if w_taken != t * beats or a_taken != chunks.shape[0]:
+        passes = len(cfg.token_groups(t))
+        if w_taken != passes * beats or a_taken != chunks.shape[0]:
             raise NativeEngineError(f"M={m} K={k} T={t}: the engine took {w_taken} of "
-                                    f"{t * beats} weight beats, {a_taken} of {chunks.shape[0]} "
-                                    "activation chunks")
-        return acc.reshape(t, m), int(cyc)
+                                    f"{passes * beats} weight beats, {a_taken} of "
+                                    f"{chunks.shape[0]} activation chunks")
+        if cfg.tokens_per_beat == 1:
+            return acc.reshape(t, m), int(cyc)
+        order = result_order(cfg, m, t)
+        out = np.zeros((t, m), np.int32)
+        out[order[:, 0], order[:, 1]] = acc
+        return out, int(cyc)
 
     def _read(self, n: int) -> bytes:
         data = bytearray()

@@ -5,17 +5,19 @@
 // collected, with no Python and no VPI per cycle. sim/native.py builds this file together with
 // the Verilog and talks to the process over its standard input and output:
 //
-// request  (little-endian): u32 magic 'BNA1', m, k, tokens, beats (one token pass), chunks
-//          (tokens * ceil(k / cols)), idle and backpressure (probability * 65536 that a source
-//          withholds valid / the sink withholds ready in a cycle), seed, u64 timeout (cycles);
-//          then beats * WEIGHT_BYTES bytes (the pass, replayed once per token) and
-//          chunks * ACT_BYTES bytes (the activation chunks in stream order).
+// request  (little-endian): u32 magic 'BNA1', m, k, tokens, beats (one pass), chunks
+//          (groups * ceil(k / cols) activation transfers), idle and backpressure (probability
+//          * 65536 that a source withholds valid / the sink withholds ready in a cycle), seed,
+//          u64 timeout (cycles); then beats * WEIGHT_BYTES bytes (the pass, replayed once per
+//          group of TOKENS_PER_BEAT tokens) and chunks * ACT_BYTES bytes (the activation
+//          transfers in stream order).
 //          magic 'BNA0' alone ends the process.
 // reply    u32 status (0 ok, 1 engine error flag, 2 timeout, 3 a result's last flag wrong,
 //          4 a result after the last one), u64 cycles (rising edges from the cmd transfer to the
 //          final result transfer, exclusive / inclusive: model.accel_cycles.cycles), u64
 //          weight beats taken, u64 activation chunks taken, u64 nanoseconds spent simulating
-//          (the clock loop alone), then tokens * m int32 accumulators.
+//          (the clock loop alone), then tokens * m int32 accumulators in the engine's result
+//          order (model.packing.result_order: for TOKENS_PER_BEAT = 1 token by token).
 //
 // Handshakes follow lib.stream: a transfer happens at a rising edge where valid and ready are
 // both high; valid never depends on ready. Inputs are set while the clock is low, the model is
@@ -35,6 +37,9 @@
 
 #ifndef WEIGHT_BYTES
 #error "define WEIGHT_BYTES (bytes per weight beat)"
+#endif
+#ifndef TOKENS_PER_BEAT
+#error "define TOKENS_PER_BEAT (AccelConfig.tokens_per_beat)"
 #endif
 #ifndef ACT_BYTES
 #error "define ACT_BYTES (bytes per activation chunk payload)"
@@ -132,7 +137,11 @@ int main(int argc, char** argv) {
             return 2;
         }
         const uint64_t n_results = static_cast<uint64_t>(tokens) * m;
-        const uint64_t w_total = static_cast<uint64_t>(tokens) * beats;
+        const uint64_t groups = (static_cast<uint64_t>(tokens) + TOKENS_PER_BEAT - 1)
+                                / TOKENS_PER_BEAT;
+        const uint64_t w_total = groups * beats;
+        // results of a whole token group; `last` ends every group, the last one maybe smaller
+        const uint64_t group_results = static_cast<uint64_t>(TOKENS_PER_BEAT) * m;
         acc.assign(n_results, 0);
         uint64_t w_sent = 0, a_sent = 0, r_got = 0, cycles = 0, t = 0;
         uint32_t w_idx = 0, status = 0;
@@ -179,7 +188,8 @@ int main(int argc, char** argv) {
             if (r_fire) {
                 if (r_got >= n_results) { status = 4; break; }
                 const bool last = (result >> 32) & 1;
-                const bool want_last = (r_got % m) == m - 1;
+                const bool want_last = (r_got % group_results) == group_results - 1
+                                       || r_got == n_results - 1;
                 acc[r_got] = static_cast<int32_t>(static_cast<uint32_t>(result));
                 if (last != want_last) { status = 3; }
                 if (++r_got == n_results) running = false;

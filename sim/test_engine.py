@@ -1,7 +1,8 @@
 """Verilator co-simulation of ``hw.engine.BitLinearEngine`` (``sim/tb/engine.py``).
 
-Two builds in the default run cover both packings, both activation widths and two array
-shapes (one with a purely combinational adder tree, odd R and C); the slow sweep adds more.
+Three builds in the default run cover both packings, both activation widths, two array
+shapes (one with a purely combinational adder tree, odd R and C) and three tokens per weight
+beat (``tokens_per_beat``); the slow sweep adds more.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ DEFAULT = [
     pytest.param(AccelConfig(rows=3, cols=5, act_bits=4, packing="i2", max_k=700, max_m=1000,
                              adder_stages=0),
                  [[130, 203, 2], [211, 97, 1], [64, 699, 1], [5, 700, 3]], id="r3c5-a4-i2"),
+    # three tokens per weight beat: whole and partial token groups, drain stalls (K=11)
+    pytest.param(AccelConfig(rows=3, cols=5, act_bits=8, packing="tq1", max_k=300, max_m=300,
+                             adder_stages=1, tokens_per_beat=3),
+                 [[31, 97, 7], [12, 300, 3], [7, 11, 4], [40, 50, 2]], id="r3c5-a8-tq1-t3"),
 ]
 SLOW = [
     pytest.param(AccelConfig(rows=8, cols=8, act_bits=8, packing="i2", max_k=2048,
@@ -31,6 +36,12 @@ SLOW = [
     pytest.param(AccelConfig(rows=1, cols=1, act_bits=8, packing="tq1", max_k=64, max_m=64,
                              adder_stages=0),
                  [[17, 63, 2], [64, 64, 1]], id="r1c1-a8-tq1"),
+    pytest.param(AccelConfig(rows=4, cols=16, act_bits=4, packing="i2", max_k=1024,
+                             adder_stages=2, tokens_per_beat=2),
+                 [[256, 256, 4], [259, 333, 3], [97, 40, 5]], id="r4c16-a4-i2-t2"),
+    pytest.param(AccelConfig(rows=5, cols=8, act_bits=8, packing="tq1", max_k=512, max_m=512,
+                             adder_stages=2, tokens_per_beat=4),
+                 [[256, 512, 8], [41, 100, 6], [5, 8, 9]], id="r5c8-a8-tq1-t4"),
 ]
 
 

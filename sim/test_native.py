@@ -16,6 +16,9 @@ from sim.native import NativeEngine, NativeEngineError
 CONFIGS = {
     "r4c16-a8-tq1": AccelConfig(rows=4, cols=16, max_k=1024, max_m=1024),
     "r3c5-a4-i2": AccelConfig(rows=3, cols=5, act_bits=4, packing="i2", max_k=256, max_m=256),
+    # three tokens per weight beat: results come back in token order after the engine's
+    # (group, row tile, token) order; 5 and 2 tokens end in a smaller group
+    "r3c4-a8-tq1-t3": AccelConfig(rows=3, cols=4, max_k=256, max_m=256, tokens_per_beat=3),
 }
 # named edge cases: 1 x 1, a partial row tile and column tile, one row tile, K = C, many tokens
 SHAPES = [(1, 1, 1), (7, 13, 2), (4, 16, 1), (3, 5, 5), (97, 333, 3), (256, 256, 1)]

@@ -35,6 +35,8 @@ def test_tiles_and_beats():
 @pytest.mark.parametrize("kwargs", [
     {"rows": 0}, {"cols": -1}, {"act_bits": 6}, {"packing": "q4"}, {"max_k": 0},
     {"adder_stages": -1}, {"adder_stages": 9}, {"max_k": 70000}, {"rows": True},
+    {"tokens_per_beat": 0}, {"tokens_per_beat": 65}, {"tokens_per_beat": 2.0},
+    {"tokens_per_beat": True},
 ])
 def test_invalid_configs_are_rejected(kwargs):
     with pytest.raises(ValueError):
@@ -79,3 +81,19 @@ def test_slug_distinguishes_configs():
     a = AccelConfig(rows=4, cols=16)
     b = AccelConfig(rows=4, cols=16, packing="i2")
     assert a.slug != b.slug
+
+
+def test_tokens_per_beat():
+    a = AccelConfig(rows=5, cols=8)
+    b = a.replace(tokens_per_beat=3)
+    assert a.tokens_per_beat == 1 and a.macs_per_cycle == 40 and a.act_lanes == 8
+    assert b.macs_per_cycle == 120 and b.act_lanes == 24
+    # one weight beat for all T tokens: the beat and its bytes do not change
+    assert (b.trits_per_beat, b.bytes_per_beat) == (40, 8)
+    assert b.token_groups(7) == [3, 3, 1] and b.token_groups(3) == [3]
+    assert b.token_groups(2) == [2] and a.token_groups(2) == [1, 1]
+    assert a.slug.endswith("s1") and b.slug == a.slug + "t3"
+    assert AccelConfig.from_json(b.to_json()) == b
+    # configs written before the field existed read as one token per beat
+    old = {k: v for k, v in a.to_dict().items() if k != "tokens_per_beat"}
+    assert AccelConfig.from_dict(old) == a

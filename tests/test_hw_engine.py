@@ -35,14 +35,29 @@ def reference(w, x):
     return exact
 
 
+def token_groups(tokens, config):
+    """Token index lists of the groups of ``tokens_per_beat`` (the last one may be smaller)."""
+    t = config.tokens_per_beat
+    return [list(range(g, min(g + t, tokens))) for g in range(0, tokens, t)]
+
+
 def act_chunks(x, config):
-    """Split activations (tokens x K) into per-token chunks of ``cols`` codes (tail padded)."""
-    c = config.cols
+    """Split activations (tokens x K) into ``act`` transfers: per group of ``tokens_per_beat``
+    tokens and column tile, the group's chunks of ``cols`` codes side by side (tail padded,
+    lanes of tokens a smaller last group lacks padded)."""
+    c, t = config.cols, config.tokens_per_beat
     kt = config.k_tiles(x.shape[1])
     padded = np.zeros((x.shape[0], kt * c), dtype=np.int64)
     padded[:, :x.shape[1]] = x
-    return [[int(v) for v in padded[t, j * c:(j + 1) * c]]
-            for t in range(x.shape[0]) for j in range(kt)]
+    out = []
+    for group in token_groups(x.shape[0], config):
+        for j in range(kt):
+            lanes = []
+            for i in range(t):
+                lanes += ([int(v) for v in padded[group[i], j * c:(j + 1) * c]]
+                          if i < len(group) else [0] * c)
+            out.append(lanes)
+    return out
 
 
 class Harness(Elaboratable):
@@ -77,10 +92,10 @@ def run_engine(config, jobs, *, seed=0, idle=0.0, backpressure=0.0, garbage_tail
         acts += act_chunks(x, config)
         stream = _pack_layer_stream(w, config)
         assert stream.shape == (config.beats(m_, k_), config.bytes_per_beat)
-        for _ in range(x.shape[0]):
+        for _ in token_groups(x.shape[0], config):
             beats += [[int(b) for b in beat] for beat in stream]
         n_results += m_ * x.shape[0]
-    acts_extra = [[0] * config.cols] * garbage_tail
+    acts_extra = [[0] * config.act_lanes] * garbage_tail
     beats_extra = [[0] * config.bytes_per_beat] * garbage_tail
     out, cmd_log, res_log = [], [], []
     sim = Simulator(h)
@@ -119,13 +134,19 @@ def run_engine(config, jobs, *, seed=0, idle=0.0, backpressure=0.0, garbage_tail
     return results, cmd_log, res_log
 
 
-def expected_results(jobs):
+def expected_results(jobs, config):
+    """Per token group: row tile by row tile, each token's rows of the tile; ``last`` on the
+    group's final result (for one token per beat: each token's rows, ``last`` on row M-1)."""
     exp = []
     for w, x in jobs:
         acc = reference(w, x)
-        for t in range(acc.shape[0]):
-            for r in range(acc.shape[1]):
-                exp.append((int(acc[t, r]), int(r == acc.shape[1] - 1)))
+        m = acc.shape[1]
+        for group in token_groups(acc.shape[0], config):
+            for r0 in range(0, m, config.rows):
+                for t in group:
+                    for r in range(r0, min(r0 + config.rows, m)):
+                        exp.append((int(acc[t, r]), 0))
+            exp[-1] = (exp[-1][0], 1)
     return exp
 
 
@@ -154,7 +175,7 @@ def edge_jobs(config):
 
 def check(config, jobs, **kwargs):
     results, cmd_log, res_log = run_engine(config, jobs, **kwargs)
-    assert results == expected_results(jobs)
+    assert results == expected_results(jobs, config)
     return cmd_log, res_log
 
 
@@ -173,7 +194,26 @@ def test_engine_random_layers_with_stalls(config):
     check(config, jobs, seed=1, idle=0.3, backpressure=0.3, garbage_tail=3)
 
 
-@pytest.mark.parametrize("config", MATRIX[::5], ids=lambda c: c.slug)
+MULTI_TOKEN = [
+    AccelConfig(rows=3, cols=4, act_bits=8, packing="tq1", max_k=128, max_m=128,
+                adder_stages=1, tokens_per_beat=2),
+    AccelConfig(rows=2, cols=8, act_bits=4, packing="i2", max_k=128, max_m=128,
+                adder_stages=2, tokens_per_beat=4),
+]
+
+
+@pytest.mark.parametrize("config", MULTI_TOKEN, ids=lambda c: c.slug)
+def test_engine_multi_token_groups_with_stalls(config):
+    """Whole groups, a smaller last group, one token, groups that stall the drain (K <= C)."""
+    rng = np.random.default_rng(zlib.crc32(config.slug.encode()))
+    r, c, t = config.rows, config.cols, config.tokens_per_beat
+    jobs = [random_job(rng, config, 2 * r + 1, 2 * c + 3, 2 * t + 1),
+            random_job(rng, config, r, c, t), random_job(rng, config, 3 * r - 1, 1, t + 1),
+            random_job(rng, config, r + 1, 3 * c, 1)]
+    check(config, jobs, seed=6, idle=0.3, backpressure=0.3, garbage_tail=3)
+
+
+@pytest.mark.parametrize("config", MATRIX[::5] + MULTI_TOKEN[:1], ids=lambda c: c.slug)
 def test_engine_edge_cases(config):
     check(config, edge_jobs(config), seed=2, idle=0.2, backpressure=0.2)
 
@@ -186,6 +226,11 @@ CYCLE_CONFIGS = [
     AccelConfig(rows=2, cols=16, packing="tq1", max_k=128, max_m=128, adder_stages=4),
     # one lane per row, no adder tree: the narrowest-chunk UP5K shape of sim.bench_sparsity
     AccelConfig(rows=40, cols=1, packing="tq1", max_k=128, max_m=128, adder_stages=0),
+    # tokens per weight beat: 2 and 3 arrays sharing one beat
+    AccelConfig(rows=3, cols=4, packing="tq1", max_k=128, max_m=128, adder_stages=1,
+                tokens_per_beat=2),
+    AccelConfig(rows=2, cols=5, act_bits=4, packing="i2", max_k=128, max_m=128, adder_stages=0,
+                tokens_per_beat=3),
 ]
 
 
@@ -347,4 +392,4 @@ def test_engine_reset_mid_layer_then_exact():
     sim.run()
     assert state == {"busy_before": 1, "after_reset": (0, 0, 1), "error": 0}
     assert 0 < len(out1) < 14
-    assert [(int(p.acc), int(p.last)) for p in out2] == expected_results([(w2, x2)])
+    assert [(int(p.acc), int(p.last)) for p in out2] == expected_results([(w2, x2)], config)

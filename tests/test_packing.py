@@ -12,12 +12,14 @@ from model.packing import (
     TQ1_INVALID_BYTES,
     TQ1_VALID_BYTES,
     TritStreamDecoder,
+    act_stream,
     decode_tq1_byte,
     layer_tiles,
     pack_i2,
     pack_i2_hf,
     pack_layer_stream,
     pack_tq1,
+    result_order,
     tq1_byte_is_valid,
     unpack_i2,
     unpack_i2_hf,
@@ -291,3 +293,32 @@ def test_leaving_out_the_beats_of_zero_chunks_keeps_the_product(rows, cols):
         assert acc[:m].tolist() == (W.astype(np.int64) @ xq[token]).tolist()
         assert kept == c.m_tiles(m) * (c.k_tiles(k) - int(zc[token].sum()))
     assert zc[1].all()
+
+
+# ----------------------------------------------------------------------------------------------
+# act stream and result order with tokens per weight beat (issue 19 item 4)
+# ----------------------------------------------------------------------------------------------
+def test_act_stream_hand_case():
+    c = AccelConfig(rows=1, cols=2, tokens_per_beat=2)
+    xq = np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+    # K = 3: chunks (0, 1) and (2, pad); tokens 0, 1 side by side, then token 2 and a pad token
+    assert act_stream(xq, c).tolist() == [[1, 2, 4, 5], [3, 0, 6, 0],
+                                          [7, 8, 0, 0], [9, 0, 0, 0]]
+    one = c.replace(tokens_per_beat=1)
+    assert act_stream(xq, one).tolist() == [[1, 2], [3, 0], [4, 5], [6, 0], [7, 8], [9, 0]]
+    rng = np.random.default_rng(0)
+    padded = act_stream(xq, c, rng)
+    assert padded[:, [0, 1, 2, 3]][0].tolist() == [1, 2, 4, 5]      # data lanes as without
+    assert padded[1, 0] == 3 and padded[2, :2].tolist() == [7, 8] and padded[3, 0] == 9
+
+
+def test_result_order_hand_case():
+    c = AccelConfig(rows=2, cols=4, tokens_per_beat=2)
+    # M = 3: tiles rows (0, 1), (2,); tokens 0, 1 as a group, then token 2 alone
+    got = result_order(c, 3, 3).tolist()
+    assert got == [[0, 0, 0], [0, 1, 0], [1, 0, 0], [1, 1, 0], [0, 2, 0], [1, 2, 1],
+                   [2, 0, 0], [2, 1, 0], [2, 2, 1]]
+    one = result_order(c.replace(tokens_per_beat=1), 3, 2).tolist()
+    assert one == [[0, 0, 0], [0, 1, 0], [0, 2, 1], [1, 0, 0], [1, 1, 0], [1, 2, 1]]
+    with pytest.raises(ValueError, match="m >= 1"):
+        result_order(c, 0, 1)

@@ -5,7 +5,8 @@ as ``error: ...`` and exits with status 1. The iCE40 UP5K area estimate that ref
 fit the device is :func:`hw.build.ice40.check_fits_up5k`.
 """
 
-__all__ = ["BuildError", "MAX_MACS", "check_size", "MUL_CELLS", "check_no_multipliers"]
+__all__ = ["BuildError", "MAX_MACS", "check_size", "design_macs", "MUL_CELLS",
+           "check_no_multipliers"]
 
 
 class BuildError(RuntimeError):
@@ -22,12 +23,31 @@ class BuildError(RuntimeError):
 MAX_MACS = 8192
 
 
+def design_macs(config, top):
+    """MACs per cycle of a build ``top``: the engine and the board top ``rows x cols x
+    tokens_per_beat`` (``T`` arrays), the bare ternary array and the int8 baseline one
+    ``rows x cols`` array."""
+    return config.macs_per_cycle if top in ("engine", "fpga") else config.rows * config.cols
+
+
+def shape_name(config, top=None):
+    """``RxC``, with ``xT`` tokens per beat for the tops that have them (the engine, the board):
+    ``5x8``, ``5x8x2``."""
+    t = config.tokens_per_beat
+    return f"{config.rows}x{config.cols}" + (f"x{t}" if t > 1 and top in (None, "engine",
+                                                                             "fpga") else "")
+
+
 def check_size(config):
-    """Raise :class:`BuildError` if ``config``'s array is larger than :data:`MAX_MACS`."""
-    macs = config.rows * config.cols
+    """Raise :class:`BuildError` if ``config``'s engine (``rows x cols x tokens_per_beat``
+    MACs) is larger than :data:`MAX_MACS`."""
+    macs = config.macs_per_cycle
     if macs > MAX_MACS:
+        t = config.tokens_per_beat
+        what = (f"rows x cols = {config.rows} x {config.cols}" if t == 1 else
+                f"rows x cols x tokens_per_beat = {config.rows} x {config.cols} x {t}")
         raise BuildError(
-            f"rows x cols = {config.rows} x {config.cols} = {macs} MACs per cycle is above "
+            f"{what} = {macs} MACs per cycle is above "
             f"hw.build.checks.MAX_MACS = {MAX_MACS}, the largest array this build elaborates "
             "(Amaranth alone takes about 4 minutes for 4096)")
 

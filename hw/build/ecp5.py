@@ -15,7 +15,14 @@ import importlib
 import time
 from pathlib import Path
 
-from .checks import MUL_CELLS, BuildError, check_no_multipliers, check_size
+from .checks import (
+    MUL_CELLS,
+    BuildError,
+    check_no_multipliers,
+    check_size,
+    design_macs,
+    shape_name,
+)
 from .harness import BoardHarness, harness_overhead, make_dut
 from .ice40 import FIT_MARGIN, estimate_up5k
 from .report import ECP5_CELLS, cell_summary, parse_yosys_stat
@@ -140,7 +147,7 @@ def check_fits_ecp5(config, top, platform, *, use_dsp=True):
         over.append(f"{est['DP16KD']} DP16KD (memories at 18 kbit each, at least) > "
                     f"{cap['DP16KD']}")
     if over:
-        raise BuildError(f"top {top} {config.rows}x{config.cols} does not fit the "
+        raise BuildError(f"top {top} {shape_name(config, top)} does not fit the "
                          f"{platform.device}: " + "; ".join(over)
                          + " (hw.build.ecp5.estimate_ecp5, docs/build.md); --force "
                            "(force=True) synthesizes anyway")
@@ -217,7 +224,7 @@ def build_ecp5(config, *, top="engine", board=DEFAULT_BOARD, device=DEFAULT_DEVI
     out.mkdir(parents=True, exist_ok=True)
     tools = {name: find_tool(name) for name in ("yosys", "nextpnr-ecp5", "ecppack")}
     variant = "" if use_dsp else " (-nodsp)"
-    stage(f"elaborate {top} {config.rows}x{config.cols} for {board} {platform.device}", t0)
+    stage(f"elaborate {top} {shape_name(config, top)} for {board} {platform.device}", t0)
     if top == "fpga":
         from fpga.top import BoardTop
         design = BoardTop(config=config, pll_mhz=None)
@@ -244,8 +251,8 @@ def build_ecp5(config, *, top="engine", board=DEFAULT_BOARD, device=DEFAULT_DEVI
     dsp = summary["MULT18X18D"] + summary["ALU54B"]
     if not allow_mul:
         check_no_multipliers(muls, dsp, "MULT18X18D/ALU54B")
-    macs = config.rows * config.cols
-    title = f"{top} {config.rows}x{config.cols}{variant} on {board} ({platform.device})"
+    macs = design_macs(config, top)
+    title = f"{top} {shape_name(config, top)}{variant} on {board} ({platform.device})"
     report = {"title": title, "fits": True, "config": config.to_dict(),
               "checks": {"mult18x18d": summary["MULT18X18D"], "alu54b": summary["ALU54B"],
                          "rtl_mul_cells": muls},

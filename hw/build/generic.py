@@ -16,7 +16,14 @@ import subprocess
 import time
 from pathlib import Path
 
-from .checks import MUL_CELLS, BuildError, check_no_multipliers, check_size
+from .checks import (
+    MUL_CELLS,
+    BuildError,
+    check_no_multipliers,
+    check_size,
+    design_macs,
+    shape_name,
+)
 from .harness import make_dut
 from .toolchain import find_tool, stage
 
@@ -165,17 +172,17 @@ def build_generic(config, *, top="engine", out, t0=None):
         raise BuildError("top 'fpga' needs a device (--target ice40); generic tops: engine, "
                          "array, baseline")
     check_size(config)
-    stage(f"generic gates: {top} {config.rows}x{config.cols} (yosys abc -g cmos2)", t0)
+    stage(f"generic gates: {top} {shape_name(config, top)} (yosys abc -g cmos2)", t0)
     try:
         area = synth_generic(make_dut(top, config), Path(out) / f"generic_{top}")
     except GenericError as exc:
         raise BuildError(str(exc)) from None
     if top != "baseline":
         check_no_multipliers(area["rtl_mul_cells"])
-    return {"title": f"{top} {config.rows}x{config.cols}, generic CMOS gates (no device)",
+    return {"title": f"{top} {shape_name(config, top)}, generic CMOS gates (no device)",
             "config": config.to_dict(),
             "generic": area_section(area),
-            "throughput": {"macs_per_cycle": config.rows * config.cols,
+            "throughput": {"macs_per_cycle": design_macs(config, top),
                            "bits_per_trit": config.bits_per_trit,
                            "weight_bytes_per_cycle": config.bytes_per_beat},
             "checks": {"rtl_mul_cells": area["rtl_mul_cells"]},

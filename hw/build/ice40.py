@@ -12,7 +12,14 @@ import itertools
 import time
 from pathlib import Path
 
-from .checks import MUL_CELLS, BuildError, check_no_multipliers, check_size
+from .checks import (
+    MUL_CELLS,
+    BuildError,
+    check_no_multipliers,
+    check_size,
+    design_macs,
+    shape_name,
+)
 from .harness import BoardHarness, harness_overhead, make_dut
 from .report import UP5K, cell_summary, parse_yosys_stat
 from .seeds import DEFAULT_SEEDS, default_jobs, keep_seed, place_and_route_seeds
@@ -113,6 +120,7 @@ def estimate_up5k(config, top, *, use_dsp=True, dsp_limit=UP5K["SB_MAC16"]):
     """
     R, C, b, A, B = (config.rows, config.cols, config.act_bits, config.acc_width,
                      config.bytes_per_beat)
+    T = config.tokens_per_beat      # the engine's arrays (1 for the array and baseline tops)
     macs = R * C
     memories = []
     spram = dsp = 0
@@ -122,9 +130,10 @@ def estimate_up5k(config, top, *, use_dsp=True, dsp_limit=UP5K["SB_MAC16"]):
         dsp = min(macs, dsp_limit) if use_dsp else 0
         lut4 = 18 * dsp + 200 * (macs - dsp)
     elif top in ("engine", "fpga"):
-        lut4 = (200 + R * (C * (2 * b + 3) + 4 * A) + 3 * C * b
+        # T arrays, T tokens' activation lanes; one decoder
+        lut4 = (200 + T * R * (C * (2 * b + 3) + 4 * A) + 3 * T * C * b
                 + DECODER_LUT4_PER_BYTE[config.packing] * B)
-        memories.append(("engine activation buffer", C * b, config.k_tiles(config.max_k)))
+        memories.append(("engine activation buffer", T * C * b, config.k_tiles(config.max_k)))
         if top == "fpga":
             from fpga.memory import SPRAM_WORDS, WORD_BYTES
             from fpga.protocol import MAX_PAYLOAD
@@ -171,7 +180,7 @@ def check_fits_up5k(config, top, *, use_dsp=True):
         if est[key] > UP5K[key]:
             over.append(f"{est[key]} {key} > {UP5K[key]}")
     if over:
-        raise BuildError(f"top {top} {config.rows}x{config.cols} does not fit the iCE40UP5K: "
+        raise BuildError(f"top {top} {shape_name(config, top)} does not fit the iCE40UP5K: "
                          + "; ".join(over) + " (hw.build.ice40.estimate_up5k, docs/build.md); "
                          "--force (force=True) synthesizes anyway")
     return est
@@ -210,7 +219,7 @@ def build_ice40(config, *, top="engine", board="icebreaker", out, freq_mhz=48.0,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tools = {name: find_tool(name) for name in ("yosys", "nextpnr-ice40", "icepack")}
-    stage(f"elaborate {top} {config.rows}x{config.cols} for {board}", t0)
+    stage(f"elaborate {top} {shape_name(config, top)} for {board}", t0)
     if top == "fpga":
         from fpga.top import BoardTop
         design = BoardTop(config=config, pll_mhz=pll_mhz)
@@ -232,14 +241,14 @@ def build_ice40(config, *, top="engine", board="icebreaker", out, freq_mhz=48.0,
     muls = sum(v for k, v in rtl_cells.items() if k in MUL_CELLS)
     if not allow_mul:
         check_no_multipliers(muls, summary["SB_MAC16"])
-    macs = config.rows * config.cols
+    macs = design_macs(config, top)
     for key in ("LUT4", "FF", "EBR", "SPRAM", "SB_MAC16"):
         if summary[key] > UP5K[key] and platform.device == "iCE40UP5K":
             if not unfit_ok:
                 raise BuildError(f"design does not fit {platform.device}: {summary[key]} {key}"
                                  f" > {UP5K[key]}")
             stage(f"does not fit ({summary[key]} {key} > {UP5K[key]}): synthesis only", t0)
-            return {"title": f"{top} {config.rows}x{config.cols} (synthesis only, does not fit)",
+            return {"title": f"{top} {shape_name(config, top)} (synthesis only, does not fit)",
                     "fits": False,
                     "device": {k: {"used": v, "available": UP5K[k],
                                    "percent": round(100 * v / UP5K[k], 1)}
@@ -258,7 +267,7 @@ def build_ice40(config, *, top="engine", board="icebreaker", out, freq_mhz=48.0,
     device = {k: {"used": v, "available": UP5K[k], "percent": round(100 * v / UP5K[k], 1)}
               for k, v in summary.items()} if platform.device == "iCE40UP5K" else summary
     return {
-        "title": f"{top} {config.rows}x{config.cols} on {board} ({platform.device})",
+        "title": f"{top} {shape_name(config, top)} on {board} ({platform.device})",
         "fits": True,
         "config": config.to_dict(),
         "device": device,

@@ -7,7 +7,9 @@ is built: on the iCE40 (``--target ice40``, default top ``engine``) with
 The table lists MACs/cycle, the device's cells, Fmax, GOPS and the op-count pJ/MAC;
 ``sweep.png`` plots GOPS and pJ/MAC against the LUT4 (iCE40) or the placed LUT4 sites (ECP5,
 ``TRELLIS_COMB``), the Pareto front (fewer LUTs, more GOPS) marked. Multi-token weight reuse
-(``T`` tokens per beat) is not swept: the engine has no such parameter yet.
+(``AccelConfig.tokens_per_beat``, ``T``) is not swept yet: the sweep builds the bare array,
+which is one ``R x C`` array whatever ``T``; an engine with ``T`` arrays builds with
+``--top engine --config '{"tokens_per_beat": T}'``.
 """
 
 import argparse

@@ -95,8 +95,12 @@ async def cycles_match_model(dut):
     tb = EngineTB(dut, config, seed=3)
     await tb.start()
     r, c = config.rows, config.cols
+    tpb = config.tokens_per_beat
     shapes = [tuple(s) for s in p["shapes"]] + [(1, 1, 1), (r, c, 1), (r + 1, c * (r - 1) + 1, 2),
                                                 (3 * r - 1, 1, 2), (r, c * r, 3)]
+    if tpb > 1:  # whole groups, a last smaller group, a last group of one, one token only
+        shapes += [(r + 1, c * r * tpb, tpb), (2 * r, 3 * c, 2 * tpb - 1), (r, 2 * c, tpb + 1),
+                   (3 * r + 1, c + 1, 1)]
     for m, k, t in shapes:
         xq, trits = _random_layer(rng, config, m, k, t)
         w0 = len(tb.weights.transfer_cycles)
@@ -104,8 +108,8 @@ async def cycles_match_model(dut):
         want = cycles(config, m, k, t)
         assert measured == want, f"M={m} K={k} T={t}: measured {measured} cycles, model {want}"
         w = tb.weights.transfer_cycles[w0:]
-        assert len(w) == t * config.beats(m, k)
-        if config.k_tiles(k) >= r:  # no drain stalls: the weight stream runs at one beat/cycle
+        assert len(w) == len(config.token_groups(t)) * config.beats(m, k)
+        if config.k_tiles(k) >= r * tpb:  # no drain stalls: one beat per cycle
             assert w == list(range(w[0], w[0] + len(w))), f"M={m} K={k}: weight stream stalled"
         dut._log.info("M=%d K=%d T=%d: %d cycles == model", m, k, t, measured)
         await tb.cycles(2)  # idle gap between commands
