@@ -19,9 +19,8 @@ from model.accel import TRITS_PER_BYTE, AccelConfig
 __all__ = [
     "TQ1_VALID_BYTES", "TritStreamDecoder", "act_stream", "decode_tq1_byte", "encode_tq1_digits",
     "pack_i2", "pack_i2_hf", "pack_layer_stream", "pack_tq1", "pack_trits", "tq1_byte_is_valid",
-    "result_order", "unpack_i2", "unpack_i2_hf", "unpack_layer_stream", "unpack_tq1",
-    "unpack_trits",
-    "validate_trits", "zero_chunks", "zero_row_tiles",
+    "result_order", "results_matrix", "unpack_i2", "unpack_i2_hf", "unpack_layer_stream",
+    "unpack_tq1", "unpack_trits", "validate_trits", "zero_chunks", "zero_row_tiles",
 ]
 
 
@@ -445,6 +444,18 @@ def result_order(config: AccelConfig, m: int, tokens: int) -> np.ndarray:
         out[-1][-1, 2] = 1
         start += g
     return np.concatenate(out).astype(np.int64)
+
+
+def results_matrix(results, config: AccelConfig, m: int, tokens: int) -> np.ndarray:
+    """The ``(tokens, m)`` int32 matrix of one command's ``results`` (accumulators in stream
+    order, :func:`result_order`)."""
+    order = result_order(config, m, tokens)
+    got = np.asarray(results)
+    if got.shape != (order.shape[0],):
+        raise ValueError(f"need {order.shape[0]} results, got shape {got.shape}")
+    acc = np.zeros((tokens, m), np.int32)
+    acc[order[:, 0], order[:, 1]] = got
+    return acc
 
 
 def zero_chunks(xq, config: AccelConfig) -> np.ndarray:

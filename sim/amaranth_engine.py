@@ -26,7 +26,7 @@ import numpy as np
 from amaranth import Elaboratable, Module, Signal
 
 from model.accel import AccelConfig
-from model.packing import result_order
+from model.packing import result_order, results_matrix
 
 __all__ = ["AmaranthEngine"]
 
@@ -191,6 +191,5 @@ class AmaranthEngine:
         if not np.array_equal((raw >> 32) & 1, order[:, 2]):
             raise AssertionError("result 'last' flags are not on each token group's final "
                                  "result")
-        acc = np.zeros((t, m), np.int32)
-        acc[order[:, 0], order[:, 1]] = (raw & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
-        return acc, int(job.last_cycle - job.cmd_cycle)
+        acc = (raw & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
+        return results_matrix(acc, cfg, m, t), int(job.last_cycle - job.cmd_cycle)

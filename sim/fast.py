@@ -35,7 +35,7 @@ import numpy as np
 from cocotb.triggers import First, RisingEdge, Timer
 
 from model.accel import AccelConfig
-from model.packing import result_order
+from model.packing import results_matrix
 
 __all__ = ["FastEngine", "build_fast_engine", "FAST_TOPLEVEL"]
 
@@ -178,10 +178,7 @@ class FastEngine:
             n0 = len(self._tb.result.items)
             cycles = await self._tb.run_layer(xq, trits)
             got = np.array([r["acc"] for r in self._tb.result.items[n0:]], dtype=np.int32)
-            order = result_order(cfg, m, t)      # token by token for tokens_per_beat = 1
-            acc = np.zeros((t, m), np.int32)
-            acc[order[:, 0], order[:, 1]] = got
-            return acc, cycles
+            return results_matrix(got, cfg, m, t), cycles
         kt = cfg.k_tiles(k)
         if t * kt > self.act_depth or t * m > self.result_depth:
             raise ValueError(f"T={t} x M={m} x K={k} exceeds the build's act/result memories "

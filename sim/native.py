@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from model.accel import AccelConfig
-from model.packing import pack_layer_stream, result_order
+from model.packing import pack_layer_stream, results_matrix
 
 __all__ = ["NativeEngine", "NativeEngineError", "NativePool", "build_native_engine", "check_call",
            "split_circular_vectors"]
@@ -329,12 +329,7 @@ class NativeEngine:
             raise NativeEngineError(f"M={m} K={k} T={t}: the engine took {w_taken} of "
                                     f"{passes * beats} weight beats, {a_taken} of "
                                     f"{chunks.shape[0]} activation chunks")
-        if cfg.tokens_per_beat == 1:
-            return acc.reshape(t, m), int(cyc)
-        order = result_order(cfg, m, t)
-        out = np.zeros((t, m), np.int32)
-        out[order[:, 0], order[:, 1]] = acc
-        return out, int(cyc)
+        return results_matrix(acc, cfg, m, t), int(cyc)
 
     def _read(self, n: int) -> bytes:
         data = bytearray()
